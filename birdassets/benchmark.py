@@ -1,0 +1,102 @@
+"""The benchmark of one task x checkpoint, from files on disk to files on disk.
+
+``fit_probes`` reads the embeddings and folds, trains every configured probe for all folds and writes their
+predictions; ``score_probes`` turns those predictions into score tables. Both are plain functions of the
+settings so the Dagster assets stay thin and the CLI, notebooks and tests can call them directly.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from birdassets.embeddings import read_embeddings
+from birdassets.evaluation import chance_scores, score_fold_predictions
+from birdassets.probes import PROBES, fit_probe
+from birdassets.settings import Settings
+
+SUMMARY = "summary.parquet"
+CLASSES = "classes.json"
+
+
+def fold_assignment(settings: Settings, task: str, window_ids: pd.Series) -> np.ndarray:
+    """``[windows]`` validation fold of each training window, from the task's folds file."""
+    path = settings.folds_path(task)
+    frame = pd.read_parquet(path)
+    fold_by_window = dict(zip(frame["window_id"], frame["fold"], strict=True))
+    missing = [w for w in window_ids if w not in fold_by_window]
+    if missing:
+        raise ValueError(f"{path}: {len(missing)} training windows have no fold, e.g. {missing[:3]}")
+    return window_ids.map(fold_by_window).to_numpy(dtype=np.int64)
+
+
+def fit_probes(settings: Settings, task: str, checkpoint: str) -> Path:
+    """Fit every probe in ``settings.probes`` on a task x checkpoint's embeddings, all folds at once.
+
+    Writes ``probes/<task>/<checkpoint>/<probe>.npz`` (``valid_scores [train_windows, classes]``,
+    ``test_scores [folds, test_windows, classes]``, ``train_loss [folds, steps]``, ``fold_of``, ``y_train``,
+    ``y_test``) plus ``summary.parquet``, atomically (staging folder + rename). Returns the folder.
+    """
+    embedded = read_embeddings(settings.embeddings_dir(task, checkpoint))
+    x_train, y_train, index_train = embedded.split("train")
+    x_test, y_test, _ = embedded.split("test")
+    fold_of = fold_assignment(settings, task, index_train["window_id"])
+    directory = settings.probes_dir(task, checkpoint)
+    staging = directory.with_name(directory.name + ".incomplete")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    rows = []
+    for name in settings.probes:
+        started = time.perf_counter()
+        result = fit_probe(PROBES[name], np.asarray(x_train), y_train, fold_of, np.asarray(x_test), settings.n_folds)
+        np.savez(
+            staging / f"{name}.npz",
+            valid_scores=result.valid_scores,
+            test_scores=result.test_scores,
+            train_loss=result.train_loss,
+            fold_of=fold_of,
+            y_train=y_train,
+            y_test=y_test,
+        )
+        loss = result.train_loss
+        rows.append(
+            {
+                "probe": name,
+                "seconds": time.perf_counter() - started,
+                "final_train_loss": float(loss[:, -1].mean()) if loss.size else float("nan"),
+            }
+        )
+    pd.DataFrame(rows).to_parquet(staging / SUMMARY, index=False)
+    (staging / CLASSES).write_text(json.dumps(list(embedded.classes)))
+    if directory.exists():
+        shutil.rmtree(directory)
+    staging.rename(directory)
+    return directory
+
+
+def score_probes(settings: Settings, task: str, checkpoint: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Score every probe's predictions: ``(scores, class_scores)`` over folds and splits."""
+    directory = settings.probes_dir(task, checkpoint)
+    classes = tuple(json.loads((directory / CLASSES).read_text()))
+    score_frames, class_frames = [], []
+    for name in settings.probes:
+        with np.load(directory / f"{name}.npz") as saved:
+            if not score_frames:
+                score_frames.append(chance_scores(saved["fold_of"], saved["y_train"], saved["y_test"]))
+            scores, class_scores = score_fold_predictions(
+                name,
+                classes,
+                saved["fold_of"],
+                saved["y_train"],
+                saved["valid_scores"],
+                saved["y_test"],
+                saved["test_scores"],
+            )
+        score_frames.append(scores)
+        class_frames.append(class_scores)
+    return pd.concat(score_frames, ignore_index=True), pd.concat(class_frames, ignore_index=True)

@@ -1,0 +1,186 @@
+"""The ``birdassets`` command line.
+
+* ``birdassets demo`` — generate the demo data, write a checkpoint, materialize every asset for every demo
+  task through Dagster on the persistent instance under ``BIRDASSETS_HOME``, print the leaderboard.
+* ``birdassets query "SQL" [--format table|csv|json]`` — read-only SQL on the metrics database.
+* ``birdassets ui`` — the Dagster UI (webserver + daemon) on this project.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+import warnings
+from pathlib import Path
+
+DEMO_RUN = "demo-vit"
+DEMO_MODEL_SIZE = "tiny"
+DEMO_SEED = 0
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _quiet() -> None:
+    """Keep TensorFlow/XLA start-up chatter and preview warnings out of the terminal."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*is currently in preview.*")
+    warnings.filterwarnings("ignore", message=".*is currently in beta.*")
+
+
+def prepare_instance(settings) -> Path:
+    """Point Dagster at ``$BIRDASSETS_HOME/dagster`` and install the project's ``dagster.yaml`` there."""
+    home = settings.dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    template = _REPO_ROOT / "dagster.yaml"
+    target = home / "dagster.yaml"
+    if template.exists():
+        if not target.exists() or target.read_text() != template.read_text():
+            shutil.copyfile(template, target)
+    elif not target.exists():
+        target.write_text("telemetry:\n  enabled: false\n")
+    os.environ["DAGSTER_HOME"] = str(home)
+    os.environ["BIRDASSETS_HOME"] = str(settings.home)
+    return home
+
+
+def ensure_demo_checkpoint(settings) -> str:
+    """A randomly initialised tiny ViT saved as step 0 of run ``demo-vit`` (kept if already there)."""
+    from flax import nnx
+
+    from birdassets.checkpoints import checkpoint_key, finalized_steps, save_checkpoint
+    from birdassets.frontends.presets import get_preset
+    from birdassets.models.vit import ViTEncoder, vit_config
+
+    run_dir = settings.demo_checkpoint_root / DEMO_RUN
+    if 0 not in finalized_steps(run_dir):
+        preset = get_preset("birdclef2025")
+        config = vit_config(DEMO_MODEL_SIZE, frames=preset.frames, mels=preset.n_mels, preset=preset.name)
+        model = ViTEncoder(config, rngs=nnx.Rngs(DEMO_SEED))
+        save_checkpoint(run_dir, 0, model, config, extra_metadata={"note": "random init (demo)", "seed": DEMO_SEED})
+    return checkpoint_key(DEMO_RUN, 0)
+
+
+def _run_job(defs, name: str, partition_key, instance) -> float:
+    started = time.perf_counter()
+    result = defs.resolve_job_def(name).execute_in_process(
+        partition_key=partition_key, instance=instance, raise_on_error=False
+    )
+    if not result.success:
+        failures = [
+            f"{event.step_key}: {event.event_specific_data.error.message.strip()}"
+            for event in result.all_events
+            if event.is_step_failure
+        ]
+        raise SystemExit(f"birdassets: {name} [{partition_key}] failed:\n  " + "\n  ".join(failures or ["(see the Dagster UI)"]))
+    return time.perf_counter() - started
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    _quiet()
+    from dagster import DagsterInstance, MultiPartitionKey
+
+    from birdassets.definitions import BENCHMARK_JOB, DATA_JOB, ENCODER_JOB, build_definitions
+    from birdassets.defs.partitions import CHECKPOINT_PARTITIONS_NAME
+    from birdassets.settings import load_settings
+    from birdassets.sources.demo import generate
+    from birdassets.store import format_frame, query_readonly
+
+    started = time.perf_counter()
+    settings = load_settings()
+    prepare_instance(settings)
+    demo_tasks = [d for d in settings.datasets if d.source == "demo"]
+    if not demo_tasks:
+        raise SystemExit(f"birdassets: no demo tasks configured ({settings.config_file} sets include_demo = false)")
+    print(f"BIRDASSETS_HOME={settings.home}")
+    for dataset in demo_tasks:
+        t0 = time.perf_counter()
+        generate(dataset.name, dataset.root)
+        print(f"  demo data {dataset.name:<12} {dataset.root}  ({time.perf_counter() - t0:.1f} s)")
+    checkpoint = ensure_demo_checkpoint(settings)
+    print(f"  checkpoint {checkpoint}")
+
+    defs = build_definitions(settings)
+    with DagsterInstance.get() as instance:
+        for dataset in demo_tasks:
+            seconds = _run_job(defs, DATA_JOB, dataset.name, instance)
+            print(f"  materialized raw_audio, mel_dataset, folds  [{dataset.name}]  {seconds:.1f} s")
+        instance.add_dynamic_partitions(CHECKPOINT_PARTITIONS_NAME, [checkpoint])
+        seconds = _run_job(defs, ENCODER_JOB, checkpoint, instance)
+        print(f"  materialized encoder  [{checkpoint}]  {seconds:.1f} s")
+        for dataset in demo_tasks:
+            key = MultiPartitionKey({"task": dataset.name, "checkpoint": checkpoint})
+            seconds = _run_job(defs, BENCHMARK_JOB, key, instance)
+            print(f"  materialized embeddings, probe, scores, metrics_db  [{dataset.name} x {checkpoint}]  {seconds:.1f} s")
+
+    names = ", ".join(f"'{d.name}'" for d in demo_tasks)
+    board = query_readonly(
+        settings.db_path,
+        "select task, checkpoint, probe, metric, round(mean, 4) as mean, round(std, 4) as std, n_folds "
+        f"from leaderboard where split = 'valid' and metric in ('cmAP', 'AUC') and task in ({names}) "
+        "order by task, checkpoint, metric, probe",
+    )
+    print("\nLeaderboard (validation folds; mean and std over folds):")
+    print(format_frame(board, "table"))
+    print(f"\nbirdassets demo finished in {time.perf_counter() - started:.1f} s. "
+          f"Query more with: birdassets query \"select * from leaderboard\"")
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from birdassets.settings import load_settings
+    from birdassets.store import StoreError, format_frame, query_readonly
+
+    settings = load_settings()
+    try:
+        frame = query_readonly(settings.db_path, args.sql)
+    except StoreError as error:
+        print(f"birdassets query: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:  # DuckDB parser/catalog errors: show them, not a traceback
+        print(f"birdassets query: {type(error).__name__}: {error}", file=sys.stderr)
+        return 2
+    print(format_frame(frame, args.format))
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from birdassets.settings import load_settings
+
+    settings = load_settings()
+    prepare_instance(settings)
+    command = ["dagster", "dev", "-m", "birdassets.definitions", "--host", args.host, "--port", str(args.port)]
+    print(f"DAGSTER_HOME={os.environ['DAGSTER_HOME']}\n$ {' '.join(command)}")
+    os.execvp(command[0], command)
+    return 0  # not reached
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="birdassets", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="generate the demo data and run the whole benchmark through Dagster")
+    demo.set_defaults(func=cmd_demo)
+
+    query = commands.add_parser("query", help="run read-only SQL on the metrics database")
+    query.add_argument("sql")
+    query.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    query.set_defaults(func=cmd_query)
+
+    ui = commands.add_parser("ui", help="start the Dagster UI on this project")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=3000)
+    ui.set_defaults(func=cmd_ui)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

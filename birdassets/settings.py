@@ -1,0 +1,192 @@
+"""Where birdassets keeps its data, and which data sets and checkpoint folders it benchmarks.
+
+Everything lives under one folder, ``BIRDASSETS_HOME`` (environment variable; default ``~/.birdassets``)::
+
+    $BIRDASSETS_HOME/
+      birdassets.toml                 optional: data sets, checkpoint roots, probes (see below)
+      dagster/                        the Dagster instance (DAGSTER_HOME)
+      data/<task>/                    generated demo audio (other sources point elsewhere)
+      manifests/<task>.parquet        one row per recording
+      mel/<task>/<fingerprint>/       TFDS mel dataset + window index
+      folds/<task>.parquet            window -> validation fold
+      checkpoints/<run>/<step>/       Orbax checkpoints (the demo's; users add their own roots)
+      embeddings/<task>/<checkpoint>/ arrays + window ids
+      probes/<task>/<checkpoint>/     probe predictions and parameters
+      scores/<task>/<checkpoint>/     score tables (parquet) before they enter DuckDB
+      birdassets.duckdb               scores, per-class scores, lineage
+
+``birdassets.toml`` example::
+
+    include_demo = true                       # keep the two demo tasks (default true)
+    checkpoint_roots = ["/runs/ssl"]          # folders holding <run>/<step>/ Orbax checkpoints
+    probes = ["linear", "mlp", "centroid"]
+
+    [[datasets]]
+    name = "birdclef-2025"                    # the task partition key
+    source = "birdclef"                       # birdclef | birdset | demo
+    root = "/data/birdclef-2025"
+    preset = "birdclef2025"
+
+Settings are read once per process by :func:`load_settings`; the Dagster definitions are built from them
+(static task partitions must be known when the code location loads).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HOME_ENV = "BIRDASSETS_HOME"
+CONFIG_FILE = "birdassets.toml"
+SOURCES = ("demo", "birdclef", "birdset")
+DEMO_TASK_NAMES = ("demo-clear", "demo-noisy")
+DEFAULT_PROBES = ("linear", "mlp", "centroid")
+_TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+class SettingsError(ValueError):
+    """birdassets.toml (or the environment) is invalid; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """One benchmark task: an audio collection read by one source.
+
+    Attributes:
+        name: task name; the Dagster ``task`` partition key (letters, digits, ``-_.``).
+        source: ``"demo"`` (generated), ``"birdclef"`` (train.csv + train_audio/) or ``"birdset"`` (local HF copy).
+        root: folder of the collection.
+        preset: frontend preset name (see :mod:`birdassets.frontends.presets`).
+        birdset_config: BirdSet config name (e.g. ``"HSN"``) for ``source="birdset"``.
+    """
+
+    name: str
+    source: str
+    root: Path
+    preset: str = "birdclef2025"
+    birdset_config: str | None = None
+
+    def __post_init__(self) -> None:
+        if not _TASK_NAME.match(self.name):
+            raise SettingsError(f"dataset name {self.name!r} must use letters, digits, '-', '_' or '.'")
+        if self.source not in SOURCES:
+            raise SettingsError(f"dataset {self.name!r}: unknown source {self.source!r}; expected one of {SOURCES}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved configuration plus the on-disk layout under ``home``."""
+
+    home: Path
+    datasets: tuple[DatasetConfig, ...]
+    checkpoint_roots: tuple[Path, ...]
+    probes: tuple[str, ...] = DEFAULT_PROBES
+    fold_seed: int = 42
+    n_folds: int = 5
+    config_file: Path | None = field(default=None, compare=False)
+
+    # ---- lookup -------------------------------------------------------------------------------
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        return tuple(d.name for d in self.datasets)
+
+    def dataset(self, task: str) -> DatasetConfig:
+        for candidate in self.datasets:
+            if candidate.name == task:
+                return candidate
+        raise SettingsError(f"unknown task {task!r}; configured tasks: {list(self.task_names)}")
+
+    # ---- layout -------------------------------------------------------------------------------
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "birdassets.duckdb"
+
+    @property
+    def demo_checkpoint_root(self) -> Path:
+        return self.home / "checkpoints"
+
+    def manifest_path(self, task: str) -> Path:
+        return self.home / "manifests" / f"{task}.parquet"
+
+    def mel_root(self, task: str) -> Path:
+        return self.home / "mel" / task
+
+    def folds_path(self, task: str) -> Path:
+        return self.home / "folds" / f"{task}.parquet"
+
+    def embeddings_dir(self, task: str, checkpoint: str) -> Path:
+        return self.home / "embeddings" / task / safe_name(checkpoint)
+
+    def probes_dir(self, task: str, checkpoint: str) -> Path:
+        return self.home / "probes" / task / safe_name(checkpoint)
+
+    def scores_dir(self, task: str, checkpoint: str) -> Path:
+        return self.home / "scores" / task / safe_name(checkpoint)
+
+
+def safe_name(key: str) -> str:
+    """A partition key as a single path component (``/`` and ``@`` kept readable)."""
+    return re.sub(r"[^A-Za-z0-9_.@\-]", "_", key)
+
+
+def home_from_env() -> Path:
+    """``$BIRDASSETS_HOME`` or ``~/.birdassets``, absolute."""
+    return Path(os.environ.get(HOME_ENV) or Path.home() / ".birdassets").expanduser().resolve()
+
+
+def demo_datasets(home: Path) -> tuple[DatasetConfig, ...]:
+    return tuple(DatasetConfig(name=name, source="demo", root=home / "data" / name) for name in DEMO_TASK_NAMES)
+
+
+def load_settings(home: str | Path | None = None) -> Settings:
+    """Read ``<home>/birdassets.toml`` (if present) on top of the defaults (the two demo tasks)."""
+    home = Path(home).expanduser().resolve() if home is not None else home_from_env()
+    config_file = home / CONFIG_FILE
+    raw: dict = {}
+    if config_file.exists():
+        try:
+            raw = tomllib.loads(config_file.read_text())
+        except tomllib.TOMLDecodeError as error:
+            raise SettingsError(f"{config_file}: not valid TOML ({error})") from error
+    known = {"include_demo", "checkpoint_roots", "probes", "datasets", "fold_seed", "n_folds"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise SettingsError(f"{config_file}: unknown keys {unknown}; expected some of {sorted(known)}")
+
+    datasets = list(demo_datasets(home)) if raw.get("include_demo", True) else []
+    for index, entry in enumerate(raw.get("datasets", [])):
+        try:
+            datasets.append(
+                DatasetConfig(
+                    name=entry["name"],
+                    source=entry["source"],
+                    root=Path(entry["root"]).expanduser(),
+                    preset=entry.get("preset", "birdclef2025"),
+                    birdset_config=entry.get("birdset_config"),
+                )
+            )
+        except KeyError as error:
+            raise SettingsError(f"{config_file}: datasets[{index}] lacks key {error}") from error
+        except SettingsError as error:
+            raise SettingsError(f"{config_file}: datasets[{index}]: {error}") from error
+    names = [d.name for d in datasets]
+    if len(set(names)) != len(names):
+        raise SettingsError(f"{config_file}: duplicate dataset names in {names}")
+
+    roots = [home / "checkpoints"] + [Path(p).expanduser() for p in raw.get("checkpoint_roots", [])]
+    return Settings(
+        home=home,
+        datasets=tuple(datasets),
+        checkpoint_roots=tuple(dict.fromkeys(roots)),
+        probes=tuple(raw.get("probes", DEFAULT_PROBES)),
+        fold_seed=int(raw.get("fold_seed", 42)),
+        n_folds=int(raw.get("n_folds", 5)),
+        config_file=config_file if config_file.exists() else None,
+    )

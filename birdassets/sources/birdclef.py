@@ -1,0 +1,274 @@
+"""Read a BirdCLEF-style Kaggle folder (focal ``train_audio`` + labelled soundscape windows) into a Manifest.
+
+Layout (BirdCLEF 2023-2025, plus an optional labelled-soundscape table of our own)::
+
+    root/
+      train.csv                      primary_label, secondary_labels, filename, [rating, latitude, ...]
+      train_audio/<label>/<id>.ogg   focal recordings; ``filename`` is relative to train_audio/
+      soundscape_labels.csv          optional: filename, start_s, end_s, labels (space-separated codes)
+      test_soundscapes/<name>.ogg    soundscapes; ``filename`` is relative to test_soundscapes/
+
+Rows of ``train.csv`` become split ``"train"`` rows covering the whole file (``start_s``/``end_s`` NaN),
+labels = ``[primary_label] + secondary_labels`` (duplicates dropped, order kept), ``recording_id`` =
+``filename`` without its extension (e.g. ``"amerob/XC123"``).
+
+Rows of ``soundscape_labels.csv`` become split ``"test"`` rows: one labelled window
+``[start_s, end_s)`` (seconds) of a soundscape, ``recording_id = "<file-stem>@<start_s:.1f>"``,
+``primary_label = ""`` (a soundscape window has no focal species, even when exactly one is labelled;
+all its species are in ``labels``, which may be empty for a window without calls).
+
+Duplicate ids (the same file listed twice, two windows starting at the same time) get ``"#2"``,
+``"#3"``, ... appended in file order, so every row keeps a unique ``recording_id``.
+
+Every row carries ``duration_s``/``sample_rate``/``channels`` of its file (read from the header with
+:func:`birdassets.audio.io.probe`) and the file's sha256 (each distinct file is hashed once).
+The label space is the sorted union of train primary, train secondary and test labels.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import pandas as pd
+
+from birdassets.audio.io import AudioError, probe
+from birdassets.sources.manifest import Manifest, ManifestError, file_sha256
+
+TRAIN_CSV = "train.csv"
+TRAIN_AUDIO_DIR = "train_audio"
+SOUNDSCAPE_DIR = "test_soundscapes"
+TRAIN_REQUIRED_COLUMNS: tuple[str, ...] = ("primary_label", "secondary_labels", "filename")
+SOUNDSCAPE_REQUIRED_COLUMNS: tuple[str, ...] = ("filename", "start_s", "end_s", "labels")
+_END_TOLERANCE_S = 0.05  # a window may end this far past the file's end (header rounding)
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    """Header facts and content hash of one audio file.
+
+    Attributes:
+        duration_s: whole-file duration, seconds.
+        sample_rate: native rate, Hz.
+        channels: channel count.
+        sha256: hex sha256 of the file's bytes.
+    """
+
+    duration_s: float
+    sample_rate: int
+    channels: int
+    sha256: str
+
+
+def describe_files(paths: Iterable[Path], where: Mapping[Path, str] | None = None) -> dict[Path, FileFacts]:
+    """Probe and hash each distinct file once.
+
+    Args:
+        paths: audio files (duplicates are fine; each is read once).
+        where: optional ``path -> "table.csv line 7"`` context prepended to error messages.
+
+    Raises:
+        ManifestError: a file is missing, unreadable or not audio; the message names the file
+            (and where it was referenced, when ``where`` says).
+    """
+    where = where or {}
+    facts: dict[Path, FileFacts] = {}
+    for path in paths:
+        if path in facts:
+            continue
+        context = f"{where[path]}: " if path in where else ""
+        try:
+            info = probe(path)
+        except AudioError as error:
+            raise ManifestError(f"{context}audio file {path}: {error.problem}") from error
+        if info.frames <= 0:
+            raise ManifestError(f"{context}audio file {path}: has no samples")
+        facts[path] = FileFacts(
+            duration_s=info.duration_s,
+            sample_rate=info.sample_rate,
+            channels=info.channels,
+            sha256=file_sha256(path),
+        )
+    return facts
+
+
+def unique_ids(ids: Iterable[str]) -> list[str]:
+    """Make ids unique in order: the k-th repeat (k >= 2) of ``x`` becomes ``"x#k"``."""
+    seen: dict[str, int] = {}
+    taken: set[str] = set()
+    out: list[str] = []
+    for base in ids:
+        count = seen.get(base, 0) + 1
+        seen[base] = count
+        candidate = base if count == 1 else f"{base}#{count}"
+        while candidate in taken:  # "x#2" may itself be a literal id elsewhere
+            count += 1
+            seen[base] = count
+            candidate = f"{base}#{count}"
+        taken.add(candidate)
+        out.append(candidate)
+    return out
+
+
+def parse_secondary_labels(text: str, where: str) -> list[str]:
+    """Parse a BirdCLEF ``secondary_labels`` cell (``"['amerob', 'norcar']"``, ``"[]"`` or empty).
+
+    Raises:
+        ManifestError: the cell is not a Python list of strings; the message says ``where``.
+    """
+    text = text.strip()
+    if not text:
+        return []
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError) as error:
+        raise ManifestError(f"{where}: secondary_labels {text!r} is not a Python list literal ({error})") from error
+    if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) for item in value):
+        raise ManifestError(f"{where}: secondary_labels {text!r} is not a list of label strings")
+    return [item.strip() for item in value if item.strip()]
+
+
+def _dedup(labels: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(labels))
+
+
+def _read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise ManifestError(f"{path}: cannot be parsed as CSV ({error})") from error
+    missing = [column for column in required if column not in table.columns]
+    if missing:
+        raise ManifestError(f"{path}: missing required columns {missing} (has {list(table.columns)})")
+    return table
+
+
+def _line(csv_path: Path, row: int) -> str:
+    """Human pointer to a data row: header is line 1, so data row 0 is line 2."""
+    return f"{csv_path} line {row + 2}"
+
+
+def _audio_path(base_dir: Path, filename: str, where: str) -> Path:
+    if not filename.strip():
+        raise ManifestError(f"{where}: empty filename")
+    path = (base_dir / filename.strip()).resolve()
+    if not path.is_file():
+        raise ManifestError(f"{where}: audio file {path} does not exist")
+    return path
+
+
+def _parse_seconds(text: str, column: str, where: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as error:
+        raise ManifestError(f"{where}: {column} {text!r} is not a number of seconds") from error
+    if not math.isfinite(value):
+        raise ManifestError(f"{where}: {column} {text!r} is not finite")
+    return value
+
+
+def _train_rows(root: Path) -> list[dict]:
+    csv_path = root / TRAIN_CSV
+    if not csv_path.is_file():
+        raise ManifestError(f"{csv_path}: BirdCLEF train table does not exist")
+    table = _read_csv(csv_path, TRAIN_REQUIRED_COLUMNS)
+    audio_dir = root / TRAIN_AUDIO_DIR
+    rows: list[dict] = []
+    where: dict[Path, str] = {}
+    for i, record in enumerate(table[list(TRAIN_REQUIRED_COLUMNS)].itertuples(index=False)):
+        line = _line(csv_path, i)
+        primary = record.primary_label.strip()
+        if not primary:
+            raise ManifestError(f"{line}: empty primary_label")
+        secondary = parse_secondary_labels(record.secondary_labels, line)
+        path = _audio_path(audio_dir, record.filename, line)
+        where.setdefault(path, line)
+        rows.append(
+            {
+                "recording_id": str(Path(record.filename.strip()).with_suffix("").as_posix()),
+                "path": path,
+                "primary_label": primary,
+                "labels": _dedup([primary, *secondary]),
+                "split": "train",
+                "start_s": math.nan,
+                "end_s": math.nan,
+                "_where": line,
+            }
+        )
+    return rows
+
+
+def _soundscape_rows(root: Path, csv_name: str) -> list[dict]:
+    csv_path = root / csv_name
+    if not csv_path.is_file():
+        return []
+    table = _read_csv(csv_path, SOUNDSCAPE_REQUIRED_COLUMNS)
+    audio_dir = root / SOUNDSCAPE_DIR
+    rows: list[dict] = []
+    for i, record in enumerate(table[list(SOUNDSCAPE_REQUIRED_COLUMNS)].itertuples(index=False)):
+        line = _line(csv_path, i)
+        path = _audio_path(audio_dir, record.filename, line)
+        start_s = _parse_seconds(record.start_s, "start_s", line)
+        end_s = _parse_seconds(record.end_s, "end_s", line)
+        if start_s < 0 or end_s <= start_s:
+            raise ManifestError(f"{line}: window [{start_s}, {end_s}] s is empty or negative")
+        rows.append(
+            {
+                "recording_id": f"{Path(record.filename.strip()).stem}@{start_s:.1f}",
+                "path": path,
+                "primary_label": "",
+                "labels": _dedup(record.labels.split()),
+                "split": "test",
+                "start_s": start_s,
+                "end_s": end_s,
+                "_where": line,
+            }
+        )
+    return rows
+
+
+def read_birdclef(root: str | Path, *, soundscape_labels: str = "soundscape_labels.csv") -> Manifest:
+    """Read a BirdCLEF folder into a :class:`Manifest` (see the module docstring for the layout).
+
+    Args:
+        root: the competition folder holding ``train.csv`` and ``train_audio/``.
+        soundscape_labels: name (in ``root``) of the optional labelled-window table; absent -> no test rows.
+
+    Returns:
+        A manifest with ``"train"`` rows (whole focal files) and ``"test"`` rows (soundscape windows);
+        classes = sorted union of all labels.
+
+    Raises:
+        ManifestError: ``train.csv`` missing, a required column missing, an unparsable cell, a
+            referenced audio file missing or unreadable, or a window outside its file; the message
+            names the table line and/or the audio file.
+    """
+    root = Path(root).resolve()
+    if not root.is_dir():
+        raise ManifestError(f"{root}: BirdCLEF folder does not exist")
+    rows = _train_rows(root) + _soundscape_rows(root, soundscape_labels)
+    facts = describe_files(
+        (row["path"] for row in rows),
+        where={row["path"]: row["_where"] for row in reversed(rows)},
+    )
+    ids = unique_ids(row["recording_id"] for row in rows)
+    for row, recording_id in zip(rows, ids):
+        fact = facts[row["path"]]
+        if row["split"] == "test" and row["end_s"] > fact.duration_s + _END_TOLERANCE_S:
+            raise ManifestError(
+                f"{row['_where']}: window ends at {row['end_s']} s but {row['path']} lasts {fact.duration_s:.3f} s"
+            )
+        row.update(
+            recording_id=recording_id,
+            path=str(row.pop("path")),
+            duration_s=fact.duration_s,
+            sample_rate=fact.sample_rate,
+            channels=fact.channels,
+            sha256=fact.sha256,
+        )
+        del row["_where"]
+    classes = tuple(sorted({label for row in rows for label in row["labels"]}))
+    return Manifest.from_rows(rows, classes=classes)

@@ -1,0 +1,203 @@
+"""DDL and views of the birdassets metrics database (DuckDB), as SQL strings.
+
+Tables
+------
+``schema_version``  one row per schema version applied to the file (``version``, ``applied_at``).
+``runs``            one row per pipeline run that wrote to the file (``run_id`` PK).
+``checkpoints``     registered encoder checkpoints (``checkpoint`` PK, e.g. ``"demo-vit@200"``).
+``datasets``        one row per task/dataset (``task`` PK) with its manifest hash and sizes.
+``lineage``         one row per evaluated (task, checkpoint): every hash and version that produced
+                    its scores, plus ``extra`` JSON (seeds, probe configs, ...).
+``scores``          one row per (task, checkpoint, fold, split, probe, metric). ``value`` is NULL
+                    where the metric was undefined (nothing could be scored, ``n_classes_scored``
+                    = 0), so SQL aggregates skip it.
+``class_scores``    one row per (task, checkpoint, fold, split, probe, class_name): ``support``
+                    (positive rows), ``n_negatives`` (may be NULL), ``ap`` and ``auc`` (NULL where
+                    undefined).
+
+A score row joins its lineage on ``(task, checkpoint)``; both carry the same ``run_id``.
+Timestamps are UTC, stored as naive ``TIMESTAMP``.
+
+Views
+-----
+``leaderboard``     per task x checkpoint x probe x split x metric: mean/std over folds.
+``score_by_step``   the same per training run (checkpoint key before its last ``'@'``) and step,
+                    ordered by step, i.e. the score curve over training.
+``latest_lineage``  lineage rows, newest first.
+
+Later schema versions may add tables (``recordings``, ``quarantine``, ``detections``); changes
+must stay additive (new tables/views, ``CREATE OR REPLACE VIEW``) so :data:`SCHEMA_SQL` can be
+re-applied to an older file.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+"""Version written to ``schema_version``; bump on every schema change (additive only)."""
+
+SPLITS = ("valid", "test")
+"""Allowed values of the ``split`` column."""
+
+SCHEMA_VERSION_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    version     INTEGER   NOT NULL PRIMARY KEY,
+    applied_at  TIMESTAMP NOT NULL
+)
+"""
+
+RUNS_TABLE = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id      VARCHAR   NOT NULL PRIMARY KEY,
+    kind        VARCHAR   NOT NULL,
+    note        VARCHAR   NOT NULL DEFAULT '',
+    started_at  TIMESTAMP NOT NULL,
+    created_at  TIMESTAMP NOT NULL
+)
+"""
+
+CHECKPOINTS_TABLE = """
+CREATE TABLE IF NOT EXISTS checkpoints (
+    checkpoint     VARCHAR   NOT NULL PRIMARY KEY,
+    run            VARCHAR   NOT NULL,
+    step           BIGINT,
+    path           VARCHAR   NOT NULL,
+    family         VARCHAR   NOT NULL,
+    registered_at  TIMESTAMP NOT NULL,
+    updated_at     TIMESTAMP NOT NULL
+)
+"""
+
+DATASETS_TABLE = """
+CREATE TABLE IF NOT EXISTS datasets (
+    task           VARCHAR   NOT NULL PRIMARY KEY,
+    source         VARCHAR   NOT NULL,
+    root           VARCHAR   NOT NULL,
+    manifest_hash  VARCHAR   NOT NULL,
+    n_recordings   BIGINT    NOT NULL CHECK (n_recordings >= 0),
+    n_classes      INTEGER   NOT NULL CHECK (n_classes >= 0),
+    updated_at     TIMESTAMP NOT NULL
+)
+"""
+
+LINEAGE_TABLE = """
+CREATE TABLE IF NOT EXISTS lineage (
+    task             VARCHAR   NOT NULL,
+    checkpoint       VARCHAR   NOT NULL,
+    step             BIGINT,
+    manifest_hash    VARCHAR   NOT NULL,
+    preset_name      VARCHAR   NOT NULL,
+    preset_hash      VARCHAR   NOT NULL,
+    folds_hash       VARCHAR   NOT NULL,
+    checkpoint_path  VARCHAR   NOT NULL,
+    encoder_family   VARCHAR   NOT NULL,
+    code_version     VARCHAR   NOT NULL,
+    run_id           VARCHAR   NOT NULL,
+    created_at       TIMESTAMP NOT NULL,
+    extra            JSON      NOT NULL,
+    PRIMARY KEY (task, checkpoint)
+)
+"""
+
+SCORES_TABLE = """
+CREATE TABLE IF NOT EXISTS scores (
+    task              VARCHAR   NOT NULL,
+    checkpoint        VARCHAR   NOT NULL,
+    step              BIGINT,
+    fold              INTEGER   NOT NULL,
+    split             VARCHAR   NOT NULL CHECK (split IN ('valid', 'test')),
+    probe             VARCHAR   NOT NULL,
+    metric            VARCHAR   NOT NULL,
+    value             DOUBLE,
+    n_classes_scored  INTEGER   NOT NULL CHECK (n_classes_scored >= 0),
+    run_id            VARCHAR   NOT NULL,
+    created_at        TIMESTAMP NOT NULL,
+    PRIMARY KEY (task, checkpoint, fold, split, probe, metric)
+)
+"""
+
+CLASS_SCORES_TABLE = """
+CREATE TABLE IF NOT EXISTS class_scores (
+    task         VARCHAR   NOT NULL,
+    checkpoint   VARCHAR   NOT NULL,
+    step         BIGINT,
+    fold         INTEGER   NOT NULL,
+    split        VARCHAR   NOT NULL CHECK (split IN ('valid', 'test')),
+    probe        VARCHAR   NOT NULL,
+    class_name   VARCHAR   NOT NULL,
+    support      INTEGER   NOT NULL CHECK (support >= 0),
+    n_negatives  INTEGER   CHECK (n_negatives >= 0),
+    ap           DOUBLE,
+    auc          DOUBLE,
+    run_id       VARCHAR   NOT NULL,
+    created_at   TIMESTAMP NOT NULL,
+    PRIMARY KEY (task, checkpoint, fold, split, probe, class_name)
+)
+"""
+
+TABLES = (
+    SCHEMA_VERSION_TABLE,
+    RUNS_TABLE,
+    CHECKPOINTS_TABLE,
+    DATASETS_TABLE,
+    LINEAGE_TABLE,
+    SCORES_TABLE,
+    CLASS_SCORES_TABLE,
+)
+
+# The run of a checkpoint key "<run>@<step>" is everything before the LAST '@'; a key without '@'
+# is its own run.
+CHECKPOINT_RUN_SQL = (
+    "CASE WHEN contains(checkpoint, '@') "
+    "THEN regexp_extract(checkpoint, '^(.*)@[^@]*$', 1) ELSE checkpoint END"
+)
+
+LEADERBOARD_VIEW = """
+CREATE OR REPLACE VIEW leaderboard AS
+SELECT
+    task,
+    checkpoint,
+    step,
+    probe,
+    split,
+    metric,
+    avg(value)               AS mean,
+    stddev_samp(value)       AS std,
+    count(*)                 AS n_folds,
+    count(value)             AS n_folds_scored,
+    min(n_classes_scored)    AS min_classes_scored,
+    max(n_classes_scored)    AS max_classes_scored,
+    run_id,
+    max(created_at)          AS updated_at
+FROM scores
+GROUP BY task, checkpoint, step, probe, split, metric, run_id
+"""
+
+SCORE_BY_STEP_VIEW = f"""
+CREATE OR REPLACE VIEW score_by_step AS
+SELECT
+    task,
+    {CHECKPOINT_RUN_SQL}     AS run,
+    step,
+    checkpoint,
+    probe,
+    split,
+    metric,
+    avg(value)               AS mean,
+    stddev_samp(value)       AS std,
+    count(*)                 AS n_folds,
+    count(value)             AS n_folds_scored,
+    max(created_at)          AS updated_at
+FROM scores
+GROUP BY task, run, step, checkpoint, probe, split, metric
+ORDER BY task, run, probe, split, metric, step NULLS LAST, checkpoint
+"""
+
+LATEST_LINEAGE_VIEW = """
+CREATE OR REPLACE VIEW latest_lineage AS
+SELECT * FROM lineage ORDER BY created_at DESC, task, checkpoint
+"""
+
+VIEWS = (LEADERBOARD_VIEW, SCORE_BY_STEP_VIEW, LATEST_LINEAGE_VIEW)
+
+SCHEMA_SQL = TABLES + VIEWS
+"""Every statement that creates the schema, in order; each is idempotent."""
