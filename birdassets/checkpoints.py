@@ -176,10 +176,20 @@ def _finalized_step_dir(run_dir: Path, step: int | None) -> tuple[int, Path]:
 
 
 def _manager(run_dir: Path, *, create: bool) -> ocp.CheckpointManager:
+    """A synchronous manager with this layout's item handlers.
+
+    Readers pass ``create=False``: nothing is written, temporary directories of an in-flight save
+    are left alone (``cleanup_tmp_directories`` stays off), and the step scan skips per-step
+    metadata reads (``lightweight_initialize``).
+    """
     return ocp.CheckpointManager(
         run_dir,
         options=ocp.CheckpointManagerOptions(
-            enable_async_checkpointing=False, create=create, max_to_keep=None
+            enable_async_checkpointing=False,
+            create=create,
+            max_to_keep=None,
+            cleanup_tmp_directories=False,
+            lightweight_initialize=not create,
         ),
         item_handlers={
             STATE_ITEM: ocp.PyTreeCheckpointHandler(),

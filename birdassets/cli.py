@@ -67,14 +67,15 @@ def ensure_demo_checkpoint(settings) -> str:
 def _run_job(defs, name: str, partition_key, instance) -> float:
     started = time.perf_counter()
     result = defs.resolve_job_def(name).execute_in_process(
-        partition_key=partition_key, instance=instance, raise_on_error=False
+        partition_key=partition_key,
+        instance=instance,
+        raise_on_error=False,
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
     )
     if not result.success:
-        failures = [
-            f"{event.step_key}: {event.event_specific_data.error.message.strip()}"
-            for event in result.all_events
-            if event.is_step_failure
-        ]
+        from birdassets.defs.runs import step_failure_messages
+
+        failures = step_failure_messages(result)
         raise SystemExit(f"birdassets: {name} [{partition_key}] failed:\n  " + "\n  ".join(failures or ["(see the Dagster UI)"]))
     return time.perf_counter() - started
 

@@ -399,7 +399,7 @@ def _trained_scores(params, stats, x, fold_of, x_test):
 
 
 def _centroid_scores(centroids, has_positive, x):
-    """``(1 + cos) / 2`` of ``x [n, dim]`` to unit ``centroids [classes, dim]``; 0 if no positive."""
+    """``(1 + cos) / 2`` of ``x [n, dim]`` to ``centroids [classes, dim]``; 0 without positives."""
     cosine = _l2_normalise(x) @ centroids.T
     return jnp.where(has_positive, (1.0 + cosine) / 2.0, 0.0)
 
@@ -431,7 +431,7 @@ def _fit_centroids(weights, x, y, fold_of, x_test):
 
 
 def _check_finite_matrix(array: object, name: str) -> np.ndarray:
-    """``array`` as 2-D float32; ValueError naming ``name`` if not 2-D, not numeric or not finite."""
+    """``array`` as 2-D float32; ValueError naming ``name`` unless 2-D, numeric and finite."""
     matrix = np.asarray(array)
     if matrix.ndim != 2:
         raise ValueError(f"{name} must be 2-D, got shape {matrix.shape}")

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import gc
 import shutil
+import time
 from pathlib import Path
 
 import jax
@@ -27,6 +29,12 @@ from birdassets.checkpoints import (
 from birdassets.models.vit import ViTConfig, ViTEmbedder, ViTEncoder, encoder_params
 
 CONFIG = ViTConfig(frames=40, mels=32, dim=32, depth=1, heads=4)  # grid (3, 2), 6 patches
+
+# A restore that fails inside tensorstore (test_read_encoder_shapes_reads_metadata_only deletes the
+# array data on purpose) can leave an orbax/tensorstore callback that fires on an already closed
+# asyncio loop; pytest reports it, at garbage-collection time, as an unraisable exception in
+# the test running at the time. It is noise from the deliberate failure, not a bug in the code here.
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 
 def _model(seed: int, config: ViTConfig = CONFIG) -> ViTEncoder:
@@ -103,7 +111,8 @@ def test_encoder_only_restore_with_probe_objective_and_opt_state_present(tmp_pat
 def test_finalized_steps_ignores_unfinished_saves(tmp_path: Path) -> None:
     run = tmp_path / "run"
     assert finalized_steps(run) == [] and latest_step(run) is None  # run dir not created yet
-    save_checkpoint(run, 2, _model(0), CONFIG)
+    model = _model(0)
+    save_checkpoint(run, 2, model, CONFIG)
 
     # an in-flight orbax save: "<step>.orbax-checkpoint-tmp-<timestamp>"
     (run / "7.orbax-checkpoint-tmp-123" / "state").mkdir(parents=True)
@@ -122,6 +131,10 @@ def test_finalized_steps_ignores_unfinished_saves(tmp_path: Path) -> None:
 
     assert finalized_steps(run) == [2, 12]
     assert latest_step(run) == 12
+    restored, _, step = restore_encoder(run)
+    assert step == 12
+    _assert_same_params(model, restored)
+    assert (run / "7.orbax-checkpoint-tmp-123" / "state").is_dir()  # readers never clean up a live save
     for unfinished in (7, 9, 11):
         with pytest.raises(CheckpointError, match=f"{unfinished} is not a finalized checkpoint"):
             restore_encoder(run, unfinished)
@@ -222,6 +235,9 @@ def test_read_encoder_shapes_reads_metadata_only(tmp_path: Path) -> None:
     assert read_config(run, 1) == CONFIG
     with pytest.raises(CheckpointError, match=f"cannot restore the encoder of checkpoint {step_dir}"):
         restore_encoder(run, 1)
+    # let the aborted tensorstore reads finish while this test's warning filter is active (see pytestmark)
+    time.sleep(0.5)
+    gc.collect()
 
 
 def test_checkpoint_keys_round_trip_and_reject_bad_names(tmp_path: Path) -> None:

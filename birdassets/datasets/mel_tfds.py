@@ -12,7 +12,9 @@ Examples keep generation order (``disable_shuffling``), which is also the row or
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import shutil
 import time
@@ -240,9 +242,10 @@ def build_mel_dataset(
     num_shards = shards_for(int(windows["split"].value_counts().min()), windows_per_shard)
     started = time.perf_counter()
     builder = MelWindows(manifest=manifest, preset=preset, windows=windows, data_dir=str(staging))
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(try_download_gcs=False, num_shards=num_shards)
-    )
+    with contextlib.redirect_stdout(io.StringIO()):  # TFDS prints "Downloading and preparing ..." banners
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(try_download_gcs=False, num_shards=num_shards)
+        )
     wall = time.perf_counter() - started
     windows.drop(columns=["path", "segment_end_s"]).to_parquet(staging / WINDOW_INDEX, index=False)
     stats = {

@@ -38,10 +38,11 @@ Soundscapes are continuous noise; each 5-s window gets its own set of species (1
 2-4 in ``demo-noisy``) whose phrases lie entirely inside the window, so window labels are exact.
 Every species appears in at least one test window (when there are at least as many windows as species).
 
-Audio is OGG Vorbis, 32 kHz mono, each file peak-normalised to ``peak`` (0.7). Generation is
-deterministic: every file draws from its own ``SeedSequence([seed, stream, i, j])``, and the OGG stream
-serial number (random in libsndfile) is stamped to a value derived from the file name, so the same spec
-gives byte-identical files (and identical sha256s in the manifest). :func:`generate` is idempotent
+Audio is OGG Vorbis (libsndfile compression level 0.3), 32 kHz mono, each file peak-normalised to
+``peak`` (0.7). Generation is deterministic: every file draws from its own
+``SeedSequence([seed, stream, i, j])``, and the OGG stream serial number (random in libsndfile) is
+stamped to a value derived from the file name, so the same spec gives byte-identical files (and
+identical sha256s in the manifest). :func:`generate` is idempotent
 (``.complete`` holding the spec hash short-circuits it) and atomic (it writes a temporary sibling
 directory and renames it into place, so a half-written data set is never visible at ``root``).
 """
@@ -58,6 +59,8 @@ import shutil
 import tempfile
 import uuid
 import zlib
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,6 +90,7 @@ TRAIN_COLUMNS: tuple[str, ...] = (
     "author",
     "license",
 )
+VORBIS_COMPRESSION_LEVEL = 0.3  # libsndfile 0 (best quality) .. 1; the default (~0.6) smears quiet noise near calls
 _ACTIVE_FRACTION = 0.1  # a sample counts as "calling" when the envelope exceeds this fraction of its peak
 
 
@@ -162,7 +166,8 @@ class SpeciesCall:
 SPECIES: tuple[SpeciesCall, ...] = (
     SpeciesCall("copthr", "Copper Thrush", "Synthetica cuprea", "harmonic_stack", 2000.0, 120.0, 0.35, 2, 2.2, 1.2,
                 harmonics=4, harmonic_decay=0.5, attack_frac=0.3, release_power=1.0, call_type="song"),
-    SpeciesCall("slaflu", "Slate Flutewren", "Synthetica ardesiaca", "harmonic_stack", 2650.0, -250.0, 0.22, 3, 3.2, 1.0,
+    SpeciesCall("slaflu", "Slate Flutewren", "Synthetica ardesiaca", "harmonic_stack", 2650.0, -250.0, 0.22, 3, 3.2,
+                1.0,
                 harmonics=3, harmonic_decay=0.6, vibrato_hz=6.0, vibrato_depth_hz=50.0, call_type="song"),
     SpeciesCall("palswe", "Pale Sweeper", "Synthetica pallida", "fm_sweep", 2950.0, 800.0, 0.4, 1, 1.0, 0.9,
                 harmonics=2, harmonic_decay=0.3, attack_frac=0.5, release_power=2.0),
@@ -250,7 +255,9 @@ class DemoTaskSpec:
             raise ValueError(f"task {self.name}: train_length_s {self.train_length_s} must be >= 2 s and ordered")
         longest_phrase = max(s.phrase_s for s in self.species) * (1 + 4 * self.tempo_jitter)
         if self.window_s < longest_phrase + 0.5:
-            raise ValueError(f"task {self.name}: window_s {self.window_s} too short for a phrase ({longest_phrase:.2f} s)")
+            raise ValueError(
+                f"task {self.name}: window_s {self.window_s} too short for a phrase ({longest_phrase:.2f} s)"
+            )
         if self.background_species[1] > self.n_species - 1:
             raise ValueError(f"task {self.name}: more background species than other species")
 
@@ -334,7 +341,9 @@ def wind_rumble(
     return wind / (np.sqrt(np.mean(wind**2)) + np.float32(1e-12))
 
 
-def phrase(call: SpeciesCall, sample_rate: int, rng: np.random.Generator, pitch: float, tempo: float) -> tuple[np.ndarray, np.ndarray]:
+def phrase(
+    call: SpeciesCall, sample_rate: int, rng: np.random.Generator, pitch: float, tempo: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Synthesize one phrase of ``call``, vectorised over samples.
 
     Args:
@@ -421,10 +430,13 @@ def calls(
 
 
 def _individual(spec: DemoTaskSpec, rng: np.random.Generator) -> dict[str, float]:
-    return {
-        "pitch": float(1.0 + np.clip(spec.pitch_jitter * rng.standard_normal(), -2.5 * spec.pitch_jitter, 2.5 * spec.pitch_jitter)),
-        "tempo": float(1.0 + np.clip(spec.tempo_jitter * rng.standard_normal(), -2.5 * spec.tempo_jitter, 2.5 * spec.tempo_jitter)),
-    }
+    """Per-recording pitch and tempo multipliers: 1 + N(0, jitter), clipped at 2.5 standard deviations."""
+
+    def draw(jitter: float) -> float:
+        return float(1.0 + np.clip(jitter * rng.standard_normal(), -2.5 * jitter, 2.5 * jitter))
+
+    pitch = draw(spec.pitch_jitter)
+    return {"pitch": pitch, "tempo": draw(spec.tempo_jitter)}
 
 
 def _active_power(wave: np.ndarray, envelope: np.ndarray) -> float:
@@ -443,7 +455,9 @@ def _db(gain_db: float) -> float:
     return 10 ** (gain_db / 20)
 
 
-def train_recording(spec: DemoTaskSpec, species_index: int, recording_index: int) -> tuple[np.ndarray, list[str], float]:
+def train_recording(
+    spec: DemoTaskSpec, species_index: int, recording_index: int
+) -> tuple[np.ndarray, list[str], float]:
     """One focal recording.
 
     Returns:
@@ -553,13 +567,46 @@ def stamp_ogg_serial(data: bytes, serial: int) -> bytes:
 def write_ogg(path: Path, audio: np.ndarray, sample_rate: int) -> None:
     """Write mono float32 ``[samples]`` as OGG Vorbis with a serial number derived from the file name."""
     buffer = io.BytesIO()
-    sf.write(buffer, audio, sample_rate, format="OGG", subtype="VORBIS")
+    sf.write(buffer, audio, sample_rate, format="OGG", subtype="VORBIS", compression_level=VORBIS_COMPRESSION_LEVEL)
     serial = int.from_bytes(hashlib.sha256(path.name.encode()).digest()[:4], "little")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(stamp_ogg_serial(buffer.getvalue(), serial))
 
 
+class _BackgroundWriter:
+    """Encodes OGG files on worker threads while the caller synthesises the next ones.
+
+    libsndfile is called through cffi, which releases the GIL, so encoding overlaps synthesis. At most
+    ``max_pending`` waveforms wait in memory; the first failure is re-raised.
+    """
+
+    def __init__(self, workers: int = 2, max_pending: int = 8):
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="demo-ogg")
+        self._pending: deque[Future] = deque()
+        self._max_pending = max_pending
+
+    def write(self, path: Path, audio: np.ndarray, sample_rate: int) -> None:
+        self._pending.append(self._pool.submit(write_ogg, path, audio, sample_rate))
+        while len(self._pending) > self._max_pending:
+            self._pending.popleft().result()
+
+    def __enter__(self) -> "_BackgroundWriter":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _write_dataset(spec: DemoTaskSpec, root: Path) -> None:
+    with _BackgroundWriter() as writer:
+        _write_files(spec, root, writer)
+
+
+def _write_files(spec: DemoTaskSpec, root: Path, writer: _BackgroundWriter) -> None:
     sr = spec.sample_rate
     train_rows = []
     for s, call in enumerate(spec.species):
@@ -568,7 +615,7 @@ def _write_dataset(spec: DemoTaskSpec, root: Path) -> None:
         for r in range(spec.train_per_species):
             audio, background, snr_db = train_recording(spec, s, r)
             filename = f"{call.code}/{call.code}_{r:03d}.ogg"
-            write_ogg(root / "train_audio" / filename, audio, sr)
+            writer.write(root / "train_audio" / filename, audio, sr)
             train_rows.append(
                 {
                     "primary_label": call.code,
@@ -594,7 +641,7 @@ def _write_dataset(spec: DemoTaskSpec, root: Path) -> None:
     for f, first in enumerate(range(0, len(windows), per_file)):
         members = windows[first : first + per_file]
         name = f"{spec.name}_sc{f:03d}.ogg"
-        write_ogg(root / "test_soundscapes" / name, soundscape(spec, f, members), sr)
+        writer.write(root / "test_soundscapes" / name, soundscape(spec, f, members), sr)
         for w, species in enumerate(members):
             label_rows.append(
                 {
@@ -661,7 +708,9 @@ def generate(task: str | DemoTaskSpec, root: str | Path) -> Path:
     if is_complete(root, spec):
         return root
     if root.exists() and any(root.iterdir()) and not (root / COMPLETE_MARKER).exists():
-        raise FileExistsError(f"{root}: exists, is not empty and is not a generated demo data set; refusing to replace it")
+        raise FileExistsError(
+            f"{root}: exists, is not empty and is not a generated demo data set; refusing to replace it"
+        )
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.staging-", dir=root.parent))
     try:

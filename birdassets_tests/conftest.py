@@ -1,0 +1,56 @@
+"""Shared fixtures: quiet TensorFlow, real audio written to disk, small manifests."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+warnings.filterwarnings("ignore", message=".*is currently in preview.*")
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import soundfile as sf  # noqa: E402
+
+from birdassets.sources.manifest import Manifest, file_sha256  # noqa: E402
+
+SHARED_AUDIO = Path(__file__).resolve().parents[1].parent / "shared" / "audio"
+
+
+def tone(freq_hz: float, seconds: float, rate: int, seed: int = 0, noise: float = 0.02) -> np.ndarray:
+    """A steady tone plus white noise, float32 ``[samples]``."""
+    t = np.arange(int(seconds * rate)) / rate
+    rng = np.random.default_rng(seed)
+    return (0.3 * np.sin(2 * np.pi * freq_hz * t) + noise * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def write_recording(path: Path, audio: np.ndarray, rate: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, audio, rate)
+    return path
+
+
+@pytest.fixture
+def small_manifest(tmp_path: Path) -> Manifest:
+    """Four focal recordings of two 'species' (44.1 kHz wav, resampled by the frontend) + two test windows."""
+    rows = []
+    specs = [("r0", "lo", 12.3, 1500.0), ("r1", "hi", 3.0, 6000.0), ("r2", "lo", 7.0, 1500.0), ("r3", "hi", 6.0, 6000.0)]
+    for i, (rid, label, seconds, freq) in enumerate(specs):
+        path = write_recording(tmp_path / "audio" / f"{rid}.wav", tone(freq, seconds, 44_100, seed=i), 44_100)
+        rows.append(
+            dict(recording_id=rid, path=str(path), duration_s=seconds, sample_rate=44_100, channels=1,
+                 primary_label=label, labels=[label], split="train", sha256=file_sha256(path))
+        )
+    scape = write_recording(
+        tmp_path / "audio" / "scape.wav", tone(1500.0, 10.0, 32_000, seed=9) + tone(6000.0, 10.0, 32_000, seed=8), 32_000
+    )
+    for k in range(2):
+        rows.append(
+            dict(recording_id=f"scape@{5.0 * k:.1f}", path=str(scape), duration_s=10.0, sample_rate=32_000, channels=1,
+                 primary_label="", labels=["lo", "hi"][: k + 1], split="test", sha256=file_sha256(scape),
+                 start_s=5.0 * k, end_s=5.0 * k + 5.0)
+        )
+    return Manifest.from_rows(rows)

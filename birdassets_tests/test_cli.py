@@ -1,0 +1,77 @@
+"""`birdassets demo` end to end (twice: identical scores, no duplicate rows) and `birdassets query`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from io import StringIO
+
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def birdassets(home, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = {**os.environ, "BIRDASSETS_HOME": str(home), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("DAGSTER_HOME", None)
+    return subprocess.run(
+        [sys.executable, "-m", "birdassets.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def scores(home) -> pd.DataFrame:
+    done = birdassets(home, "query", "select task, checkpoint, fold, split, probe, metric, value from scores "
+                      "order by all", "--format", "csv")
+    assert done.returncode == 0, done.stderr
+    return pd.read_csv(StringIO(done.stdout))
+
+
+@pytest.fixture(scope="module")
+def demo_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("demo-home")
+    first = birdassets(home, "demo")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    return home, first.stdout
+
+
+def test_demo_prints_a_leaderboard_row_per_demo_task(demo_home):
+    home, stdout = demo_home
+    assert "Leaderboard" in stdout
+    for task in ("demo-clear", "demo-noisy"):
+        assert f"{task}  demo-vit@0" in stdout
+    # the runs went through the persistent Dagster instance under BIRDASSETS_HOME
+    assert (home / "dagster" / "dagster.yaml").exists()
+    assert any((home / "dagster" / "storage").iterdir())
+
+
+def test_random_init_linear_probe_beats_chance_on_demo_clear(demo_home):
+    home, _ = demo_home
+    done = birdassets(
+        home, "query",
+        "select probe, mean from leaderboard where task = 'demo-clear' and split = 'valid' and metric = 'cmAP'",
+        "--format", "json",
+    )
+    board = {row["probe"]: row["mean"] for row in json.loads(done.stdout)}
+    assert board["linear"] > 2 * board["chance"] and board["chance"] < 0.2
+
+
+def test_demo_again_gives_identical_scores_and_no_duplicates(demo_home):
+    home, _ = demo_home
+    before = scores(home)
+    again = birdassets(home, "demo")
+    assert again.returncode == 0, again.stderr[-3000:]
+    after = scores(home)
+    assert len(after) == len(before) and not after.duplicated(["task", "checkpoint", "fold", "split", "probe", "metric"]).any()
+    pd.testing.assert_frame_equal(before, after)
+
+
+def test_query_is_read_only_and_formats(demo_home):
+    home, _ = demo_home
+    refused = birdassets(home, "query", "delete from scores")
+    assert refused.returncode == 2 and "read-only" in refused.stderr.lower()
+    table = birdassets(home, "query", "select task, count(*) as n from scores group by task order by task")
+    assert table.returncode == 0 and "demo-clear" in table.stdout and "demo-noisy" in table.stdout
+    assert len(scores(home)) > 0

@@ -1,0 +1,191 @@
+"""The Dagster layer on a real instance: the code location loads, the checkpoint sensor registers only
+finalized Orbax steps, automation carries a new checkpoint to DuckDB, and bad checkpoints are refused."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pytest
+from flax import nnx
+
+from birdassets.checkpoints import save_checkpoint
+from birdassets.definitions import BENCHMARK_JOB, DATA_JOB, ENCODER_JOB, build_definitions
+from birdassets.defs.resources import BirdassetsHome
+from birdassets.defs.runs import step_failure_messages
+from birdassets.defs.partitions import CHECKPOINT_PARTITIONS_NAME, evaluation_key
+from birdassets.frontends.presets import get_preset
+from birdassets.models.vit import ViTEncoder, vit_config
+from birdassets.settings import load_settings
+from birdassets.sources.demo import DemoTaskSpec, generate
+from birdassets.sources.manifest import Manifest
+from birdassets.store import query_readonly
+
+pytestmark = pytest.mark.slow
+TASK = "mini"
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def tiny_config():
+    preset = get_preset("birdclef2025")
+    return vit_config("tiny", frames=preset.frames, mels=preset.n_mels, dim=32, depth=1, heads=2)
+
+
+def write_step(run_dir: Path, step: int, seed: int = 0) -> Path:
+    config = tiny_config()
+    return save_checkpoint(run_dir, step, ViTEncoder(config, rngs=nnx.Rngs(seed)), config)
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Path:
+    """A BIRDASSETS_HOME with one small BirdCLEF-layout task (written by the demo generator) and a
+    checkpoint root of its own."""
+    home = tmp_path_factory.mktemp("home")
+    spec = DemoTaskSpec(name=TASK, seed=7, n_species=10, train_per_species=4, train_length_s=(3.0, 8.0),
+                        n_test_windows=20, windows_per_soundscape=5)
+    generate(spec, home / "mini-data")
+    (home / "runs").mkdir()
+    (home / "birdassets.toml").write_text(
+        f'include_demo = false\ncheckpoint_roots = ["{home / "runs"}"]\nprobes = ["linear", "centroid"]\n'
+        f'[[datasets]]\nname = "{TASK}"\nsource = "birdclef"\nroot = "{home / "mini-data"}"\n'
+    )
+    return home
+
+
+@pytest.fixture(scope="module")
+def instance(home):
+    (home / "dagster").mkdir(exist_ok=True)
+    with dg.instance_for_test(temp_dir=str(home / "dagster")) as instance:
+        yield instance
+
+
+@pytest.fixture(scope="module")
+def defs(home):
+    return build_definitions(load_settings(home))
+
+
+def resources(home: Path) -> dict:
+    return {"birdassets": BirdassetsHome(home=str(home))}
+
+
+def run_job(defs, name, partition_key, instance):
+    return defs.resolve_job_def(name).execute_in_process(
+        partition_key=partition_key, instance=instance, run_config=QUIET, raise_on_error=False
+    )
+
+
+def test_code_location_loads_like_dagster_dev(home):
+    """`dagster definitions validate` imports the module the way `dagster dev` / workspace.yaml does."""
+    env = {**os.environ, "BIRDASSETS_HOME": str(home), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", str(repo / "workspace.yaml")],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Validation successful" in done.stdout + done.stderr
+
+
+def test_assets_jobs_and_automation_are_defined(defs):
+    keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert keys == {"raw_audio", "mel_dataset", "folds", "encoder", "embeddings", "probe", "scores", "metrics_db"}
+    graph = defs.resolve_asset_graph()
+    assert isinstance(graph.get(dg.AssetKey("embeddings")).partitions_def, dg.MultiPartitionsDefinition)
+    assert graph.get(dg.AssetKey("raw_audio")).partitions_def.get_partition_keys() == [TASK]
+    assert defs.resolve_sensor_def("checkpoint_sensor").default_status == dg.DefaultSensorStatus.RUNNING
+    assert defs.resolve_sensor_def("birdassets_automation").default_status == dg.DefaultSensorStatus.RUNNING
+    assert defs.resolve_schedule_def("weekly_rebenchmark").cron_schedule == "0 3 * * 0"
+    checks = {key.name for key in graph.asset_check_keys}
+    assert checks == {
+        "mel_values_finite_and_in_range", "folds_leak_free_and_cover_classes", "encoder_shapes_consistent",
+        "embeddings_finite_not_collapsed", "scores_within_unit_interval",
+    }
+
+
+def test_new_checkpoint_flows_from_sensor_to_duckdb(home, defs, instance):
+    settings = load_settings(home)
+    run_dir = home / "runs" / "ssl-a"
+    write_step(run_dir, 0)
+    # a save still in flight, and one that crashed between save start and finalize: both must be ignored
+    (run_dir / "5.orbax-checkpoint-tmp-1732").mkdir()
+    crashed = write_step(run_dir, 7, seed=1)
+    (crashed / "commit_success.txt").unlink()
+
+    # the data assets for the task, then one automation tick as the running daemon would have had
+    assert run_job(defs, DATA_JOB, TASK, instance).success
+    baseline = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    assert baseline.get_num_requested(dg.AssetKey("embeddings")) == 0  # no checkpoint yet
+
+    sensor = defs.resolve_sensor_def("checkpoint_sensor")
+    result = sensor(dg.build_sensor_context(instance=instance, definitions=defs, resources=resources(home)))
+    assert [r.partition_keys for r in result.dynamic_partitions_requests] == [["ssl-a@0"]]
+    assert [r.partition_key for r in result.run_requests] == ["ssl-a@0"]
+
+    # apply the tick the way the daemon does: register the partition, launch the requested run
+    instance.add_dynamic_partitions(CHECKPOINT_PARTITIONS_NAME, ["ssl-a@0"])
+    assert run_job(defs, ENCODER_JOB, "ssl-a@0", instance).success
+
+    # declarative automation now asks for the task x checkpoint evaluation partitions
+    evaluation = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=baseline.cursor)
+    wanted = evaluation_key(TASK, "ssl-a@0")
+    assert wanted in evaluation.get_requested_partitions(dg.AssetKey("embeddings"))
+
+    run = run_job(defs, BENCHMARK_JOB, wanted, instance)
+    assert run.success
+    scores = query_readonly(settings.db_path, "select * from scores where checkpoint = 'ssl-a@0'")
+    assert set(scores["probe"]) == {"linear", "centroid", "chance"}
+    assert set(scores["fold"]) == set(range(5)) and set(scores["split"]) == {"valid", "test"}
+    lineage = query_readonly(settings.db_path, "select * from lineage where checkpoint = 'ssl-a@0'").iloc[0]
+    manifest = Manifest.read(settings.manifest_path(TASK))
+    assert lineage["manifest_hash"] == manifest.content_hash()
+    assert lineage["preset_hash"] == get_preset("birdclef2025").content_hash()
+    assert lineage["step"] == 0 and lineage["checkpoint_path"] == str(run_dir / "0")
+    assert lineage["run_id"] == run.run_id and set(scores["run_id"]) == {run.run_id}
+    assert lineage["code_version"].startswith("0.")
+    assert len(lineage["folds_hash"]) == 64
+
+    # idempotent: re-materializing replaces the rows, never duplicates them
+    before = query_readonly(settings.db_path, "select count(*) as n from scores")["n"][0]
+    assert run_job(defs, BENCHMARK_JOB, wanted, instance).success
+    again = query_readonly(settings.db_path, "select * from scores where checkpoint = 'ssl-a@0'")
+    assert query_readonly(settings.db_path, "select count(*) as n from scores")["n"][0] == before
+    merged = scores.merge(again, on=["fold", "split", "probe", "metric"], suffixes=("", "_again"))
+    np.testing.assert_allclose(merged["value"], merged["value_again"], equal_nan=True)  # same seed, same scores
+
+    # the next tick sees nothing new; a newly finalized step is picked up alone
+    quiet = sensor(dg.build_sensor_context(instance=instance, definitions=defs, cursor=result.cursor, resources=resources(home)))
+    assert quiet.run_requests == [] and quiet.dynamic_partitions_requests == []
+    write_step(run_dir, 9, seed=2)
+    fresh = sensor(dg.build_sensor_context(instance=instance, definitions=defs, cursor=result.cursor, resources=resources(home)))
+    assert [r.partition_key for r in fresh.run_requests] == ["ssl-a@9"]
+
+
+def test_mismatched_checkpoint_fails_naming_the_layers(home, defs, instance):
+    """The known 192/384 bug: patch_embed/cls_token/norm 192-wide, pos_embed/blocks 384-wide."""
+    from birdassets.models.vit import ViTConfig
+    from birdassets_tests.test_checkpoints import _mixed_width_encoder_tree  # the hand-built broken tree
+
+    config = ViTConfig(frames=40, mels=32, dim=384, depth=1, heads=4)
+    save_checkpoint(home / "runs" / "broken", 0, _mixed_width_encoder_tree(), config)
+    instance.add_dynamic_partitions(CHECKPOINT_PARTITIONS_NAME, ["broken@0"])
+    result = run_job(defs, ENCODER_JOB, "broken@0", instance)
+    assert not result.success
+    (message,) = step_failure_messages(result)
+    assert message.startswith("encoder: CheckpointError")
+    for layer in ("patch_embed", "cls_token", "norm", "pos_embed", "blocks"):
+        assert layer in message
+    assert "192" in message and "384" in message
+
+
+def test_weekly_schedule_requests_every_task_and_checkpoint(defs, instance):
+    schedule = defs.resolve_schedule_def("weekly_rebenchmark")
+    context = dg.build_schedule_context(instance=instance, scheduled_execution_time=datetime(2026, 11, 22, 3, tzinfo=timezone.utc))
+    requests = list(schedule(context))
+    keys = {r.partition_key for r in requests}
+    for checkpoint in instance.get_dynamic_partitions(CHECKPOINT_PARTITIONS_NAME):
+        assert evaluation_key(TASK, checkpoint) in keys
