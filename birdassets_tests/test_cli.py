@@ -75,3 +75,26 @@ def test_query_is_read_only_and_formats(demo_home):
     table = birdassets(home, "query", "select task, count(*) as n from scores group by task order by task")
     assert table.returncode == 0 and "demo-clear" in table.stdout and "demo-noisy" in table.stdout
     assert len(scores(home)) > 0
+
+
+def test_notebook_queries_run_against_the_demo_database(demo_home, monkeypatch):
+    """Every code cell of notebooks/query_scores.ipynb runs and its last query returns the lineage rows."""
+    import ast
+    from pathlib import Path
+
+    home, _ = demo_home
+    monkeypatch.setenv("BIRDASSETS_HOME", str(home))
+    notebook = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / "query_scores.ipynb").read_text())
+    namespace: dict = {}
+    results = []
+    for cell in notebook["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        tree = ast.parse("".join(cell["source"]))
+        last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+        exec(compile(tree, "<cell>", "exec"), namespace)  # noqa: S102 - our own notebook
+        if last is not None:
+            results.append(eval(compile(ast.Expression(last.value), "<cell>", "eval"), namespace))  # noqa: S307
+    namespace["con"].close()
+    lineage = results[-1]
+    assert set(lineage["task"]) == {"demo-clear", "demo-noisy"} and (lineage["step"] == 0).all()
