@@ -8,31 +8,21 @@ import numpy as np
 import pandas as pd
 
 from birdassets import __version__
-from birdassets.checkpoints import read_config, read_encoder_shapes, restore_encoder, validate_encoder_shapes
+from birdassets.benchmark import fit_probes
+from birdassets.checkpoints import read_encoder_shapes
 from birdassets.defs.assets.data import mel_dataset_for
 from birdassets.defs.metadata import table_metadata
 from birdassets.defs.partitions import Partitions, split_evaluation_key
 from birdassets.defs.resources import BirdassetsHome
-from birdassets.discovery import resolve_checkpoint
 from birdassets.embeddings import collapse_stats, compute_embeddings, write_embeddings
-from birdassets.models.vit import ViTEmbedder
-from birdassets.benchmark import fit_probes
+from birdassets.models.registry import EMBED_BATCH, load_encoder
 from birdassets.settings import Settings, safe_name
 
 GROUP = "models"
-EMBED_BATCH = 64
 
 
 def encoder_ref_path(settings: Settings, checkpoint: str) -> Path:
     return settings.home / "encoders" / f"{safe_name(checkpoint)}.json"
-
-
-def load_encoder(settings: Settings, checkpoint: str) -> tuple[ViTEmbedder, dict]:
-    """Restore a checkpoint's encoder (partial restore of ``state.encoder``) behind the Encoder interface."""
-    ref = resolve_checkpoint(settings.checkpoint_roots, checkpoint)
-    model, config, step = restore_encoder(ref.run_dir, ref.step)
-    info = {"checkpoint": checkpoint, "run_dir": str(ref.run_dir), "step": step, "family": "vit", "config": config.to_dict()}
-    return ViTEmbedder(model, config, name=f"vit@{checkpoint}", batch_size=EMBED_BATCH), info
 
 
 def build_model_assets(settings: Settings, partitions: Partitions, data_assets) -> list[dg.AssetsDefinition]:
@@ -45,20 +35,18 @@ def build_model_assets(settings: Settings, partitions: Partitions, data_assets) 
         """The checkpoint's encoder, validated from Orbax metadata and restored (``state.encoder`` only)."""
         checkpoint = context.partition_key
         settings = birdassets.settings
-        ref = resolve_checkpoint(settings.checkpoint_roots, checkpoint)
-        config = read_config(ref.run_dir, ref.step)
-        shapes = read_encoder_shapes(ref.run_dir, ref.step)
-        validate_encoder_shapes(shapes, config, where=str(ref.step_dir))
-        embedder, info = load_encoder(settings, checkpoint)
-        n_params = int(sum(np.prod(shape) for shape in shapes.values()))
+        loaded = load_encoder(settings.checkpoint_roots, checkpoint)  # validates shapes before restoring
+        config = loaded.config
+        n_params = int(sum(np.prod(s) for s in read_encoder_shapes(loaded.path.parent, loaded.step).values()))
         path = encoder_ref_path(settings, checkpoint)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({**info, "n_params": n_params}, indent=2))
+        info = {"checkpoint": checkpoint, "path": str(loaded.path), "step": loaded.step, "family": loaded.family}
+        path.write_text(json.dumps({**info, "config": config.to_dict(), "n_params": n_params}, indent=2))
         return dg.MaterializeResult(
             metadata={
-                "checkpoint_path": dg.MetadataValue.path(str(ref.step_dir)),
-                "step": ref.step,
-                "family": "vit",
+                "checkpoint_path": dg.MetadataValue.path(str(loaded.path)),
+                "step": loaded.step,
+                "family": loaded.family,
                 "dim": config.dim,
                 "depth": config.depth,
                 "parameters": n_params,
@@ -66,7 +54,7 @@ def build_model_assets(settings: Settings, partitions: Partitions, data_assets) 
                     {"preset": config.preset, "frames": config.frames, "mels": config.mels}
                 ),
             },
-            data_version=dg.DataVersion(f"{ref.run}@{ref.step}"),
+            data_version=dg.DataVersion(checkpoint),
         )
 
     @dg.asset(
@@ -81,8 +69,8 @@ def build_model_assets(settings: Settings, partitions: Partitions, data_assets) 
         """Embeddings ``[windows, dim]`` of every mel window of the task under the checkpoint's encoder."""
         task, checkpoint = split_evaluation_key(context)
         settings = birdassets.settings
-        embedder, _ = load_encoder(settings, checkpoint)
-        embedded, stats = compute_embeddings(embedder, mel_dataset_for(settings, task), batch_size=EMBED_BATCH)
+        loaded = load_encoder(settings.checkpoint_roots, checkpoint)
+        embedded, stats = compute_embeddings(loaded.encoder, mel_dataset_for(settings, task), batch_size=EMBED_BATCH)
         directory = write_embeddings(embedded, settings.embeddings_dir(task, checkpoint), stats)
         health = collapse_stats(embedded.embeddings)
         return dg.MaterializeResult(
