@@ -138,19 +138,15 @@ def test_missing_soundscape_file(birdclef_root: Path) -> None:
         read_birdclef(birdclef_root)
 
 
-def test_garbage_secondary_labels_names_the_row(birdclef_root: Path) -> None:
+@pytest.mark.parametrize(
+    "row,text,problem",
+    [(1, "['norcar'", r"train\.csv line 3: secondary_labels"), (0, "{'a': 1}", r"train\.csv line 2.*not a list")],
+)
+def test_bad_secondary_labels_name_the_row(birdclef_root: Path, row: int, text: str, problem: str) -> None:
     train = pd.read_csv(birdclef_root / "train.csv")
-    train.loc[1, "secondary_labels"] = "['norcar'"
+    train.loc[row, "secondary_labels"] = text
     train.to_csv(birdclef_root / "train.csv", index=False)
-    with pytest.raises(ManifestError, match=r"train\.csv line 3: secondary_labels"):
-        read_birdclef(birdclef_root)
-
-
-def test_secondary_labels_must_be_a_list_of_strings(birdclef_root: Path) -> None:
-    train = pd.read_csv(birdclef_root / "train.csv")
-    train.loc[0, "secondary_labels"] = "{'a': 1}"
-    train.to_csv(birdclef_root / "train.csv", index=False)
-    with pytest.raises(ManifestError, match=r"train\.csv line 2.*not a list"):
+    with pytest.raises(ManifestError, match=problem):
         read_birdclef(birdclef_root)
 
 
