@@ -175,6 +175,15 @@ def _finalized_step_dir(run_dir: Path, step: int | None) -> tuple[int, Path]:
     return int(step), run_dir / str(step)
 
 
+def item_handlers() -> dict[str, ocp.CheckpointHandler]:
+    """The handlers of this layout's items (``state`` as a PyTree so it can be partially restored)."""
+    return {
+        STATE_ITEM: ocp.PyTreeCheckpointHandler(),
+        METADATA_ITEM: ocp.JsonCheckpointHandler(),
+        CONFIG_ITEM: ocp.JsonCheckpointHandler(),
+    }
+
+
 def _manager(run_dir: Path, *, create: bool) -> ocp.CheckpointManager:
     """A synchronous manager with this layout's item handlers.
 
@@ -191,11 +200,7 @@ def _manager(run_dir: Path, *, create: bool) -> ocp.CheckpointManager:
             cleanup_tmp_directories=False,
             lightweight_initialize=not create,
         ),
-        item_handlers={
-            STATE_ITEM: ocp.PyTreeCheckpointHandler(),
-            METADATA_ITEM: ocp.JsonCheckpointHandler(),
-            CONFIG_ITEM: ocp.JsonCheckpointHandler(),
-        },
+        item_handlers=item_handlers(),
     )
 
 

@@ -131,6 +131,43 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+TRAIN_FLAGS = (
+    ("task", str), ("objective", str), ("model", str), ("num_steps", int), ("warmup_steps", int), ("lr", float),
+    ("weight_decay", float), ("grad_clip", float), ("batch_size", int), ("log_every", int),
+    ("checkpoint_every", int), ("max_checkpoints", int), ("output_dir", str), ("seed", int),
+    ("precision", str), ("devices", int), ("mask_ratio", float),
+)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    _quiet()
+    from birdassets.benchmark import ensure_mel_dataset
+    from birdassets.settings import load_settings
+    from birdassets.train.config import TrainConfig, TrainConfigError
+    from birdassets.train.loop import train
+
+    try:
+        base = TrainConfig.from_file(args.config) if args.config else TrainConfig()
+        config = base.replace(**{name: getattr(args, name) for name, _ in TRAIN_FLAGS})
+    except TrainConfigError as error:
+        print(f"birdassets train: {error}", file=sys.stderr)
+        return 2
+    settings = load_settings()
+    run_dir = Path(config.output_dir) if config.output_dir else (
+        settings.checkpoint_roots[0] / f"{config.task}-{config.objective}-{config.model}"
+    )
+    dataset = ensure_mel_dataset(settings, config.task)
+    print(f"training {config.objective} {config.model} on {config.task} -> {run_dir}")
+    result = train(config, dataset, run_dir, progress=not args.no_progress, log=print)
+    if result.final_step == result.start_step:
+        print(f"nothing to do: {run_dir} already holds step {result.start_step} (>= --num-steps)")
+        return 0
+    rate = f"{result.steps_per_s:.2f} steps/s" if result.steps_per_s else "n/a"
+    print(f"steps {result.start_step} -> {result.final_step}; {rate} at batch {config.batch_size}; "
+          f"checkpoint saves blocked {result.checkpoint_seconds:.2f} s; checkpoints in {run_dir}")
+    return 0
+
+
 def cmd_query(args: argparse.Namespace) -> int:
     from birdassets.settings import load_settings
     from birdassets.store import StoreError, format_frame, query_readonly
@@ -170,6 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("sql")
     query.add_argument("--format", choices=("table", "csv", "json"), default="table")
     query.set_defaults(func=cmd_query)
+
+    train = commands.add_parser("train", help="train (or resume) an encoder; writes Orbax checkpoints")
+    train.add_argument("--config", help="TOML or JSON file with any of the settings below (flags override it)")
+    for name, kind in TRAIN_FLAGS:
+        train.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None)
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(func=cmd_train)
 
     ui = commands.add_parser("ui", help="start the Dagster UI on this project")
     ui.add_argument("--host", default="127.0.0.1")

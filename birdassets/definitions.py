@@ -11,6 +11,7 @@ from birdassets.defs.checks import build_checks
 from birdassets.defs.partitions import build_partitions
 from birdassets.defs.resources import BirdassetsHome
 from birdassets.defs.sensors import build_sensors
+from birdassets.defs.training import train_job
 from birdassets.settings import Settings, load_settings
 
 DATA_JOB = "data_job"
@@ -39,7 +40,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
         assets=assets,
         asset_checks=build_checks(by_name),
-        jobs=[data_job, encoder_job, benchmark_job],
+        jobs=[data_job, encoder_job, benchmark_job, train_job],
         sensors=sensors,
         schedules=schedules,
         resources={"birdassets": BirdassetsHome(home=str(settings.home))},

@@ -4,8 +4,8 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from birdassets.benchmark import mel_dataset_for
 from birdassets.checkpoints import CheckpointError, read_config, read_encoder_shapes, validate_encoder_shapes
-from birdassets.defs.assets.data import mel_dataset_for
 from birdassets.defs.partitions import split_evaluation_key
 from birdassets.defs.resources import BirdassetsHome
 from birdassets.discovery import resolve_checkpoint

@@ -279,11 +279,14 @@ class ViTEncoder(nnx.Module):
         self.blocks = nnx.List([TransformerBlock(config, rngs=rngs) for _ in range(config.depth)])
         self.norm = nnx.LayerNorm(config.dim, rngs=rngs)
 
-    def __call__(self, mel: jax.Array) -> jax.Array:
+    def __call__(self, mel: jax.Array, mask: jax.Array | None = None, mask_token: jax.Array | None = None) -> jax.Array:
         """Encode mel windows to tokens.
 
         Args:
             mel: float32 ``[batch, frames, mels]``.
+            mask: optional bool ``[batch, n_patches]``; ``True`` patches have their embedding replaced by
+                ``mask_token`` ``[dim]`` before positions are added (masked-patch modelling, SimMIM-style).
+            mask_token: the learned replacement embedding, required with ``mask``.
 
         Returns:
             ``[batch, 1 + n_patches, dim]``: cls token then patch tokens, after the final norm.
@@ -294,8 +297,10 @@ class ViTEncoder(nnx.Module):
                 f"ViTEncoder expects mel [batch, {config.frames}, {config.mels}], got {list(mel.shape)}"
             )
         tokens = self.patch_embed(patchify(mel, config))
+        if mask is not None:
+            tokens = jnp.where(mask[..., None], mask_token.astype(tokens.dtype), tokens)
         cls = jnp.broadcast_to(self.cls_token[...], (tokens.shape[0], 1, config.dim))
-        x = jnp.concatenate([cls.astype(tokens.dtype), tokens], axis=1) + self.pos_embed[...]
+        x = jnp.concatenate([cls.astype(tokens.dtype), tokens], axis=1) + self.pos_embed[...].astype(tokens.dtype)
         for block in self.blocks:
             x = block(x)
         return self.norm(x)

@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 
 from birdassets import __version__
-from birdassets.datasets.mel_tfds import MelDataset, build_mel_dataset, dataset_dir
+from birdassets.benchmark import mel_dataset_for
+from birdassets.datasets.mel_tfds import build_mel_dataset
 from birdassets.defs.metadata import table_metadata
 from birdassets.defs.partitions import Partitions
 from birdassets.defs.resources import BirdassetsHome
@@ -18,13 +19,6 @@ from birdassets.sources.manifest import Manifest
 from birdassets.sources.registry import read_source
 
 GROUP = "data"
-
-
-def mel_dataset_for(settings: Settings, task: str) -> MelDataset:
-    """The mel dataset of a task's current manifest and preset."""
-    dataset = settings.dataset(task)
-    manifest = Manifest.read(settings.manifest_path(task))
-    return MelDataset(dataset_dir(settings.mel_root(task), manifest, get_preset(dataset.preset)))
 
 
 def presets_version(settings: Settings) -> str:

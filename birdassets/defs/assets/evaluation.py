@@ -7,8 +7,7 @@ import dagster as dg
 import pandas as pd
 
 from birdassets import __version__
-from birdassets.benchmark import score_probes
-from birdassets.defs.assets.data import mel_dataset_for
+from birdassets.benchmark import mel_dataset_for, score_probes
 from birdassets.defs.metadata import table_metadata
 from birdassets.defs.partitions import Partitions, split_evaluation_key
 from birdassets.defs.resources import BirdassetsHome

@@ -8,9 +8,8 @@ import numpy as np
 import pandas as pd
 
 from birdassets import __version__
-from birdassets.benchmark import fit_probes
+from birdassets.benchmark import fit_probes, mel_dataset_for
 from birdassets.checkpoints import read_encoder_shapes
-from birdassets.defs.assets.data import mel_dataset_for
 from birdassets.defs.metadata import table_metadata
 from birdassets.defs.partitions import Partitions, split_evaluation_key
 from birdassets.defs.resources import BirdassetsHome

@@ -1,0 +1,1 @@
+"""Training infrastructure that writes the checkpoints birdassets benchmarks (Flax NNX, optax, Orbax)."""

@@ -1,0 +1,123 @@
+"""Checkpoints of a training run: asynchronous Orbax saves in birdassets' layout, and full-state resume.
+
+Each step folder holds ``state = {encoder, probe, objective, opt_state}``, ``metadata = {step, family,
+objective, metrics, train_config}`` and ``config`` (the ViT config), so a checkpoint is self-describing and the
+benchmark can restore ``state.encoder`` alone. Orbax finalizes a step atomically (``commit_success.txt`` +
+rename), so a save interrupted by a crash is never listed by :func:`birdassets.checkpoints.finalized_steps`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from birdassets.checkpoints import (
+    CONFIG_ITEM,
+    FAMILY,
+    METADATA_ITEM,
+    STATE_ITEM,
+    CheckpointError,
+    finalized_steps,
+    item_handlers,
+)
+from birdassets.models.vit import ViTConfig
+
+
+def string_keys(tree: Any) -> Any:
+    """Every dict key as a string (Orbax stores string paths), descending into tuples and namedtuples."""
+    if isinstance(tree, Mapping):
+        return {str(key): string_keys(value) for key, value in tree.items()}
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+        return type(tree)(*(string_keys(value) for value in tree))
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(string_keys(value) for value in tree)
+    return tree
+
+
+def like_template(template: Any, restored: Any) -> Any:
+    """Rebuild ``restored`` (string keys, as Orbax returns it) in the structure of ``template``."""
+    if isinstance(template, Mapping):
+        return {key: like_template(value, restored[str(key)]) for key, value in template.items()}
+    if isinstance(template, tuple) and hasattr(template, "_fields"):
+        if isinstance(restored, Mapping):
+            return type(template)(*(like_template(t, restored[name]) for name, t in zip(template._fields, template)))
+        return type(template)(*(like_template(t, r) for t, r in zip(template, restored)))
+    if isinstance(template, (tuple, list)):
+        items = [restored[str(i)] for i in range(len(template))] if isinstance(restored, Mapping) else restored
+        return type(template)(like_template(t, r) for t, r in zip(template, items))
+    if template is None:
+        return None
+    return jnp.asarray(restored, dtype=getattr(template, "dtype", None))
+
+
+class RunCheckpointer:
+    """An Orbax ``CheckpointManager`` for one training run directory.
+
+    Saves are asynchronous (the device-to-host copy blocks, the write happens in a background thread);
+    :meth:`close` waits for the last one. ``blocking_seconds`` accumulates the time saves held up training.
+    """
+
+    def __init__(self, run_dir: str | Path, max_to_keep: int | None = None):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.manager = ocp.CheckpointManager(
+            self.run_dir,
+            options=ocp.CheckpointManagerOptions(
+                enable_async_checkpointing=True, max_to_keep=max_to_keep, create=True
+            ),
+            item_handlers=item_handlers(),
+        )
+        self.blocking_seconds = 0.0
+        self.saves = 0
+
+    def latest_step(self) -> int | None:
+        steps = finalized_steps(self.run_dir)
+        return steps[-1] if steps else None
+
+    def save(self, step: int, params: Mapping[str, Any], opt_state: Any, config: ViTConfig, metadata: dict) -> None:
+        """Start saving ``step``: ``params`` has the keys ``encoder``, ``objective`` and ``probe``."""
+        started = time.perf_counter()
+        state = {
+            "encoder": string_keys(params["encoder"]),
+            "probe": string_keys(params["probe"]),
+            "objective": string_keys(params["objective"]),
+            "opt_state": string_keys(opt_state),
+        }
+        saved = self.manager.save(
+            step,
+            args=ocp.args.Composite(
+                **{
+                    STATE_ITEM: ocp.args.PyTreeSave(state),
+                    METADATA_ITEM: ocp.args.JsonSave({"step": step, "family": FAMILY, **metadata}),
+                    CONFIG_ITEM: ocp.args.JsonSave({**config.to_dict(), "family": FAMILY}),
+                }
+            ),
+        )
+        self.blocking_seconds += time.perf_counter() - started
+        self.saves += 1
+        if not saved:
+            raise CheckpointError(f"orbax declined to save step {step} in {self.run_dir}")
+
+    def restore(self, step: int, params_template: Any, opt_state_template: Any) -> tuple[Any, Any]:
+        """The full training state of ``step``, in the structures (and dtypes) of the templates."""
+        self.manager.wait_until_finished()
+        target = string_keys({**params_template, "opt_state": opt_state_template})
+        args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
+        restored = self.manager.restore(
+            step, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.PyTreeRestore(item=target, restore_args=args)})
+        )[STATE_ITEM]
+        params = like_template(dict(params_template), {k: restored[k] for k in params_template})
+        return params, like_template(opt_state_template, restored["opt_state"])
+
+    def close(self) -> None:
+        started = time.perf_counter()
+        self.manager.wait_until_finished()
+        self.blocking_seconds += time.perf_counter() - started
+        self.manager.close()
