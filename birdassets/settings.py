@@ -26,6 +26,7 @@ Everything lives under one folder, ``BIRDASSETS_HOME`` (environment variable; de
     source = "birdclef"                       # birdclef | birdset | demo
     root = "/data/birdclef-2025"
     preset = "birdclef2025"
+    # benchmark = false                       # only for training (no task partition)
 
 Settings are read once per process by :func:`load_settings`; the Dagster definitions are built from them
 (static task partitions must be known when the code location loads).
@@ -43,6 +44,7 @@ HOME_ENV = "BIRDASSETS_HOME"
 CONFIG_FILE = "birdassets.toml"
 SOURCES = ("demo", "birdclef", "birdset")
 DEMO_TASK_NAMES = ("demo-clear", "demo-noisy")
+DEMO_PRETRAIN = "demo-pretrain"
 DEFAULT_PROBES = ("linear", "mlp", "centroid")
 _TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
@@ -61,6 +63,7 @@ class DatasetConfig:
         root: folder of the collection.
         preset: frontend preset name (see :mod:`birdassets.frontends.presets`).
         birdset_config: BirdSet config name (e.g. ``"HSN"``) for ``source="birdset"``.
+        benchmark: ``False`` for data sets that only feed training (no ``task`` partition, never scored).
     """
 
     name: str
@@ -68,6 +71,7 @@ class DatasetConfig:
     root: Path
     preset: str = "birdclef2025"
     birdset_config: str | None = None
+    benchmark: bool = True
 
     def __post_init__(self) -> None:
         if not _TASK_NAME.match(self.name):
@@ -91,13 +95,14 @@ class Settings:
     # ---- lookup -------------------------------------------------------------------------------
     @property
     def task_names(self) -> tuple[str, ...]:
-        return tuple(d.name for d in self.datasets)
+        """The benchmark tasks (the ``task`` partitions)."""
+        return tuple(d.name for d in self.datasets if d.benchmark)
 
     def dataset(self, task: str) -> DatasetConfig:
         for candidate in self.datasets:
             if candidate.name == task:
                 return candidate
-        raise SettingsError(f"unknown task {task!r}; configured tasks: {list(self.task_names)}")
+        raise SettingsError(f"unknown data set {task!r}; configured: {[d.name for d in self.datasets]}")
 
     # ---- layout -------------------------------------------------------------------------------
     @property
@@ -142,7 +147,10 @@ def home_from_env() -> Path:
 
 
 def demo_datasets(home: Path) -> tuple[DatasetConfig, ...]:
-    return tuple(DatasetConfig(name=name, source="demo", root=home / "data" / name) for name in DEMO_TASK_NAMES)
+    """The two demo benchmark tasks plus the demo's pretraining data set."""
+    tasks = tuple(DatasetConfig(name=name, source="demo", root=home / "data" / name) for name in DEMO_TASK_NAMES)
+    pretrain = DatasetConfig(name=DEMO_PRETRAIN, source="demo", root=home / "data" / DEMO_PRETRAIN, benchmark=False)
+    return (*tasks, pretrain)
 
 
 def load_settings(home: str | Path | None = None) -> Settings:
@@ -170,6 +178,7 @@ def load_settings(home: str | Path | None = None) -> Settings:
                     root=Path(entry["root"]).expanduser(),
                     preset=entry.get("preset", "birdclef2025"),
                     birdset_config=entry.get("birdset_config"),
+                    benchmark=bool(entry.get("benchmark", True)),
                 )
             )
         except KeyError as error:

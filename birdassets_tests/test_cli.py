@@ -41,7 +41,7 @@ def test_demo_prints_a_leaderboard_row_per_demo_task(demo_home):
     home, stdout = demo_home
     assert "Leaderboard" in stdout
     for task in ("demo-clear", "demo-noisy"):
-        assert f"{task}  demo-vit@0" in stdout
+        assert f"{task}  demo-sup@0" in stdout
     # the runs went through the persistent Dagster instance under BIRDASSETS_HOME
     assert (home / "dagster" / "dagster.yaml").exists()
     assert any((home / "dagster" / "storage").iterdir())
@@ -51,11 +51,19 @@ def test_random_init_linear_probe_beats_chance_on_demo_clear(demo_home):
     home, _ = demo_home
     done = birdassets(
         home, "query",
-        "select probe, mean from leaderboard where task = 'demo-clear' and split = 'valid' and metric = 'cmAP'",
+        "select probe, mean from leaderboard where task = 'demo-clear' and split = 'valid' and metric = 'cmAP' "
+        "and checkpoint = 'demo-sup@0'",
         "--format", "json",
     )
     board = {row["probe"]: row["mean"] for row in json.loads(done.stdout)}
     assert board["linear"] > 2 * board["chance"] and board["chance"] < 0.2
+
+
+def test_demo_trains_and_benchmarks_several_steps(demo_home):
+    home, _ = demo_home
+    done = birdassets(home, "query", "select task, count(distinct step) as steps from score_by_step "
+                      "where run = 'demo-sup' group by task order by task", "--format", "json")
+    assert json.loads(done.stdout) == [{"task": "demo-clear", "steps": 3}, {"task": "demo-noisy", "steps": 3}]
 
 
 def test_demo_again_gives_identical_scores_and_no_duplicates(demo_home):

@@ -14,9 +14,9 @@ TRAIN_JOB = "train_job"
 class TrainRunConfig(dg.Config):
     """Launchpad config of a training run (fields of :class:`birdassets.train.config.TrainConfig`)."""
 
-    run: str = "demo-mae"
-    task: str = "demo-noisy"
-    objective: str = "mae"
+    run: str = "demo-sup"
+    task: str = "demo-pretrain"
+    objective: str = "supervised"
     model: str = "tiny"
     num_steps: int = 200
     warmup_steps: int = 20

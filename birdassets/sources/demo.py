@@ -290,9 +290,16 @@ DEMO_TASKS: dict[str, DemoTaskSpec] = {
         test_gain_db=(-8.0, 0.0),
         pitch_jitter=0.03,
     ),
+    # Pretraining data (not a benchmark task): other individuals of the same species, clean focal recordings,
+    # like Xeno-canto focal audio before BirdSet's soundscape tests. Encoders trained here never see the
+    # recordings the benchmark tasks are scored on.
+    "demo-pretrain": DemoTaskSpec(
+        name="demo-pretrain", seed=20240603, train_per_species=12, n_test_windows=10, windows_per_soundscape=10
+    ),
 }
-"""Built-in tasks: ``demo-clear`` (high SNR, 1-2 species per window, rare quiet background birds) and
-``demo-noisy`` (low SNR, strong wind, 2-4 species per window, frequent louder background birds)."""
+"""Built-in data sets: ``demo-clear`` (high SNR, 1-2 species per window, rare quiet background birds),
+``demo-noisy`` (low SNR, strong wind, 2-4 species per window, frequent louder background birds) and
+``demo-pretrain`` (focal recordings of other individuals, for training encoders; not benchmarked)."""
 
 
 # ----------------------------------------------------------------------------------------------- audio

@@ -8,6 +8,8 @@ rename), so a save interrupted by a crash is never listed by :func:`birdassets.c
 
 from __future__ import annotations
 
+import re
+import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -57,6 +59,24 @@ def like_template(template: Any, restored: Any) -> Any:
     return jnp.asarray(restored, dtype=getattr(template, "dtype", None))
 
 
+def discard_unfinished_steps(run_dir: Path) -> list[Path]:
+    """Delete step folders newer than the latest finalized step (crash leftovers); return them.
+
+    A save that crashed before finalize can leave ``<step>/`` without ``commit_success.txt`` (Orbax's
+    commit-file mode): :func:`finalized_steps` ignores it, but Orbax still lists it as saved and would refuse
+    to save that step again when the run resumes. In-flight ``<step>.orbax-checkpoint-tmp`` folders need
+    nothing: Orbax replaces them.
+    """
+    finalized = finalized_steps(run_dir)
+    latest = finalized[-1] if finalized else -1
+    removed = []
+    for entry in sorted(run_dir.iterdir()):
+        if entry.is_dir() and re.fullmatch(r"0|[1-9][0-9]*", entry.name) and int(entry.name) > latest:
+            shutil.rmtree(entry)
+            removed.append(entry)
+    return removed
+
+
 class RunCheckpointer:
     """An Orbax ``CheckpointManager`` for one training run directory.
 
@@ -67,6 +87,7 @@ class RunCheckpointer:
     def __init__(self, run_dir: str | Path, max_to_keep: int | None = None):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        discard_unfinished_steps(self.run_dir)
         self.manager = ocp.CheckpointManager(
             self.run_dir,
             options=ocp.CheckpointManagerOptions(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,16 @@ class TrainConfig:
     shuffle_buffer: int = 2048
 
     def __post_init__(self) -> None:
+        kinds = {"int": numbers.Integral, "float": numbers.Real, "str": str}
+        wrong = []
+        for f in dataclasses.fields(self):  # annotations are strings here: "int", "float", "int | None", ...
+            value = getattr(self, f.name)
+            if value is None and f.type.endswith("| None"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, kinds[f.type.removesuffix(" | None")]):
+                wrong.append(f"{f.name} must be {f.type}, got {value!r}")
+        if wrong:
+            raise TrainConfigError("invalid training config: " + "; ".join(wrong))
         problems = []
         if self.objective not in OBJECTIVES:
             problems.append(f"objective {self.objective!r} is not one of {OBJECTIVES}")

@@ -186,6 +186,7 @@ def train(
     history = [h for h in _read_history(history_path) if h["step"] <= start]
 
     def checkpoint(step: int, record: dict | None) -> None:
+        _write_history(history_path, history)  # so a crash after this save keeps the history up to it
         checkpointer.save(step, params, opt_state, vit, {
             "objective": config.objective, "train_config": config.to_dict(), "metrics": record or {}
         })
