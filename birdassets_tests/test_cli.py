@@ -105,4 +105,4 @@ def test_notebook_queries_run_against_the_demo_database(demo_home, monkeypatch):
             results.append(eval(compile(ast.Expression(last.value), "<cell>", "eval"), namespace))  # noqa: S307
     namespace["con"].close()
     lineage = results[-1]
-    assert set(lineage["task"]) == {"demo-clear", "demo-noisy"} and (lineage["step"] == 0).all()
+    assert set(lineage["task"]) == {"demo-clear", "demo-noisy"} and set(lineage["step"]) == {0, 100, 200}
