@@ -48,6 +48,9 @@ class ViTConfig:
         preset: frontend preset name the encoder expects.
         sample_rate: frontend sample rate, in Hz.
         clip_s: window length, in seconds.
+        input_norm: ``"instance"`` standardises each window (zero mean, unit variance over frames x mels)
+            before patchifying, so the patch embeddings, not the positional table, carry the differences
+            between windows; ``"none"`` feeds the frontend's values as they are.
     """
 
     frames: int
@@ -61,6 +64,7 @@ class ViTConfig:
     preset: str = "birdclef2025"
     sample_rate: int = 32000
     clip_s: float = 5.0
+    input_norm: str = "instance"
 
     def __post_init__(self) -> None:
         for name in ("frames", "mels", "dim", "depth", "heads", "patch_frames", "patch_mels", "sample_rate"):
@@ -77,6 +81,8 @@ class ViTConfig:
             raise ValueError(f"ViTConfig.mlp_ratio must be positive, got {self.mlp_ratio!r}")
         if not self.clip_s > 0:
             raise ValueError(f"ViTConfig.clip_s must be positive seconds, got {self.clip_s!r}")
+        if self.input_norm not in ("instance", "none"):
+            raise ValueError(f"ViTConfig.input_norm must be 'instance' or 'none', got {self.input_norm!r}")
         if not isinstance(self.preset, str) or not self.preset:
             raise ValueError(f"ViTConfig.preset must be a non-empty string, got {self.preset!r}")
 
@@ -296,6 +302,10 @@ class ViTEncoder(nnx.Module):
             raise ValueError(
                 f"ViTEncoder expects mel [batch, {config.frames}, {config.mels}], got {list(mel.shape)}"
             )
+        if config.input_norm == "instance":
+            mean = jnp.mean(mel, axis=(1, 2), keepdims=True)
+            std = jnp.std(mel, axis=(1, 2), keepdims=True)
+            mel = (mel - mean) / (std + 1e-6)
         tokens = self.patch_embed(patchify(mel, config))
         if mask is not None:
             tokens = jnp.where(mask[..., None], mask_token.astype(tokens.dtype), tokens)

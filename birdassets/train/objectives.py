@@ -2,7 +2,8 @@
 
 * ``mae`` — masked-patch reconstruction (SimMIM-style): a random ``mask_ratio`` of patches per window have
   their embedding replaced by a learned ``mask_token``; a linear decoder predicts the masked patches' mel
-  values from the encoder's output tokens; loss = mean squared error over masked patches only.
+  values (each patch standardised, MAE's ``norm_pix_loss``) from the encoder's output tokens; loss = mean
+  squared error over masked patches only.
 * ``supervised`` — a linear head on the window embedding, BCE on the multi-hot labels.
 * the **online probe** (LayerNorm + Dense) sees the embedding through ``stop_gradient`` and is trained with BCE on
   the labels alongside either objective; it never changes the encoder.
@@ -27,9 +28,11 @@ class MAEHead(nnx.Module):
 
 
 class SupervisedHead(nnx.Module):
-    """Linear classifier ``[dim] -> [classes]`` on the window embedding."""
+    """Classifier ``[dim] -> [classes]`` on the window embedding: LayerNorm (the mean-pooled tokens vary little
+    in scale across windows; normalising them makes the head trainable at the encoder's learning rate) + Dense."""
 
     def __init__(self, config: ViTConfig, n_classes: int, *, rngs: nnx.Rngs) -> None:
+        self.norm = nnx.LayerNorm(config.dim, rngs=rngs)
         self.classifier = nnx.Linear(config.dim, n_classes, rngs=rngs)
 
 
@@ -74,12 +77,13 @@ def losses(model: TrainModel, objective: str, mel: jax.Array, labels: jax.Array,
         tokens = model.encoder(mel, mask=mask, mask_token=model.objective.mask_token[...])
         prediction = model.objective.decoder(tokens[:, 1:, :]).astype(jnp.float32)
         target = patchify(mel, config).astype(jnp.float32)
+        target = (target - target.mean(-1, keepdims=True)) / (target.std(-1, keepdims=True) + 1e-6)  # norm_pix_loss
         per_patch = jnp.mean(jnp.square(prediction - target), axis=-1)  # [batch, n_patches]
         objective_loss = jnp.sum(per_patch * mask) / jnp.sum(mask)
         embedding = jnp.mean(model.encoder(mel)[:, 1:, :], axis=1)
     else:
         embedding = model.encoder.embed(mel)
-        logits = model.objective.classifier(embedding).astype(jnp.float32)
+        logits = model.objective.classifier(model.objective.norm(embedding)).astype(jnp.float32)
         objective_loss = optax.sigmoid_binary_cross_entropy(logits, labels).mean()
     probe_logits = model.probe(jax.lax.stop_gradient(embedding)).astype(jnp.float32)
     probe_loss = optax.sigmoid_binary_cross_entropy(probe_logits, labels).mean()
