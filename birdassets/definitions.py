@@ -44,6 +44,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         sensors=sensors,
         schedules=schedules,
         resources={"birdassets": BirdassetsHome(home=str(settings.home))},
+        # One process per run: steps share the TensorFlow/JAX import and compiled functions instead of
+        # spawning a fresh interpreter per step (seconds each), and a GPU is held by a single process.
+        executor=dg.in_process_executor,
     )
 
 
