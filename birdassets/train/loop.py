@@ -200,32 +200,34 @@ def train(
     bar = tqdm(range(start, config.num_steps), initial=start, total=config.num_steps, disable=not progress,
                desc=f"train {config.objective} {config.model}", unit="step")
     timer = None
-    for step in bar:
-        batch = jax.device_put(next(stream), by_data)
-        params, opt_state, metrics = step_fn(params, opt_state, batch, step)
-        done = step + 1
-        if timer is None:  # the first step compiles; time the rest
-            jax.block_until_ready(params)
-            timer = time.perf_counter()
-            timed_from, blocked_before = done, checkpointer.blocking_seconds
-        if done % config.log_every == 0 or done == config.num_steps:
-            record = {"step": done, **{k: float(v) for k, v in metrics.items()},
-                      "lr": float(schedule(step)), "probe_cmap": probe_cmap(params)}
-            history.append(record)
-            bar.set_postfix(loss=f"{record['loss']:.4f}", probe_cmap=f"{record['probe_cmap']:.3f}")
-            if log is not None:
-                log(json.dumps(record))
-        if done % config.checkpoint_every == 0 or done == config.num_steps:
-            checkpoint(done, history[-1] if history[-1]["step"] == done else None)
-        result.final_step = done
-    bar.close()
-    jax.block_until_ready(params)
-    if timer is not None:
-        loop_seconds = time.perf_counter() - timer
-        result.checkpoint_seconds = checkpointer.blocking_seconds - blocked_before
-        result.step_seconds = loop_seconds - result.checkpoint_seconds
-        result.steps_timed = result.final_step - timed_from
-    checkpointer.close()
+    try:  # an exception mid-run still waits for (and finalizes) the save in flight
+        for step in bar:
+            batch = jax.device_put(next(stream), by_data)
+            params, opt_state, metrics = step_fn(params, opt_state, batch, step)
+            done = step + 1
+            if timer is None:  # the first step compiles; time the rest
+                jax.block_until_ready(params)
+                timer = time.perf_counter()
+                timed_from, blocked_before = done, checkpointer.blocking_seconds
+            if done % config.log_every == 0 or done == config.num_steps:
+                record = {"step": done, **{k: float(v) for k, v in metrics.items()},
+                          "lr": float(schedule(step)), "probe_cmap": probe_cmap(params)}
+                history.append(record)
+                bar.set_postfix(loss=f"{record['loss']:.4f}", probe_cmap=f"{record['probe_cmap']:.3f}")
+                if log is not None:
+                    log(json.dumps(record))
+            if done % config.checkpoint_every == 0 or done == config.num_steps:
+                checkpoint(done, history[-1] if history[-1]["step"] == done else None)
+            result.final_step = done
+        jax.block_until_ready(params)
+        if timer is not None:
+            loop_seconds = time.perf_counter() - timer
+            result.checkpoint_seconds = checkpointer.blocking_seconds - blocked_before
+            result.step_seconds = loop_seconds - result.checkpoint_seconds
+            result.steps_timed = result.final_step - timed_from
+    finally:
+        bar.close()
+        checkpointer.close()
     result.history = history
     result.params = params
     _write_history(history_path, history)
