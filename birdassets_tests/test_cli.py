@@ -106,3 +106,25 @@ def test_notebook_queries_run_against_the_demo_database(demo_home, monkeypatch):
     namespace["con"].close()
     lineage = results[-1]
     assert set(lineage["task"]) == {"demo-clear", "demo-noisy"} and set(lineage["step"]) == {0, 100, 200}
+
+
+def test_train_cli_flags_config_file_and_resume(demo_home, tmp_path):
+    """`birdassets train` leaves Orbax steps in --output-dir; flags override --config; a larger --num-steps resumes."""
+    from birdassets.checkpoints import finalized_steps, read_metadata
+
+    home, _ = demo_home
+    config = tmp_path / "train.toml"
+    config.write_text('task = "demo-pretrain"\nobjective = "mae"\nbatch_size = 4\nnum_steps = 100\nlog_every = 2\n')
+    out = tmp_path / "run"
+    first = birdassets(home, "train", "--config", str(config), "--num-steps", "4", "--checkpoint-every", "2",
+                       "--warmup-steps", "1", "--output-dir", str(out), "--no-progress")
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert finalized_steps(out) == [0, 2, 4]
+    saved = read_metadata(out, 4)["train_config"]
+    assert (saved["objective"], saved["batch_size"], saved["num_steps"]) == ("mae", 4, 4)  # file, file, flag
+    again = birdassets(home, "train", "--config", str(config), "--num-steps", "6", "--checkpoint-every", "2",
+                       "--warmup-steps", "1", "--output-dir", str(out), "--no-progress")
+    assert again.returncode == 0 and "steps 4 -> 6" in again.stdout, again.stdout[-2000:] + again.stderr[-2000:]
+    assert finalized_steps(out) == [0, 2, 4, 6]
+    bad = birdassets(home, "train", "--config", str(config), "--objective", "jepa")
+    assert bad.returncode == 2 and "objective 'jepa'" in bad.stderr
