@@ -178,6 +178,43 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_spectrogram(args: argparse.Namespace) -> int:
+    _quiet()
+    import numpy as np
+
+    from birdassets.audio.io import AudioError, load
+    from birdassets.frontends.presets import PresetError, get_preset
+    from birdassets.frontends.tf_mel import TFMelFrontend
+
+    try:
+        preset = get_preset(args.preset)
+        audio, _ = load(args.audio, preset.sample_rate)
+    except (PresetError, AudioError) as error:
+        print(f"birdassets spectrogram: {error}", file=sys.stderr)
+        return 2
+    frontend = TFMelFrontend(preset)
+    if args.stage == "mel_db":  # stage B over the whole file: [frames, mels]
+        result = frontend.mel_db(audio[None]).numpy()[0]
+    else:  # stage C of the first window, zero-padded to the clip length
+        window = np.zeros(preset.clip_samples, np.float32)
+        window[: min(len(audio), preset.clip_samples)] = audio[: preset.clip_samples]
+        result = frontend.model_input(window[None]).numpy()[0]
+    np.save(args.out, result.astype(np.float32))
+    print(f"{args.out}: {args.stage} {list(result.shape)} float32 ({preset.name}, {preset.sample_rate} Hz)")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    _quiet()
+    from birdassets.bench import bench_frontend
+    from birdassets.store import format_frame
+
+    frame = bench_frontend(args.preset or ["birdclef2025"], seconds=args.seconds, repeats=args.repeats)
+    print(f"Stage B (mel dB) on {args.seconds:.0f} s of audio, warm, best of {args.repeats}:")
+    print(format_frame(frame, "table"))
+    return 0
+
+
 def cmd_query(args: argparse.Namespace) -> int:
     from birdassets.settings import load_settings
     from birdassets.store import StoreError, format_frame, query_readonly
@@ -224,6 +261,20 @@ def build_parser() -> argparse.ArgumentParser:
         train.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None)
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(func=cmd_train)
+
+    spectrogram = commands.add_parser("spectrogram", help="write a file's mel spectrogram (stage B or C) as .npy")
+    spectrogram.add_argument("audio")
+    spectrogram.add_argument("--preset", default="birdclef2025")
+    spectrogram.add_argument("--stage", choices=("mel_db", "model_input"), default="mel_db")
+    spectrogram.add_argument("--out", required=True)
+    spectrogram.set_defaults(func=cmd_spectrogram)
+
+    bench = commands.add_parser("bench", help="speed benchmarks")
+    bench.add_argument("what", choices=("frontend",))
+    bench.add_argument("--preset", action="append", help="preset to time (repeatable; default birdclef2025)")
+    bench.add_argument("--seconds", type=float, default=600.0, help="audio length (default 10 minutes)")
+    bench.add_argument("--repeats", type=int, default=3)
+    bench.set_defaults(func=cmd_bench)
 
     ui = commands.add_parser("ui", help="start the Dagster UI on this project")
     ui.add_argument("--host", default="127.0.0.1")
