@@ -16,9 +16,6 @@ import time
 import warnings
 from pathlib import Path
 
-DEMO_RUN = "demo-sup"
-DEMO_MODEL_SIZE = "tiny"
-DEMO_SEED = 0
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -45,12 +42,6 @@ def prepare_instance(settings) -> Path:
     os.environ["DAGSTER_HOME"] = str(home)
     os.environ["BIRDASSETS_HOME"] = str(settings.home)
     return home
-
-
-#: the demo's training run: supervised pretraining of a tiny ViT on demo-pretrain (other individuals of the same
-#: species, never scored), checkpoints at steps 0, 100, 200 -- benchmarked on demo-clear and demo-noisy
-DEMO_TRAINING = {"run": DEMO_RUN, "task": "demo-pretrain", "objective": "supervised", "model": DEMO_MODEL_SIZE,
-                 "num_steps": 200, "warmup_steps": 20, "checkpoint_every": 100, "log_every": 50, "seed": DEMO_SEED}
 
 
 def register_checkpoints(defs, instance, settings) -> list[str]:
@@ -88,7 +79,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from dagster import DagsterInstance, MultiPartitionKey
 
     from birdassets.definitions import BENCHMARK_JOB, DATA_JOB, ENCODER_JOB, build_definitions
-    from birdassets.defs.training import TRAIN_JOB
+    from birdassets.defs.training import DEMO_TRAINING, TRAIN_JOB
     from birdassets.defs.partitions import CHECKPOINT_PARTITIONS_NAME
     from birdassets.settings import load_settings
     from birdassets.sources.demo import generate
@@ -111,12 +102,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         for dataset in demo_tasks:
             seconds = _run_job(defs, DATA_JOB, dataset.name, instance)
             print(f"  materialized raw_audio, mel_dataset, folds  [{dataset.name}]  {seconds:.1f} s")
-        seconds = _run_job(defs, TRAIN_JOB, None, instance, ops={"train_encoder": {"config": DEMO_TRAINING}})
-        print(f"  trained {DEMO_RUN} ({DEMO_TRAINING['objective']}, {DEMO_TRAINING['num_steps']} steps "
+        seconds = _run_job(defs, TRAIN_JOB, None, instance)  # the job's defaults are the demo's run
+        run = DEMO_TRAINING["run"]
+        print(f"  trained {run} ({DEMO_TRAINING['objective']}, {DEMO_TRAINING['num_steps']} steps "
               f"on {DEMO_TRAINING['task']})  {seconds:.1f} s")
         new = register_checkpoints(defs, instance, settings)
         checkpoints = sorted(
-            (k for k in instance.get_dynamic_partitions(CHECKPOINT_PARTITIONS_NAME) if k.startswith(f"{DEMO_RUN}@")),
+            (k for k in instance.get_dynamic_partitions(CHECKPOINT_PARTITIONS_NAME) if k.startswith(f"{run}@")),
             key=lambda key: int(key.rsplit("@", 1)[1]),
         )
         for checkpoint in checkpoints:

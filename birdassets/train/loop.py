@@ -35,7 +35,7 @@ from birdassets.datasets.mel_tfds import MelDataset
 from birdassets.folds import FoldConfig, assign_folds
 from birdassets.metrics import cmap
 from birdassets.models.vit import ViTConfig, vit_config
-from birdassets.train.checkpointing import RunCheckpointer
+from birdassets.train.checkpointing import RunCheckpointer, string_keys
 from birdassets.train.config import TrainConfig
 from birdassets.train.data import load_windows, training_stream
 from birdassets.train.objectives import TrainModel, losses
@@ -95,12 +95,6 @@ def holdout_mask(dataset: MelDataset, n_folds: int = 5, seed: int = 42) -> np.nd
     return fold_of == VALIDATION_FOLD
 
 
-def _string_tree(tree: Any) -> Any:
-    if isinstance(tree, dict):
-        return {str(k): _string_tree(v) for k, v in tree.items()}
-    return tree
-
-
 def _probe_labels(params: dict) -> dict:
     return {group: jax.tree.map(lambda _: "probe" if group == "probe" else "main", tree) for group, tree in params.items()}
 
@@ -122,7 +116,7 @@ def train(
                      sample_rate=preset["sample_rate"], clip_s=preset["clip_s"])
     model = TrainModel(vit, config.objective, len(classes), rngs=nnx.Rngs(config.seed))
     graphdef, state = nnx.split(model)
-    params = _string_tree(nnx.to_pure_dict(state))  # {"encoder", "objective", "probe"} -> string-keyed dicts
+    params = string_keys(nnx.to_pure_dict(state))  # {"encoder", "objective", "probe"} -> string-keyed dicts
     tx = optax.multi_transform(
         {
             "main": make_optimizer(config.lr, config.warmup_steps, config.num_steps, config.weight_decay, config.grad_clip),
