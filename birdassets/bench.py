@@ -1,8 +1,8 @@
 """Benchmarks (``birdassets bench ...``): speed targets live here, never in timed unit tests.
 
-``bench_frontend`` times stage B (mel power in dB) of each preset on the same synthetic signal, side by side
-with librosa computing the same quantity in the same process, warm (every implementation runs once before
-timing) and best of ``repeats``.
+``bench_frontend`` times stage B of each preset on the same synthetic signal, side by side with librosa
+computing the same quantity in the same process, warm (every implementation runs once before timing) and
+best of ``repeats``. librosa runs on the float32 waveform, as a user would call it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from birdassets.frontends.presets import MelPreset, get_preset
+from birdassets.frontends.presets import MelPreset
+from birdassets.frontends.windowing import cut_windows, window_starts
 
 
 def bench_signal(seconds: float, sample_rate: int, seed: int = 0) -> np.ndarray:
@@ -35,54 +36,36 @@ def _best_of(fn: Callable[[], object], repeats: int) -> float:
     return min(times)
 
 
-def librosa_mel_db(audio: np.ndarray, preset: MelPreset) -> np.ndarray:
-    """librosa's stage B for ``preset``: ``[frames, mels]`` dB (the parity reference)."""
-    import librosa
-
-    power = librosa.feature.melspectrogram(
-        y=audio, sr=preset.sample_rate, n_fft=preset.n_fft, hop_length=preset.hop_length, n_mels=preset.n_mels,
-        fmin=preset.f_min, fmax=preset.f_max, center=preset.center, pad_mode=preset.pad_mode, power=preset.power,
-        htk=preset.mel_scale == "htk", norm=preset.mel_norm,
-    )
-    ref = np.max if preset.db_ref == "max" else float(preset.db_ref)
-    return librosa.power_to_db(power, ref=ref, amin=preset.amin, top_db=preset.top_db).T
-
-
-def bench_frontend(presets: Sequence[str] = ("birdclef2025",), seconds: float = 600.0, repeats: int = 3) -> pd.DataFrame:
+def bench_frontend(presets: Sequence[MelPreset], seconds: float = 600.0, repeats: int = 3) -> pd.DataFrame:
     """Stage-B throughput per preset and implementation, in audio seconds per wall second.
 
-    Rows: ``preset, implementation, seconds, audio_s_per_s, x_librosa`` where ``x_librosa`` is the speed-up
-    over librosa measured in the same run. ``tf.signal (windows)`` runs the preset's 5 s windows as one batch
-    (what the mel datasets do); ``tf.signal (whole file)`` and librosa process the signal as one array.
+    Rows: ``preset, implementation, seconds, audio_s_per_s, x_librosa`` where ``audio_s_per_s`` is the
+    ``seconds`` of input audio over the wall time (so also the multiple of real time) and ``x_librosa`` the
+    speed-up over librosa on the whole file, measured in the same run. ``whole file`` rows process the
+    signal as one array; ``windows`` rows cut the preset's stage-A windows (overlapping for ``orcahello``)
+    and run them as one batch, as the mel datasets do.
     """
+    from birdassets.frontends.jax_mel import JaxMelFrontend
+    from birdassets.frontends.reference import librosa_mel_db
     from birdassets.frontends.tf_mel import TFMelFrontend
 
     rows = []
-    for name in presets:
-        preset = get_preset(name)
+    for preset in presets:
         audio = bench_signal(seconds, preset.sample_rate)
-        n = preset.clip_samples
-        windows = audio[: len(audio) // n * n].reshape(-1, n)
-        frontend = TFMelFrontend(preset)
+        windows = cut_windows(audio, window_starts(seconds, preset), preset)  # [windows, clip_samples]
+        tf_frontend, jax_frontend = TFMelFrontend(preset), JaxMelFrontend(preset)
         timings = {
-            "librosa (whole file)": _best_of(lambda: librosa_mel_db(audio, preset), repeats),
-            "tf.signal (whole file)": _best_of(lambda: frontend.mel_db(audio[None]).numpy(), repeats),
-            "tf.signal (5 s windows, one batch)": _best_of(lambda: frontend.mel_db(windows).numpy(), repeats),
+            "librosa (whole file)": _best_of(lambda: librosa_mel_db(audio, preset, dtype=np.float32), repeats),
+            "tf.signal (whole file)": _best_of(lambda: tf_frontend.mel_db(audio[None]).numpy(), repeats),
+            "jax (whole file)": _best_of(lambda: np.asarray(jax_frontend.mel_db(audio[None])), repeats),
+            f"tf.signal ({len(windows)} windows)": _best_of(lambda: tf_frontend.mel_db(windows).numpy(), repeats),
+            f"jax ({len(windows)} windows)": _best_of(lambda: np.asarray(jax_frontend.mel_db(windows)), repeats),
         }
-        try:
-            from birdassets.frontends.jax_mel import JaxMelFrontend
-
-            jax_frontend = JaxMelFrontend(preset)
-            timings["jax (5 s windows, one batch)"] = _best_of(
-                lambda: np.asarray(jax_frontend.mel_db(windows)), repeats
-            )
-        except ImportError:
-            pass
         reference = timings["librosa (whole file)"]
         for implementation, wall in timings.items():
             rows.append(
                 {
-                    "preset": name,
+                    "preset": preset.name,
                     "implementation": implementation,
                     "seconds": wall,
                     "audio_s_per_s": seconds / wall,

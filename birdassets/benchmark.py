@@ -17,7 +17,6 @@ import pandas as pd
 
 from birdassets.datasets.mel_tfds import MelDataset, build_mel_dataset, dataset_dir
 from birdassets.embeddings import read_embeddings
-from birdassets.frontends.presets import get_preset
 from birdassets.evaluation import chance_scores, score_fold_predictions
 from birdassets.probes import PROBES, fit_probe
 from birdassets.settings import Settings
@@ -31,7 +30,7 @@ CLASSES = "classes.json"
 def mel_dataset_for(settings: Settings, task: str) -> MelDataset:
     """The mel dataset of a task's current manifest (``manifests/<task>.parquet``) and preset."""
     manifest = Manifest.read(settings.manifest_path(task))
-    return MelDataset(dataset_dir(settings.mel_root(task), manifest, get_preset(settings.dataset(task).preset)))
+    return MelDataset(dataset_dir(settings.mel_root(task), manifest, settings.task_preset(task)))
 
 
 def ensure_mel_dataset(settings: Settings, task: str) -> MelDataset:
@@ -40,7 +39,7 @@ def ensure_mel_dataset(settings: Settings, task: str) -> MelDataset:
     manifest = Manifest.read(path) if path.exists() else read_source(settings.dataset(task))
     if not path.exists():
         manifest.write(path)
-    return build_mel_dataset(manifest, get_preset(settings.dataset(task).preset), settings.mel_root(task))
+    return build_mel_dataset(manifest, settings.task_preset(task), settings.mel_root(task))
 
 
 def fold_assignment(settings: Settings, task: str, window_ids: pd.Series) -> np.ndarray:

@@ -170,27 +170,38 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def resolve_presets(names: list[str] | None, presets_file: str | None):
+    """Presets by name: built-ins, ``[presets]`` of ``$BIRDASSETS_HOME/birdassets.toml``, and ``presets_file``."""
+    from birdassets.frontends.presets import PRESETS, get_preset, presets_from_toml
+    from birdassets.settings import load_settings
+
+    user = {p.name: p for p in load_settings().presets}
+    if presets_file:
+        user.update(presets_from_toml(presets_file))
+    return [get_preset(name, user) for name in (names or [*PRESETS, *user])]
+
+
 def cmd_spectrogram(args: argparse.Namespace) -> int:
     _quiet()
     import numpy as np
 
     from birdassets.audio.io import AudioError, load
-    from birdassets.frontends.presets import PresetError, get_preset
+    from birdassets.frontends.presets import PresetError
     from birdassets.frontends.tf_mel import TFMelFrontend
+    from birdassets.frontends.windowing import cut_windows
+    from birdassets.settings import SettingsError
 
     try:
-        preset = get_preset(args.preset)
+        (preset,) = resolve_presets([args.preset], args.presets)
         audio, _ = load(args.audio, preset.sample_rate)
-    except (PresetError, AudioError) as error:
+    except (PresetError, SettingsError, AudioError) as error:
         print(f"birdassets spectrogram: {error}", file=sys.stderr)
         return 2
     frontend = TFMelFrontend(preset)
     if args.stage == "mel_db":  # stage B over the whole file: [frames, mels]
         result = frontend.mel_db(audio[None]).numpy()[0]
-    else:  # stage C of the first window, zero-padded to the clip length
-        window = np.zeros(preset.clip_samples, np.float32)
-        window[: min(len(audio), preset.clip_samples)] = audio[: preset.clip_samples]
-        result = frontend.model_input(window[None]).numpy()[0]
+    else:  # stage C of the first stage-A window (zero-padded if the file is shorter than a clip)
+        result = frontend.model_input(cut_windows(audio, [0.0], preset)).numpy()[0]
     np.save(args.out, result.astype(np.float32))
     print(f"{args.out}: {args.stage} {list(result.shape)} float32 ({preset.name}, {preset.sample_rate} Hz)")
     return 0
@@ -199,10 +210,17 @@ def cmd_spectrogram(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     _quiet()
     from birdassets.bench import bench_frontend
+    from birdassets.frontends.presets import PresetError
+    from birdassets.settings import SettingsError
     from birdassets.store import format_frame
 
-    frame = bench_frontend(args.preset or ["birdclef2025"], seconds=args.seconds, repeats=args.repeats)
-    print(f"Stage B (mel dB) on {args.seconds:.0f} s of audio, warm, best of {args.repeats}:")
+    try:
+        presets = resolve_presets(args.preset, args.presets)
+    except (PresetError, SettingsError) as error:
+        print(f"birdassets bench: {error}", file=sys.stderr)
+        return 2
+    frame = bench_frontend(presets, seconds=args.seconds, repeats=args.repeats)
+    print(f"Stage B on {args.seconds:.0f} s of audio, warm, best of {args.repeats} (audio_s_per_s = x real time):")
     print(format_frame(frame, "table"))
     return 0
 
@@ -256,14 +274,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     spectrogram = commands.add_parser("spectrogram", help="write a file's mel spectrogram (stage B or C) as .npy")
     spectrogram.add_argument("audio")
-    spectrogram.add_argument("--preset", default="birdclef2025")
+    spectrogram.add_argument("--preset", default="birdclef2025", help="built-in or user preset name")
+    spectrogram.add_argument("--presets", help="TOML file with [presets.<name>] tables (user presets)")
     spectrogram.add_argument("--stage", choices=("mel_db", "model_input"), default="mel_db")
     spectrogram.add_argument("--out", required=True)
     spectrogram.set_defaults(func=cmd_spectrogram)
 
     bench = commands.add_parser("bench", help="speed benchmarks")
     bench.add_argument("what", choices=("frontend",))
-    bench.add_argument("--preset", action="append", help="preset to time (repeatable; default birdclef2025)")
+    bench.add_argument("--preset", action="append", help="preset to time (repeatable; default: every preset)")
+    bench.add_argument("--presets", help="TOML file with [presets.<name>] tables (user presets)")
     bench.add_argument("--seconds", type=float, default=600.0, help="audio length (default 10 minutes)")
     bench.add_argument("--repeats", type=int, default=3)
     bench.set_defaults(func=cmd_bench)

@@ -28,6 +28,12 @@ Everything lives under one folder, ``BIRDASSETS_HOME`` (environment variable; de
     preset = "birdclef2025"
     # benchmark = false                       # only for training (no task partition)
 
+    [presets.birdset-hop256]                  # user frontend presets (see birdassets.frontends.presets)
+    base = "birdset"                          # start from a built-in preset ...
+    hop_length = 256                          # ... and override fields
+    [presets.birdset-hop256.model_input]
+    mean = -5.1
+
 Settings are read once per process by :func:`load_settings`; the Dagster definitions are built from them
 (static task partitions must be known when the code location loads).
 """
@@ -39,6 +45,8 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from birdassets.frontends.presets import MelPreset, PresetError, get_preset, presets_from_tables
 
 HOME_ENV = "BIRDASSETS_HOME"
 CONFIG_FILE = "birdassets.toml"
@@ -61,7 +69,8 @@ class DatasetConfig:
         name: task name; the Dagster ``task`` partition key (letters, digits, ``-_.``).
         source: ``"demo"`` (generated), ``"birdclef"`` (train.csv + train_audio/) or ``"birdset"`` (local HF copy).
         root: folder of the collection.
-        preset: frontend preset name (see :mod:`birdassets.frontends.presets`).
+        preset: frontend preset name: a built-in one (:data:`birdassets.frontends.presets.PRESETS`) or one
+            of the file's ``[presets.<name>]``.
         birdset_config: BirdSet config name (e.g. ``"HSN"``) for ``source="birdset"``.
         benchmark: ``False`` for data sets that only feed training (no ``task`` partition, never scored).
     """
@@ -90,6 +99,7 @@ class Settings:
     probes: tuple[str, ...] = DEFAULT_PROBES
     fold_seed: int = 42
     n_folds: int = 5
+    presets: tuple[MelPreset, ...] = ()
     config_file: Path | None = field(default=None, compare=False)
 
     # ---- lookup -------------------------------------------------------------------------------
@@ -103,6 +113,14 @@ class Settings:
             if candidate.name == task:
                 return candidate
         raise SettingsError(f"unknown data set {task!r}; configured: {[d.name for d in self.datasets]}")
+
+    def preset(self, name: str) -> MelPreset:
+        """A built-in or user preset by name."""
+        return get_preset(name, {p.name: p for p in self.presets})
+
+    def task_preset(self, task: str) -> MelPreset:
+        """The frontend preset of a configured data set."""
+        return self.preset(self.dataset(task).preset)
 
     # ---- layout -------------------------------------------------------------------------------
     @property
@@ -163,7 +181,7 @@ def load_settings(home: str | Path | None = None) -> Settings:
             raw = tomllib.loads(config_file.read_text())
         except tomllib.TOMLDecodeError as error:
             raise SettingsError(f"{config_file}: not valid TOML ({error})") from error
-    known = {"include_demo", "checkpoint_roots", "probes", "datasets", "fold_seed", "n_folds"}
+    known = {"include_demo", "checkpoint_roots", "probes", "datasets", "fold_seed", "n_folds", "presets"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise SettingsError(f"{config_file}: unknown keys {unknown}; expected some of {sorted(known)}")
@@ -188,6 +206,15 @@ def load_settings(home: str | Path | None = None) -> Settings:
     names = [d.name for d in datasets]
     if len(set(names)) != len(names):
         raise SettingsError(f"{config_file}: duplicate dataset names in {names}")
+    try:
+        presets = presets_from_tables(raw.get("presets", {}), str(config_file))
+    except PresetError as error:
+        raise SettingsError(str(error)) from None
+    for dataset in datasets:
+        try:
+            get_preset(dataset.preset, presets)
+        except PresetError as error:
+            raise SettingsError(f"{config_file}: dataset {dataset.name!r}: {error}") from None
 
     roots = [home / "checkpoints"] + [Path(p).expanduser() for p in raw.get("checkpoint_roots", [])]
     return Settings(
@@ -197,5 +224,6 @@ def load_settings(home: str | Path | None = None) -> Settings:
         probes=tuple(raw.get("probes", DEFAULT_PROBES)),
         fold_seed=int(raw.get("fold_seed", 42)),
         n_folds=int(raw.get("n_folds", 5)),
+        presets=tuple(presets.values()),
         config_file=config_file if config_file.exists() else None,
     )

@@ -40,7 +40,7 @@ def test_dataset_reads_back_with_plain_tfds(tmp_path, small_manifest):
     index = dataset.windows()
     assert [e["window_id"].decode() for e in examples] == index[index["split"] == "train"]["window_id"].tolist()
     first = examples[0]
-    assert first["mel"].shape == (PRESET.frames, PRESET.n_mels) and first["mel"].dtype == np.float32
+    assert first["mel"].shape == PRESET.input_shape == (256, 256) and first["mel"].dtype == np.float32
     assert first["labels"].tolist() == [0, 1]  # r0 is "lo"
     # the stored mel is exactly stage C of the first 5 s of the resampled recording
     r0 = small_manifest.table.set_index("recording_id").loc["r0"]

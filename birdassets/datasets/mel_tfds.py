@@ -28,8 +28,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from birdassets.audio.io import load
-from birdassets.frontends.presets import MelPreset, window_starts
+from birdassets.frontends.presets import MelPreset
 from birdassets.frontends.tf_mel import TFMelFrontend
+from birdassets.frontends.windowing import cut_windows, window_starts
 from birdassets.sources.manifest import Manifest
 
 WINDOW_INDEX = "window_index.parquet"
@@ -76,7 +77,7 @@ def dataset_fingerprint(manifest_hash: str, preset: MelPreset) -> str:
 class MelWindows(tfds.core.GeneratorBasedBuilder):
     """TFDS builder over a birdassets manifest: one example per stage-A window.
 
-    Features: ``mel`` ``[frames, mels]`` float32 in [0, 1] (stage C), ``labels`` ``[classes]`` uint8 multi-hot,
+    Features: ``mel`` ``preset.input_shape`` ``[frames, mels]`` float32 (stage C), ``labels`` ``[classes]`` uint8 multi-hot,
     ``window_id``, ``recording_id`` (text), ``start_s`` (float32, seconds into the file).
     """
 
@@ -98,7 +99,7 @@ class MelWindows(tfds.core.GeneratorBasedBuilder):
         return self.dataset_info_from_configs(
             features=tfds.features.FeaturesDict(
                 {
-                    "mel": tfds.features.Tensor(shape=(preset.frames, preset.n_mels), dtype=np.float32),
+                    "mel": tfds.features.Tensor(shape=preset.input_shape, dtype=np.float32),
                     "labels": tfds.features.Tensor(shape=(len(self._manifest.classes),), dtype=np.uint8),
                     "window_id": tfds.features.Text(),
                     "recording_id": tfds.features.Text(),
@@ -135,20 +136,14 @@ class MelWindows(tfds.core.GeneratorBasedBuilder):
         if pending:
             yield from self._emit(pending, label_index)
 
-    def _cut(self, group: pd.DataFrame) -> list[np.ndarray]:
-        """Load a recording's segment once and cut its windows, zero-padding past the segment's end."""
+    def _cut(self, group: pd.DataFrame) -> np.ndarray:
+        """Load a recording's segment once and cut its windows (stage A), ``[windows, clip_samples]``."""
         preset = self._preset
         first = group.iloc[0]
         seg_start, seg_end = float(group["start_s"].min()), float(first["segment_end_s"])
         audio, _ = load(first["path"], preset.sample_rate, start_s=seg_start, end_s=seg_end)
         self.audio_seconds += len(audio) / preset.sample_rate
-        n = preset.clip_samples
-        waves = []
-        for start_s in group["start_s"]:
-            begin = int(round((start_s - seg_start) * preset.sample_rate))
-            chunk = audio[begin : begin + n]
-            waves.append(np.pad(chunk, (0, n - len(chunk))) if len(chunk) < n else chunk)
-        return waves
+        return cut_windows(audio, group["start_s"].to_numpy() - seg_start, preset)
 
     def _emit(self, pending, label_index) -> Iterator[tuple[str, dict]]:
         started = time.perf_counter()

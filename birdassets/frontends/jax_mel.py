@@ -1,129 +1,150 @@
 """The JAX implementation of stages B and C, batched and jitted (for on-device use next to a model).
 
-Numerically it follows :class:`birdassets.frontends.tf_mel.TFMelFrontend` step by step: centre padding
-(``preset.pad_mode``), periodic Hann STFT, ``|X| ** power``, the NumPy mel filterbank of
-:func:`birdassets.frontends.filterbanks.mel_filterbank`, ``10 log10`` against a per-window maximum or a
-fixed reference, and a per-window ``top_db`` floor; stage C maps ``[max - top_db, max]`` dB to [0, 1].
+It follows :class:`birdassets.frontends.tf_mel.TFMelFrontend` step by step and shares its constants
+(:mod:`birdassets.frontends.filterbanks`: analysis window, filterbank, resize matrices), so the two
+agree to ~1e-6 on every preset.
 
-The pure functions :func:`mel_db` and :func:`model_input` take the window and filterbank as arrays and the
-preset as a static (hashable) argument, so they can be called inside any other jitted function;
-:class:`JaxMelFrontend` binds the arrays of one preset.
+Precision: stage B computes in float64 when 64-bit types are enabled and returns float32.
+:class:`JaxMelFrontend` enables them for its own calls only (``jax.enable_x64`` is a context manager,
+and jit caches one program per setting). Called inside a float32-only jitted program, the pure
+functions compute in float32 instead: same shapes, ~1e-3 dB on bins far below a window's peak.
 """
 
 from __future__ import annotations
 
+import math
 from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from birdassets.frontends.filterbanks import mel_filterbank
+from birdassets.frontends.filterbanks import analysis_window, filterbank_blocks, preset_filterbank, stage_c_matrices
 from birdassets.frontends.presets import MelPreset
 
 _LN10 = float(np.log(10.0))
 
 
-def periodic_hann(n_fft: int) -> np.ndarray:
-    """Periodic Hann window ``0.5 - 0.5 cos(2 pi n / N)``, ``[n_fft]`` float32.
+def frame_signal(x: jax.Array, n_fft: int, hop_length: int) -> jax.Array:
+    """Every full frame of ``x`` ``[batch, samples]`` as ``[batch, frames, n_fft]``, by reshapes and slices.
 
-    Evaluated in float32 arithmetic, step by step as ``tf.signal.hann_window`` does (to within one ulp),
-    rather than in float64: the float32 rounding of the window (~2e-7) raises the sidelobe floor enough
-    to move quiet mel bins next to loud ones by ~1e-3 dB, so the two frontends agree only if they share it.
+    The signal is cut into blocks of ``g = gcd(n_fft, hop_length)`` samples; frame ``t`` is blocks
+    ``t * hop/g ... t * hop/g + n_fft/g``, so the frames are ``n_fft / g`` strided slices of the block array
+    (no gather with a ``[frames, n_fft]`` index table, which would be a huge constant for long files).
     """
-    count = np.arange(n_fft, dtype=np.float32)
-    angle = np.float32(2.0 * np.pi) * count / np.float32(n_fft)
-    return (np.float32(0.5) - np.float32(0.5) * np.cos(angle)).astype(np.float32)
-
-
-def preset_filterbank(preset: MelPreset) -> np.ndarray:
-    """The preset's mel filterbank, ``[n_fft // 2 + 1, n_mels]`` float32."""
-    p = preset
-    return mel_filterbank(p.sample_rate, p.n_fft, p.n_mels, p.f_min, p.f_max, p.mel_scale, p.mel_norm).astype(
-        np.float32
-    )
-
-
-def frame_indices(samples: int, n_fft: int, hop_length: int) -> np.ndarray:
-    """Sample indices of every full STFT frame of a ``samples``-long signal, ``[frames, n_fft]`` int32."""
+    batch, samples = x.shape
     if samples < n_fft:
         raise ValueError(f"signal of {samples} samples is shorter than one STFT frame of {n_fft} samples")
     frames = 1 + (samples - n_fft) // hop_length
-    return (np.arange(frames)[:, None] * hop_length + np.arange(n_fft)[None, :]).astype(np.int32)
+    g = math.gcd(n_fft, hop_length)
+    step, width = hop_length // g, n_fft // g
+    blocks = x[:, : (samples // g) * g].reshape(batch, samples // g, g)  # [batch, blocks, g]
+    parts = [blocks[:, j : j + (frames - 1) * step + 1 : step] for j in range(width)]  # width x [batch, frames, g]
+    return jnp.stack(parts, axis=2).reshape(batch, frames, n_fft)
+
+
+def _compute_dtype():
+    return jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
 
 
 @partial(jax.jit, static_argnames="preset")
-def mel_db(waves: jax.Array, window: jax.Array, filterbank: jax.Array, preset: MelPreset) -> jax.Array:
-    """Stage B: mel power in dB.
+def mel_db(waves: jax.Array, preset: MelPreset) -> jax.Array:
+    """Stage B.
 
     Args:
         waves: ``[batch, samples]`` float32 waveforms at ``preset.sample_rate`` Hz.
-        window: ``[n_fft]`` analysis window (:func:`periodic_hann`).
-        filterbank: ``[n_fft // 2 + 1, n_mels]`` mel weights (:func:`preset_filterbank`).
-        preset: static; supplies padding, hop, power, reference, ``amin`` and ``top_db``.
+        preset: static; every STFT, filterbank and log parameter.
 
     Returns:
-        ``[batch, frames, n_mels]`` float32 dB; with ``db_ref="max"`` each window's maximum is 0 dB, and
-        values below ``max - top_db`` (per window) are raised to it.
+        ``[batch, preset.stft_frames(samples), n_mels]`` float32: dB (``log="db"``; with ``db_ref="max"``
+        each row's maximum is 0 dB, and values below ``max - top_db`` per row are raised to it) or
+        ``ln_scale * ln(max(mel, ln_floor) + ln_offset)`` (``log="ln"``).
     """
     p = preset
-    waves = jnp.asarray(waves, jnp.float32)
-    if waves.ndim != 2:
-        raise ValueError(f"waves must be [batch, samples], got shape {waves.shape}")
+    dtype = _compute_dtype()
+    x = jnp.asarray(waves).astype(dtype)
+    if x.ndim != 2:
+        raise ValueError(f"waves must be [batch, samples], got shape {x.shape}")
     if p.center:
         pad = p.n_fft // 2
-        waves = jnp.pad(waves, ((0, 0), (pad, pad)), mode="reflect" if p.pad_mode == "reflect" else "constant")
-    frames = waves[:, frame_indices(waves.shape[1], p.n_fft, p.hop_length)]  # [batch, frames, n_fft]
-    spectrum = jnp.fft.rfft(frames * window, n=p.n_fft, axis=-1)  # [batch, frames, freqs] complex64
-    magnitude = jnp.abs(spectrum)
-    power = jnp.square(magnitude) if p.power == 2.0 else magnitude**p.power
-    mel = jnp.einsum("btf,fm->btm", power, filterbank, precision=jax.lax.Precision.HIGHEST)
-    log10 = jnp.log(jnp.maximum(mel, p.amin)) / _LN10
+        x = jnp.pad(x, ((0, 0), (pad, pad)), mode="reflect" if p.pad_mode == "reflect" else "constant")
+    frames = frame_signal(x, p.n_fft, p.hop_length) * analysis_window(p).astype(dtype)  # [batch, frames, n_fft]
+    spectrum = jnp.fft.rfft(frames, n=p.n_fft, axis=-1)  # [batch, frames, freqs]
+    power = jnp.square(spectrum.real) + jnp.square(spectrum.imag)
+    if p.power != 2.0:
+        power = power ** (p.power / 2.0)
+    highest = jax.lax.Precision.HIGHEST
+    mel = jnp.concatenate(  # [batch, frames, mels]; block-sparse filterbank (zero weights skipped)
+        [
+            jnp.einsum("btf,fm->btm", power[..., lo:hi], weights.astype(dtype), precision=highest)
+            for lo, hi, weights in filterbank_blocks(preset_filterbank(p))
+        ],
+        axis=-1,
+    )
+    if p.log == "ln":
+        return (p.ln_scale * jnp.log(jnp.maximum(mel, p.ln_floor) + p.ln_offset)).astype(jnp.float32)
+    db = 10.0 / _LN10 * jnp.log(jnp.maximum(mel, p.amin))
     if p.db_ref == "max":
-        ref_log10 = jnp.max(log10, axis=(1, 2), keepdims=True)
+        db = db - 10.0 / _LN10 * jnp.log(jnp.maximum(jnp.max(mel, axis=(1, 2), keepdims=True), p.amin))
     else:
-        ref_log10 = np.log(max(float(p.db_ref), p.amin)) / _LN10
-    db = 10.0 * (log10 - ref_log10)
+        db = db - 10.0 * np.log10(max(float(p.db_ref), p.amin))
     if p.top_db is not None:
         db = jnp.maximum(db, jnp.max(db, axis=(1, 2), keepdims=True) - p.top_db)
-    return db
+    return db.astype(jnp.float32)
 
 
 @partial(jax.jit, static_argnames="preset")
-def model_input(waves: jax.Array, window: jax.Array, filterbank: jax.Array, preset: MelPreset) -> jax.Array:
-    """Stage C (``scaling="unit"``): ``[batch, samples] -> [batch, frames, n_mels]`` float32 in [0, 1].
+def to_model_input(mel: jax.Array, preset: MelPreset) -> jax.Array:
+    """Stage C: ``[batch, frames, n_mels]`` stage-B output to ``[batch, *preset.input_shape]`` float32.
 
-    Each window's ``[max - top_db, max]`` dB range maps linearly onto [0, 1]; arguments as :func:`mel_db`.
+    Normalisation, then bilinear resize, then time crop/pad, as :class:`~birdassets.frontends.presets.ModelInputSpec`.
     """
-    db = mel_db(waves, window, filterbank, preset)
-    top = jnp.max(db, axis=(1, 2), keepdims=True)
-    return jnp.clip((db - (top - preset.top_db)) / preset.top_db, 0.0, 1.0)
+    spec = preset.model_input
+    x = jnp.asarray(mel, jnp.float32)
+    if spec.normalize == "minmax":
+        low = jnp.min(x, axis=(1, 2), keepdims=True)
+        high = jnp.max(x, axis=(1, 2), keepdims=True)
+        x = (x - low) / (high - low + spec.eps)
+    elif spec.normalize == "standardize":
+        x = (x - spec.mean) / spec.std
+    matrices = stage_c_matrices(preset, x.shape[1])
+    if matrices is not None:
+        highest = jax.lax.Precision.HIGHEST
+        x = jnp.einsum("ot,btm->bom", matrices[0], x, precision=highest)
+        x = jnp.einsum("bom,nm->bon", x, matrices[1], precision=highest)
+    if spec.frames is not None:
+        x = x[:, : spec.frames]
+        x = jnp.pad(x, ((0, 0), (0, spec.frames - x.shape[1]), (0, 0)), constant_values=spec.pad_value)
+    return x
+
+
+@partial(jax.jit, static_argnames="preset")
+def model_input(waves: jax.Array, preset: MelPreset) -> jax.Array:
+    """Stages B and C: ``[batch, clip_samples] -> [batch, *preset.input_shape]`` float32."""
+    return to_model_input(mel_db(waves, preset), preset)
 
 
 class JaxMelFrontend:
     """Mel frontend for one preset, same API as :class:`~birdassets.frontends.tf_mel.TFMelFrontend`.
 
-    ``mel_db(waves [batch, samples]) -> [batch, frames, mels]`` (stage B, dB) and
-    ``model_input(waves) -> [batch, frames, mels]`` (stage C, float32 in [0, 1]) are jitted; each new
-    ``(batch, samples)`` shape compiles once and is then reused.
-
-    ``window`` (``[n_fft]``) overrides :func:`periodic_hann`; pass ``tf.signal.hann_window(n_fft).numpy()``
-    for bit-identical windows with the TF frontend (the last-ulp rounding of ``cos`` differs between
-    NumPy and TF's Eigen, which alone moves quiet bins by up to ~1e-3 dB).
+    ``mel_db(waves [batch, samples]) -> [batch, frames, mels]`` (stage B),
+    ``to_model_input(mel_db) -> [batch, *input_shape]`` (stage C) and ``model_input(waves)`` (both), each
+    jitted once per input shape and run with 64-bit types enabled for float64 stage B.
     """
 
-    def __init__(self, preset: MelPreset, window: np.ndarray | None = None):
+    def __init__(self, preset: MelPreset):
         self.preset = preset
-        window = periodic_hann(preset.n_fft) if window is None else np.asarray(window, dtype=np.float32)
-        if window.shape != (preset.n_fft,):
-            raise ValueError(f"preset {preset.name!r}: window shape {window.shape} is not ({preset.n_fft},)")
-        self.window = jnp.asarray(window)  # [n_fft]
-        self.filterbank = jnp.asarray(preset_filterbank(preset))  # [freqs, mels]
 
     def mel_db(self, waves: jax.Array | np.ndarray) -> jax.Array:
-        """Stage B, ``[batch, samples] -> [batch, frames, mels]`` dB."""
-        return mel_db(waves, self.window, self.filterbank, self.preset)
+        """Stage B, ``[batch, samples] -> [batch, frames, mels]`` float32."""
+        with jax.enable_x64(True):
+            return mel_db(jnp.asarray(waves, jnp.float32), self.preset)
+
+    def to_model_input(self, mel: jax.Array | np.ndarray) -> jax.Array:
+        """Stage C, ``[batch, frames, mels] -> [batch, *input_shape]`` float32."""
+        return to_model_input(jnp.asarray(mel, jnp.float32), self.preset)
 
     def model_input(self, waves: jax.Array | np.ndarray) -> jax.Array:
-        """Stage C, ``[batch, samples] -> [batch, frames, mels]`` in [0, 1]."""
-        return model_input(waves, self.window, self.filterbank, self.preset)
+        """Stages B and C, ``[batch, clip_samples] -> [batch, *input_shape]`` float32."""
+        with jax.enable_x64(True):
+            return model_input(jnp.asarray(waves, jnp.float32), self.preset)

@@ -34,7 +34,7 @@ from birdassets.checkpoints import finalized_steps
 from birdassets.datasets.mel_tfds import MelDataset
 from birdassets.folds import FoldConfig, assign_folds
 from birdassets.metrics import cmap
-from birdassets.models.vit import ViTConfig, vit_config
+from birdassets.models.vit import vit_config
 from birdassets.train.checkpointing import RunCheckpointer, string_keys
 from birdassets.train.config import TrainConfig
 from birdassets.train.data import load_windows, training_stream

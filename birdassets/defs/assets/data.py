@@ -13,7 +13,6 @@ from birdassets.defs.metadata import table_metadata
 from birdassets.defs.partitions import Partitions
 from birdassets.defs.resources import BirdassetsHome
 from birdassets.folds import FoldConfig, assign_folds, fold_table, folds_hash
-from birdassets.frontends.presets import get_preset
 from birdassets.settings import Settings
 from birdassets.sources.manifest import Manifest
 from birdassets.sources.registry import read_source
@@ -24,7 +23,7 @@ GROUP = "data"
 def presets_version(settings: Settings) -> str:
     """Dagster code version of ``mel_dataset``: changes whenever a configured preset's parameters change,
     which marks the mel datasets (and everything downstream) stale in the UI."""
-    hashes = sorted({get_preset(d.preset).content_hash()[:8] for d in settings.datasets})
+    hashes = sorted({settings.preset(d.preset).content_hash()[:8] for d in settings.datasets})
     return f"{__version__}-" + "-".join(hashes)
 
 
@@ -75,7 +74,7 @@ def build_data_assets(settings: Settings, partitions: Partitions) -> list[dg.Ass
         task = context.partition_key
         settings = birdassets.settings
         manifest = Manifest.read(settings.manifest_path(task))
-        preset = get_preset(settings.dataset(task).preset)
+        preset = settings.task_preset(task)
         dataset = build_mel_dataset(manifest, preset, settings.mel_root(task))
         stats = dataset.stats()
         return dg.MaterializeResult(

@@ -14,7 +14,6 @@ from birdassets.defs.resources import BirdassetsHome
 from birdassets.discovery import resolve_checkpoint
 from birdassets.evaluation import ap_chart_markdown
 from birdassets.folds import folds_hash
-from birdassets.frontends.presets import get_preset
 from birdassets.lineage import code_version
 from birdassets.probes import PROBES
 from birdassets.settings import Settings
@@ -33,7 +32,7 @@ WEEKLY_CRON = "0 3 * * 0"
 def evaluation_lineage(settings: Settings, task: str, checkpoint: str, run_id: str) -> Lineage:
     """Where a task x checkpoint's scores came from: data, frontend, folds, checkpoint, code and run."""
     dataset = settings.dataset(task)
-    preset = get_preset(dataset.preset)
+    preset = settings.preset(dataset.preset)
     manifest = Manifest.read(settings.manifest_path(task))
     ref = resolve_checkpoint(settings.checkpoint_roots, checkpoint)
     return Lineage(
