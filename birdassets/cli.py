@@ -134,7 +134,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 TRAIN_FLAGS = (
-    ("task", str), ("objective", str), ("model", str), ("num_steps", int), ("warmup_steps", int), ("lr", float),
+    ("task", str), ("objective", str), ("model", str), ("patch_frames", int), ("patch_mels", int), ("num_steps", int), ("warmup_steps", int), ("lr", float),
     ("weight_decay", float), ("grad_clip", float), ("batch_size", int), ("log_every", int),
     ("checkpoint_every", int), ("max_checkpoints", int), ("output_dir", str), ("seed", int),
     ("precision", str), ("devices", int), ("mask_ratio", float),

@@ -25,7 +25,7 @@ Everything lives under one folder, ``BIRDASSETS_HOME`` (environment variable; de
     name = "birdclef-2025"                    # the task partition key
     source = "birdclef"                       # birdclef | birdset | demo
     root = "/data/birdclef-2025"
-    preset = "birdclef2025"
+    preset = "birdclef2025"                   # default: birdset for source "birdset", else birdclef2025
     # benchmark = false                       # only for training (no task partition)
 
     [presets.birdset-hop256]                  # user frontend presets (see birdassets.frontends.presets)
@@ -54,6 +54,8 @@ SOURCES = ("demo", "birdclef", "birdset")
 DEMO_TASK_NAMES = ("demo-clear", "demo-noisy")
 DEMO_PRETRAIN = "demo-pretrain"
 DEFAULT_PROBES = ("linear", "mlp", "centroid")
+#: frontend preset of a data set that names none: BirdSet data gets BirdSet's frontend
+DEFAULT_PRESET = {"demo": "birdclef2025", "birdclef": "birdclef2025", "birdset": "birdset"}
 _TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
@@ -194,7 +196,7 @@ def load_settings(home: str | Path | None = None) -> Settings:
                     name=entry["name"],
                     source=entry["source"],
                     root=Path(entry["root"]).expanduser(),
-                    preset=entry.get("preset", "birdclef2025"),
+                    preset=entry.get("preset", DEFAULT_PRESET.get(entry.get("source"), "birdclef2025")),
                     birdset_config=entry.get("birdset_config"),
                     benchmark=bool(entry.get("benchmark", True)),
                 )

@@ -64,6 +64,11 @@ def test_demo_trains_and_benchmarks_several_steps(demo_home):
     done = birdassets(home, "query", "select task, count(distinct step) as steps from score_by_step "
                       "where run = 'demo-sup' group by task order by task", "--format", "json")
     assert json.loads(done.stdout) == [{"task": "demo-clear", "steps": 3}, {"task": "demo-noisy", "steps": 3}]
+    done = birdassets(home, "query", "select step, mean from score_by_step where run = 'demo-sup' and "
+                      "task = 'demo-clear' and probe = 'linear' and split = 'valid' and metric = 'cmAP' order by step",
+                      "--format", "json")
+    curve = {row["step"]: row["mean"] for row in json.loads(done.stdout)}
+    assert curve[200] > curve[0] + 0.15  # the trained encoder's embeddings are much better than random ones
 
 
 def test_demo_again_gives_identical_scores_and_no_duplicates(demo_home):

@@ -32,8 +32,8 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def tiny_config():
-    preset = get_preset("birdclef2025")
-    return vit_config("tiny", frames=preset.frames, mels=preset.n_mels, dim=32, depth=1, heads=2)
+    frames, mels = get_preset("birdclef2025").input_shape
+    return vit_config("tiny", frames=frames, mels=mels, dim=32, depth=1, heads=2, patch_frames=32, patch_mels=32)
 
 
 def write_step(run_dir: Path, step: int, seed: int = 0) -> Path:
@@ -189,3 +189,59 @@ def test_weekly_schedule_requests_every_task_and_checkpoint(defs, instance):
     keys = {r.partition_key for r in requests}
     for checkpoint in instance.get_dynamic_partitions(CHECKPOINT_PARTITIONS_NAME):
         assert evaluation_key(TASK, checkpoint) in keys
+
+
+def test_changing_a_preset_makes_mel_dataset_and_downstream_stale(home, tmp_path):
+    """A task on a user preset: after materializing it, editing one preset parameter in birdassets.toml
+    changes mel_dataset's code version, and Dagster's own stale-status resolver reports mel_dataset stale
+    (code version changed). Dagster 1.13 does not cascade that to folds until mel_dataset is rebuilt; once
+    it is (into a new folder, with a new data version), folds is stale because its input changed."""
+    from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleCauseCategory, StaleStatus
+    from dagster._core.loader import LoadingContextForTest
+
+    other = tmp_path / "home"
+    (other / "dagster").mkdir(parents=True)
+
+    def configure(hop_length: int):
+        (other / "birdassets.toml").write_text(
+            f'include_demo = false\n[[datasets]]\nname = "{TASK}"\nsource = "birdclef"\n'
+            f'root = "{home / "mini-data"}"\npreset = "mine"\n'
+            f'[presets.mine]\nbase = "birdclef2025"\nhop_length = {hop_length}\n'
+        )
+        settings = load_settings(other)
+        return settings, build_definitions(settings)
+
+    def status(instance, defs, key):
+        resolver = CachingStaleStatusResolver(instance, defs.resolve_asset_graph(), LoadingContextForTest(instance))
+        return resolver.get_status(dg.AssetKey(key), TASK), resolver.get_stale_causes(dg.AssetKey(key), TASK)
+
+    with dg.instance_for_test(temp_dir=str(other / "dagster")) as instance:
+        settings, defs = configure(512)
+        result = defs.resolve_job_def(DATA_JOB).execute_in_process(
+            partition_key=TASK, instance=instance, run_config=QUIET
+        )
+        assert result.success
+        assert status(instance, defs, "mel_dataset")[0] == StaleStatus.FRESH
+        assert status(instance, defs, "folds")[0] == StaleStatus.FRESH
+        before = settings.task_preset(TASK).content_hash()
+
+        settings, changed = configure(500)
+        assert settings.task_preset(TASK).content_hash() != before
+        mel_status, causes = status(instance, changed, "mel_dataset")
+        assert mel_status == StaleStatus.STALE
+        assert any(c.category == StaleCauseCategory.CODE for c in causes)
+        assert status(instance, changed, "raw_audio")[0] == StaleStatus.FRESH  # audio does not depend on it
+
+        rebuilt = changed.resolve_job_def(DATA_JOB).execute_in_process(
+            partition_key=TASK, instance=instance, run_config=QUIET,
+            asset_selection=[dg.AssetKey("mel_dataset")],
+        )
+        assert rebuilt.success
+        assert status(instance, changed, "mel_dataset")[0] == StaleStatus.FRESH
+        folds_status, causes = status(instance, changed, "folds")
+        assert folds_status == StaleStatus.STALE
+        assert [(c.category, c.dependency.asset_key.to_user_string()) for c in causes] == [
+            (StaleCauseCategory.DATA, "mel_dataset")
+        ]
+        roots = sorted(p.name for p in settings.mel_root(TASK).iterdir())
+        assert len(roots) == 2  # both presets' datasets exist side by side; nothing was overwritten

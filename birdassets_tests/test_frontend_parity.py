@@ -158,16 +158,21 @@ def test_stage_c_matches_numpy_reference_and_the_stated_transform(name, frontend
         np.testing.assert_allclose(x_tf[k], numpy_model_input(db[k], preset), rtol=0, atol=AGREE)
     assert np.abs(x_tf - x_jax).max() <= AGREE
     np.testing.assert_array_equal(tf_frontend.model_input(windows).numpy(), x_tf)  # B then C in one call
+    low, high = preset.input_value_range  # what the mel asset check enforces
+    assert low - 1e-5 <= x_tf.min() and x_tf.max() <= high + 1e-5
     first = x_tf[0]
     if name == "birdclef2025":  # min-max then 313 x 128 -> 256 x 256
+        assert preset.input_value_range == (0.0, 1.0)
         assert first.shape == (256, 256) and first.min() >= 0.0 and 0.95 < first.max() <= 1.0
-    elif name == "birdset":  # (dB + 4.268) / 4.569
+    elif name == "birdset":  # (dB + 4.268) / 4.569; ref 1.0 leaves the upper end open
+        assert preset.input_value_range == (-np.inf, np.inf)
         np.testing.assert_allclose(first, (db[0] + 4.268) / 4.569, rtol=1e-6, atol=1e-6)
     elif name == "orcahello":  # 157 frames of a 2 s clip, then 0 dB up to 312 frames (4 s)
         assert preset.frames == 157 and first.shape == (312, 256)
         np.testing.assert_array_equal(first[:157], db[0])
         assert np.all(first[157:] == 0.0)
     elif name == "perch":  # 501 STFT frames for 5 s; Perch keeps ceil(samples / hop) = 500
+        assert preset.input_value_range == (pytest.approx(0.1 * np.log(1e-2)), np.inf)
         np.testing.assert_array_equal(first, db[0][:500])
 
 

@@ -29,6 +29,7 @@ def test_config_file_adds_datasets_roots_and_probes(tmp_path):
     )
     settings = load_settings(tmp_path)
     assert settings.task_names == ("hsn",) and settings.dataset("hsn").birdset_config == "HSN"
+    assert settings.task_preset("hsn").name == "birdset"  # BirdSet data defaults to BirdSet's frontend
     assert [str(p) for p in settings.checkpoint_roots] == [str(tmp_path / "checkpoints"), "/runs/a"]
     assert settings.probes == ("linear",)
 

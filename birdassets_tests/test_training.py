@@ -304,7 +304,7 @@ def test_two_device_data_parallel_matches_one_device(dataset, straight, tmp_path
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["device_count"] == 2
     assert report["param_devices"] == [2]  # parameters replicated over a 2-device mesh
-    half = [BASE.batch_size // 2, PRESET.frames, PRESET.n_mels]
+    half = [BASE.batch_size // 2, *PRESET.input_shape]
     assert report["batch_shards"] == [[half, half]] * BASE.num_steps  # every batch split in halves, one per device
 
     assert [h["step"] for h in report["history"]] == [h["step"] for h in straight.history]

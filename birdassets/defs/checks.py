@@ -21,8 +21,10 @@ MIN_EFFECTIVE_RANK = 1.5
 def build_checks(assets: dict[str, dg.AssetsDefinition]) -> list[dg.AssetChecksDefinition]:
     @dg.asset_check(asset=assets["mel_dataset"], blocking=True, partitions_def=assets["mel_dataset"].partitions_def)
     def mel_values_finite_and_in_range(context: dg.AssetCheckExecutionContext, birdassets: BirdassetsHome) -> dg.AssetCheckResult:
-        """Every mel value of every window is finite and within [0, 1]."""
+        """Every mel value of every window is finite and within the preset's stage-C range
+        (``MelPreset.input_value_range``: [0, 1] for min-max presets)."""
         dataset = mel_dataset_for(birdassets.settings, context.partition_key)
+        bounds = birdassets.settings.task_preset(context.partition_key).input_value_range
         low, high, non_finite, count = np.inf, -np.inf, 0, 0
         for split in dataset.windows()["split"].unique():
             for batch in dataset.as_dataset(split, batch_size=256).as_numpy_iterator():
@@ -31,10 +33,12 @@ def build_checks(assets: dict[str, dg.AssetsDefinition]) -> list[dg.AssetChecksD
                 non_finite += int((~finite).sum())
                 low, high = min(low, float(mel[finite].min())), max(high, float(mel[finite].max()))
                 count += len(mel)
-        passed = non_finite == 0 and low >= 0.0 and high <= 1.0
+        tolerance = 1e-5  # float32 rounding of the bounds themselves
+        passed = non_finite == 0 and low >= bounds[0] - tolerance and high <= bounds[1] + tolerance
         return dg.AssetCheckResult(
             passed=passed,
-            metadata={"windows": count, "non_finite": non_finite, "min": low, "max": high},
+            metadata={"windows": count, "non_finite": non_finite, "min": low, "max": high,
+                      "allowed_range": f"[{bounds[0]}, {bounds[1]}]"},
         )
 
     @dg.asset_check(asset=assets["folds"], blocking=True, partitions_def=assets["folds"].partitions_def)

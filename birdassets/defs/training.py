@@ -17,6 +17,7 @@ TRAIN_JOB = "train_job"
 #: The demo's run and the launchpad defaults: supervised pretraining of a tiny ViT on demo-pretrain (other
 #: individuals of the demo species, never scored), checkpoints at steps 0, 100 and 200.
 DEMO_TRAINING = {"run": "demo-sup", "task": "demo-pretrain", "objective": "supervised", "model": "tiny",
+                 "patch_frames": 32, "patch_mels": 32,
                  "num_steps": 200, "warmup_steps": 20, "checkpoint_every": 100, "log_every": 50, "seed": 0}
 
 #: Launchpad config of a training run: the run name plus every field of TrainConfig (derived from it, so a

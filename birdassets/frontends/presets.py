@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import tomllib
 import types
 import typing
@@ -213,6 +214,28 @@ class MelPreset:
         spec = self.model_input
         frames, mels = spec.size if spec.size is not None else (self.frames, self.n_mels)
         return (spec.frames if spec.frames is not None else frames, mels)
+
+    @property
+    def input_value_range(self) -> tuple[float, float]:
+        """Bounds every stage-C value lies in (``-inf``/``inf`` where the preset guarantees none).
+
+        ``minmax``: [0, 1]. Otherwise from stage B: ``[-top_db, 0]`` dB for a per-window ``max`` reference,
+        ``[ln_scale * ln(ln_floor + ln_offset), inf)`` for ``log="ln"`` (positive ``ln_scale``), then mapped by
+        ``standardize`` and widened to include ``pad_value`` when frames are padded. Resizing stays inside.
+        """
+        spec = self.model_input
+        if spec.normalize == "minmax":
+            return (0.0, 1.0)
+        low, high = -math.inf, math.inf
+        if self.log == "db" and self.db_ref == "max" and self.top_db is not None:
+            low, high = -self.top_db, 0.0
+        elif self.log == "ln" and self.ln_scale > 0:
+            low = self.ln_scale * math.log(self.ln_floor + self.ln_offset)
+        if spec.normalize == "standardize":
+            low, high = (low - spec.mean) / spec.std, (high - spec.mean) / spec.std
+        if spec.frames is not None:
+            low, high = min(low, spec.pad_value), max(high, spec.pad_value)
+        return (low, high)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

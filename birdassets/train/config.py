@@ -26,6 +26,7 @@ class TrainConfig:
         task: configured data set whose ``train`` windows are used.
         objective: ``"mae"`` (masked-patch reconstruction, SimMIM-style) or ``"supervised"`` (BCE on labels).
         model: ViT size (``tiny``, ``small``, ``base``).
+        patch_frames, patch_mels: ViT patch size along time (frames) and frequency (mel bins) of the model input.
         num_steps: optimisation steps in total (a resumed run continues up to this).
         warmup_steps: linear warm-up steps of the learning rate (capped at ``num_steps``).
         lr: peak learning rate (AdamW, cosine decay to 0 at ``num_steps``).
@@ -47,6 +48,8 @@ class TrainConfig:
     task: str = "demo-noisy"
     objective: str = "mae"
     model: str = "tiny"
+    patch_frames: int = 16
+    patch_mels: int = 16
     num_steps: int = 300
     warmup_steps: int = 30
     lr: float = 1e-3
@@ -80,7 +83,7 @@ class TrainConfig:
             problems.append(f"objective {self.objective!r} is not one of {OBJECTIVES}")
         if self.precision not in PRECISIONS:
             problems.append(f"precision {self.precision!r} is not one of {PRECISIONS}")
-        for name in ("num_steps", "batch_size", "log_every", "checkpoint_every"):
+        for name in ("num_steps", "batch_size", "log_every", "checkpoint_every", "patch_frames", "patch_mels"):
             if int(getattr(self, name)) < 1:
                 problems.append(f"{name} must be >= 1")
         if self.warmup_steps < 0:

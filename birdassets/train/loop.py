@@ -113,7 +113,8 @@ def train(
     mel_shape = tuple(dataset.builder().info.features["mel"].shape)
     preset = dataset.builder().info.metadata["preset"]
     vit = vit_config(config.model, frames=mel_shape[0], mels=mel_shape[1], preset=preset["name"],
-                     sample_rate=preset["sample_rate"], clip_s=preset["clip_s"])
+                     sample_rate=preset["sample_rate"], clip_s=preset["clip_s"],
+                     patch_frames=config.patch_frames, patch_mels=config.patch_mels)
     model = TrainModel(vit, config.objective, len(classes), rngs=nnx.Rngs(config.seed))
     graphdef, state = nnx.split(model)
     params = string_keys(nnx.to_pure_dict(state))  # {"encoder", "objective", "probe"} -> string-keyed dicts
