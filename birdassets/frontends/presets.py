@@ -282,7 +282,8 @@ PRESETS: dict[str, MelPreset] = {
         model_input=ModelInputSpec(normalize="standardize", mean=-4.268, std=4.569),
     ),
     # OrcaHello SRKW detector (fastai_audio + torchaudio MelSpectrogram): 2 s clips every 1 s at 20 kHz, only
-    # whole clips (min_last_s = clip_s, as the live system's proposals). Legacy quirk kept on purpose: the
+    # whole clips (min_last_s = clip_s, as the live system's proposals; a recording shorter than 2 s still gives
+    # one zero-padded clip, where the live system gives none). Legacy quirk kept on purpose: the
     # filterbank is built for 16 kHz (torchaudio's default rate was never overridden), so filters meant for
     # 0-10 kHz span 0-12.5 kHz of the real spectrum and the bands above 8 kHz "as if" are empty (top_db floor).
     # Stage C pads each 157-frame clip to int(4.0 * 20000 / 256) = 312 frames with 0 dB (full scale, not
