@@ -1,9 +1,9 @@
 """One interface for every encoder family.
 
-Every encoder the platform benchmarks -- the Flax ViT restored from Orbax, and later BirdNET (TFLite),
-Keras models and TiDHy -- is wrapped in an object that satisfies :class:`Encoder`: it states which
-mel frontend it expects (:class:`InputSpec`) and maps a batch of mel spectrograms to one embedding
-vector per window.
+Every encoder the platform benchmarks -- the Flax ViT restored from Orbax, BirdNET (TFLite), later Keras
+models and TiDHy -- is wrapped in an object that satisfies :class:`Encoder`: it states what it takes
+(:class:`InputSpec`: mel windows of a frontend preset; or :class:`WaveformSpec`: raw waveform windows, the
+model computing its own spectrogram) and maps a batch of inputs to one embedding vector per window.
 """
 
 from __future__ import annotations
@@ -48,6 +48,25 @@ class InputSpec:
         return (self.frames, self.mels)
 
 
+@dataclass(frozen=True)
+class WaveformSpec:
+    """An encoder that takes raw audio windows (its spectrogram is inside the model), e.g. BirdNET.
+
+    Attributes:
+        name: what the encoder calls its input, e.g. ``"birdnet-48k-3s"``.
+        sample_rate: Hz; audio is resampled to this rate.
+        clip_s: window length, seconds; ``embed`` takes ``[batch, round(clip_s * sample_rate)]`` float32.
+    """
+
+    name: str
+    sample_rate: int
+    clip_s: float
+
+    @property
+    def clip_samples(self) -> int:
+        return int(round(self.clip_s * self.sample_rate))
+
+
 @runtime_checkable
 class Encoder(Protocol):
     """A frozen encoder: mel windows in, embeddings out.
@@ -55,18 +74,20 @@ class Encoder(Protocol):
     Attributes:
         name: human-readable encoder name (e.g. ``"vit-small"``).
         dim: embedding width.
-        input_spec: the mel frontend the encoder was trained on.
+        input_spec: the mel frontend the encoder was trained on (:class:`InputSpec`), or the waveform
+            windows it takes (:class:`WaveformSpec`).
     """
 
     name: str
     dim: int
-    input_spec: InputSpec
+    input_spec: InputSpec | WaveformSpec
 
     def embed(self, mel: np.ndarray) -> np.ndarray:
         """Embed a batch of windows.
 
         Args:
-            mel: float32 ``[batch, frames, mels]`` matching ``input_spec``.
+            mel: float32 ``[batch, frames, mels]`` matching an :class:`InputSpec`, or
+                ``[batch, clip_samples]`` waveforms for a :class:`WaveformSpec`.
 
         Returns:
             float32 ``[batch, dim]``.
