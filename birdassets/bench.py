@@ -77,3 +77,77 @@ def bench_frontend(presets: Sequence[MelPreset], seconds: float = 600.0, repeats
                 }
             )
     return pd.DataFrame(rows)
+
+
+def bench_birdnet(
+    seconds: float = 300.0,
+    batch_sizes: Sequence[int] = (1, 8, 16, 32),
+    num_threads: Sequence[int] = (1, 2),
+    repeats: int = 3,
+    baseline_batch_sizes: Sequence[int] = (1, 8),
+) -> pd.DataFrame:
+    """BirdNET V2.4 throughput on CPU, in multiples of real time, per implementation, batch size and threads.
+
+    Rows: ``implementation, batch_size, num_threads, seconds, x_realtime``, where ``seconds`` is the wall
+    time (warm, best of ``repeats``) to get embeddings and logits of every 3 s window of ``seconds`` of audio
+    and ``x_realtime`` is audio seconds over wall seconds. Implementations:
+
+    * ``"graph output"``: :class:`~birdassets.models.birdnet.BirdNetEncoder` (the embedding made a second
+      graph output by rewriting the flatbuffer; XNNPACK, arena reuse);
+    * ``"preserve_all_tensors"``: the same model read with ``experimental_preserve_all_tensors=True`` and the
+      embedding fetched by tensor name. It keeps every intermediate tensor (about 250 MB per window of
+      batch), so it only runs at ``baseline_batch_sizes``.
+    """
+    import tensorflow as tf
+
+    from birdassets.models.birdnet import (
+        BIRDNET_WINDOWS,
+        EMBEDDING_TENSOR,
+        BirdNetEncoder,
+        locate_birdnet,
+    )
+
+    files = locate_birdnet()
+    audio = bench_signal(seconds, BIRDNET_WINDOWS.sample_rate)
+    windows = cut_windows(audio, window_starts(seconds, BIRDNET_WINDOWS), BIRDNET_WINDOWS)  # [windows, 144000]
+
+    def preserve_all_tensors(batch_size: int, threads: int) -> Callable[[], object]:
+        interpreter = tf.lite.Interpreter(
+            model_path=str(files.model), num_threads=threads, experimental_preserve_all_tensors=True
+        )
+        interpreter.resize_tensor_input(0, [batch_size, windows.shape[1]])
+        interpreter.allocate_tensors()
+        (logits,) = interpreter.get_output_details()
+        (embedding,) = [d["index"] for d in interpreter.get_tensor_details() if d["name"] == EMBEDDING_TENSOR]
+        padded = np.zeros((-(-len(windows) // batch_size) * batch_size, windows.shape[1]), np.float32)
+        padded[: len(windows)] = windows
+
+        def run() -> list:
+            out = []
+            for start in range(0, len(padded), batch_size):
+                interpreter.set_tensor(0, padded[start : start + batch_size])
+                interpreter.invoke()
+                out.append((interpreter.get_tensor(embedding).copy(), interpreter.get_tensor(logits["index"]).copy()))
+            return out
+
+        return run
+
+    rows = []
+    for threads in num_threads:
+        for batch_size in batch_sizes:
+            encoder = BirdNetEncoder(files, batch_size=batch_size, num_threads=threads)
+            runs = {"graph output": lambda encoder=encoder: encoder.infer(windows)}
+            if batch_size in baseline_batch_sizes:
+                runs["preserve_all_tensors"] = preserve_all_tensors(batch_size, threads)
+            for implementation, fn in runs.items():
+                wall = _best_of(fn, repeats)
+                rows.append(
+                    {
+                        "implementation": implementation,
+                        "batch_size": batch_size,
+                        "num_threads": threads,
+                        "seconds": wall,
+                        "x_realtime": seconds / wall,
+                    }
+                )
+    return pd.DataFrame(rows)

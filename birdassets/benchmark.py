@@ -36,7 +36,7 @@ def mel_dataset_for(settings: Settings, task: str) -> MelDataset:
 def ensure_mel_dataset(settings: Settings, task: str) -> MelDataset:
     """The task's mel dataset, reading the source and building it first when missing (idempotent)."""
     path = settings.manifest_path(task)
-    manifest = Manifest.read(path) if path.exists() else read_source(settings.dataset(task))
+    manifest = Manifest.read(path) if path.exists() else read_source(settings.dataset(task), settings.task_preset(task))
     if not path.exists():
         manifest.write(path)
     return build_mel_dataset(manifest, settings.task_preset(task), settings.mel_root(task))

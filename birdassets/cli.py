@@ -3,6 +3,10 @@
 * ``birdassets demo`` — generate the demo data, write a checkpoint, materialize every asset for every demo
   task through Dagster on the persistent instance under ``BIRDASSETS_HOME``, print the leaderboard.
 * ``birdassets query "SQL" [--format table|csv|json]`` — read-only SQL on the metrics database.
+* ``birdassets train``, ``spectrogram``, ``bench`` — training, a file's spectrogram, speed benchmarks.
+* ``birdassets ingest FOLDER`` — what ingestion makes of a folder: counts and quarantined files with reasons.
+* ``birdassets embed --encoder birdnet --out OUT.npz AUDIO...`` — BirdNET embeddings and logits of files.
+* ``birdassets detect FOLDER --encoder birdnet --target LABEL ...`` — OrcaHello-style sliding-window detection.
 * ``birdassets ui`` — the Dagster UI (webserver + daemon) on this project.
 """
 
@@ -107,10 +111,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"  trained {run} ({DEMO_TRAINING['objective']}, {DEMO_TRAINING['num_steps']} steps "
               f"on {DEMO_TRAINING['task']})  {seconds:.1f} s")
         new = register_checkpoints(defs, instance, settings)
-        checkpoints = sorted(
-            (k for k in instance.get_dynamic_partitions(CHECKPOINT_PARTITIONS_NAME) if k.startswith(f"{run}@")),
-            key=lambda key: int(key.rsplit("@", 1)[1]),
-        )
+        registered = instance.get_dynamic_partitions(CHECKPOINT_PARTITIONS_NAME)
+        checkpoints = sorted((k for k in registered if k.startswith(f"{run}@")), key=lambda k: int(k.rsplit("@", 1)[1]))
+        checkpoints += [k for k in registered if k in settings.pretrained]  # BirdNET, when installed
         for checkpoint in checkpoints:
             seconds = _run_job(defs, ENCODER_JOB, checkpoint, instance)
             print(f"  materialized encoder  [{checkpoint}]{' (new)' if checkpoint in new else ''}  {seconds:.1f} s")
@@ -225,6 +228,97 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _birdnet_or_error(command: str):
+    """The BirdNET encoder, or ``None`` after printing why it is unavailable."""
+    from birdassets.models.birdnet import BirdNetEncoder
+
+    try:
+        return BirdNetEncoder()
+    except (ImportError, FileNotFoundError, RuntimeError, ValueError) as error:
+        print(f"birdassets {command}: {error}", file=sys.stderr)
+        return None
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    _quiet()
+    from birdassets.audio.io import AudioError
+    from birdassets.embed import embed_recordings, save_embeddings_npz
+
+    encoder = _birdnet_or_error("embed")
+    if encoder is None:
+        return 2
+    started = time.perf_counter()
+    try:
+        result = embed_recordings(args.audio, encoder)
+    except AudioError as error:
+        print(f"birdassets embed: {error}", file=sys.stderr)
+        return 2
+    seconds = time.perf_counter() - started
+    out = save_embeddings_npz(result, args.out)
+    windows = len(result["start_s"])
+    print(f"{out}: embeddings {list(result['embeddings'].shape)}, logits {list(result['logits'].shape)} from "
+          f"{len(args.audio)} file(s), {windows} windows of 3 s in {seconds:.1f} s "
+          f"({windows * 3.0 / max(seconds, 1e-9):.0f}x real time)")
+    return 0
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    _quiet()
+    from birdassets.detect import BirdNetScorer, DetectionConfig, detect_recordings
+    from birdassets.sources.folder import find_audio
+
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        print(f"birdassets detect: {folder} is not a folder", file=sys.stderr)
+        return 2
+    encoder = _birdnet_or_error("detect")
+    if encoder is None:
+        return 2
+    try:
+        config = DetectionConfig(clip_s=args.clip, hop_s=args.hop, threshold=args.threshold,
+                                 min_num_positive_calls=args.min_positive)
+        scorer = BirdNetScorer(encoder, args.target)
+    except ValueError as error:
+        print(f"birdassets detect: {error}", file=sys.stderr)
+        return 2
+    result = detect_recordings(find_audio(folder)[0], scorer, config)
+    out = result.write(args.out)
+    positives = sum(r.global_prediction for r in result.recordings)
+    print(f"{out}: {len(result.recordings)} recording(s), {positives} with a detection of {scorer.name}; "
+          f"{len(result.failed)} unreadable")
+    for path, reason in result.failed:
+        print(f"  unreadable: {path}: {reason}")
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    _quiet()
+    import json
+
+    from birdassets.frontends.presets import PresetError
+    from birdassets.sources.folder import read_folder
+    from birdassets.sources.manifest import ManifestError
+
+    try:
+        (preset,) = resolve_presets([args.preset], args.presets)
+        result = read_folder(args.folder, min_duration_s=preset.min_last_s).check()
+    except (PresetError, ManifestError) as error:
+        print(f"birdassets ingest: {error}", file=sys.stderr)
+        return 2
+    quarantined = [{"path": r.path, "reason": r.reason, "detail": r.detail} for r in result.quarantine]
+    if args.json:
+        print(json.dumps({"found": result.found, "ingested": result.ingested, "quarantined": quarantined,
+                          "ignored": result.ignored}))
+        return 0
+    print(f"{args.folder}: found {result.found} audio files, ingested {result.ingested}, "
+          f"quarantined {len(quarantined)}" + (f", ignored {result.ignored} non-audio files" if result.ignored else ""))
+    for reason, count in result.reason_counts().items():
+        print(f"  {reason}: {count}")
+    for record in quarantined:
+        print(f"  {record['reason']:<12} {record['path']}: {record['detail']}")
+    return 0
+
+
 def cmd_query(args: argparse.Namespace) -> int:
     from birdassets.settings import load_settings
     from birdassets.store import StoreError, format_frame, query_readonly
@@ -287,6 +381,31 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seconds", type=float, default=600.0, help="audio length (default 10 minutes)")
     bench.add_argument("--repeats", type=int, default=3)
     bench.set_defaults(func=cmd_bench)
+
+    ingest = commands.add_parser("ingest", help="check a folder of recordings: counts, quarantined files and reasons")
+    ingest.add_argument("folder")
+    ingest.add_argument("--json", action="store_true", help="one JSON object {found, ingested, quarantined, ignored}")
+    ingest.add_argument("--preset", default="birdclef2025", help="files shorter than its min_last_s are too short")
+    ingest.add_argument("--presets", help="TOML file with [presets.<name>] tables (user presets)")
+    ingest.set_defaults(func=cmd_ingest)
+
+    embed = commands.add_parser("embed", help="BirdNET embeddings [windows, 1024] and logits of audio files")
+    embed.add_argument("audio", nargs="+")
+    embed.add_argument("--encoder", choices=("birdnet",), default="birdnet")
+    embed.add_argument("--out", required=True, help="output .npz (embeddings, logits, start_s, file)")
+    embed.set_defaults(func=cmd_embed)
+
+    detect = commands.add_parser("detect", help="sliding-window detection over a folder (OrcaHello decision rule)")
+    detect.add_argument("folder")
+    detect.add_argument("--encoder", choices=("birdnet",), default="birdnet")
+    detect.add_argument("--target", action="append", required=True,
+                        help="target class (BirdNET label, scientific or common name); repeatable")
+    detect.add_argument("--threshold", type=float, default=0.5, help="a window is positive above this")
+    detect.add_argument("--min-positive", type=int, default=3, help="positive windows for a global detection")
+    detect.add_argument("--clip", type=float, default=2.0, help="window length, s")
+    detect.add_argument("--hop", type=float, default=1.0, help="hop between windows, s")
+    detect.add_argument("--out", required=True, help="output .json or .csv")
+    detect.set_defaults(func=cmd_detect)
 
     ui = commands.add_parser("ui", help="start the Dagster UI on this project")
     ui.add_argument("--host", default="127.0.0.1")

@@ -17,8 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from birdassets.audio.io import load
 from birdassets.datasets.mel_tfds import MelDataset
-from birdassets.models.base import Encoder
+from birdassets.frontends.windowing import cut_windows
+from birdassets.models.base import Encoder, WaveformSpec
 
 EMBEDDINGS = "embeddings.npy"
 LABELS = "labels.npy"
@@ -55,9 +57,15 @@ class EmbeddingSet:
 def compute_embeddings(encoder: Encoder, dataset: MelDataset, batch_size: int = 64) -> tuple[EmbeddingSet, dict]:
     """Embed every window of ``dataset`` (train then test) with ``encoder`` in fixed-size batches.
 
+    Mel encoders read the dataset's stage-C windows; waveform encoders (:class:`WaveformSpec`, e.g. BirdNET)
+    read the same windows' audio (:func:`compute_waveform_embeddings`), so both give one row per window of
+    the task, in window-index order, and go through the same folds and probes.
+
     Returns the :class:`EmbeddingSet` and timing stats (``windows``, ``seconds``, ``windows_per_s``,
     ``audio_s_per_s``).
     """
+    if isinstance(encoder.input_spec, WaveformSpec):
+        return compute_waveform_embeddings(encoder, dataset)
     windows = dataset.windows()
     spec = encoder.input_spec
     builder = dataset.builder()
@@ -95,6 +103,76 @@ def compute_embeddings(encoder: Encoder, dataset: MelDataset, batch_size: int = 
         "batch_size": batch_size,
     }
     return embedded, stats
+
+
+def sub_window_offsets(clip_s: float, encoder_clip_s: float) -> np.ndarray:
+    """Start offsets (s) of the encoder windows that cover one task window.
+
+    A task window no longer than the encoder's input is one (zero-padded) encoder window; a longer one is
+    covered by ``ceil(clip_s / encoder_clip_s)`` evenly spaced encoder windows from its start to its end (a 5 s
+    window and BirdNET's 3 s input: offsets 0 and 2 s, as BirdSet evaluates BirdNET), whose embeddings are
+    averaged.
+    """
+    count = max(1, int(np.ceil(clip_s / encoder_clip_s - 1e-9)))
+    if count == 1:
+        return np.zeros(1)
+    return np.linspace(0.0, clip_s - encoder_clip_s, count)
+
+
+def compute_waveform_embeddings(encoder: Encoder, dataset: MelDataset, files_per_chunk: int = 32) -> tuple[EmbeddingSet, dict]:
+    """Embed the audio of every window of ``dataset`` with a waveform encoder (:class:`WaveformSpec`).
+
+    Each recording segment is decoded once at the encoder's rate; the encoder windows covering each task
+    window (:func:`sub_window_offsets`) are embedded in batches and averaged per task window. Audio past a
+    segment's end is zero, as in the mel windows.
+    """
+    spec: WaveformSpec = encoder.input_spec
+    windows = dataset.windows()
+    classes = tuple(dataset.classes())
+    clip_s = float((windows["end_s"] - windows["start_s"]).iloc[0]) if len(windows) else spec.clip_s
+    offsets = sub_window_offsets(clip_s, spec.clip_s)  # [k]
+    label_index = {name: i for i, name in enumerate(classes)}
+    labels = np.zeros((len(windows), len(classes)), np.uint8)
+    for row, names in enumerate(windows["labels"]):
+        labels[row, [label_index[name] for name in names]] = 1
+    groups = list(windows.groupby(["path", "recording_id"], sort=False).indices.values())
+    parts, audio_seconds = [], 0.0
+    started = time.perf_counter()
+    for first in range(0, len(groups), files_per_chunk):
+        chunk, rows = [], []
+        for positions in groups[first : first + files_per_chunk]:
+            group = windows.iloc[positions]
+            seg_start, seg_end = float(group["start_s"].min()), float(group["segment_end_s"].iloc[0])
+            audio, _ = load(group["path"].iloc[0], spec.sample_rate, start_s=seg_start, end_s=seg_end)
+            audio_seconds += len(audio) / spec.sample_rate
+            starts = (group["start_s"].to_numpy()[:, None] - seg_start + offsets[None, :]).ravel()
+            chunk.append(cut_windows(audio, starts, spec))  # [windows * k, clip_samples]
+            rows.append(positions)
+        embedded = np.asarray(encoder.embed(np.concatenate(chunk)), dtype=np.float32)
+        parts.append((np.concatenate(rows), embedded.reshape(-1, len(offsets), embedded.shape[-1]).mean(axis=1)))
+    seconds = time.perf_counter() - started
+    order = np.concatenate([rows for rows, _ in parts])
+    matrix = np.empty((len(windows), parts[0][1].shape[1]), np.float32)
+    matrix[order] = np.concatenate([values for _, values in parts])
+    embedded_set = EmbeddingSet(
+        embeddings=matrix,
+        labels=labels,
+        index=windows[["window_id", "recording_id", "split"]].reset_index(drop=True),
+        classes=classes,
+    )
+    encoder_windows = len(windows) * len(offsets)
+    stats = {
+        "windows": len(windows),
+        "dim": int(matrix.shape[1]),
+        "seconds": seconds,
+        "windows_per_s": len(windows) / seconds if seconds else None,
+        "audio_s_per_s": len(windows) * clip_s / seconds if seconds else None,
+        "encoder_windows": encoder_windows,
+        "encoder_audio_s_per_s": encoder_windows * spec.clip_s / seconds if seconds else None,
+        "decoded_audio_seconds": audio_seconds,
+        "sub_window_offsets_s": offsets.tolist(),
+    }
+    return embedded_set, stats
 
 
 def write_embeddings(embedded: EmbeddingSet, directory: str | Path, stats: dict | None = None) -> Path:

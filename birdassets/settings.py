@@ -20,6 +20,7 @@ Everything lives under one folder, ``BIRDASSETS_HOME`` (environment variable; de
     include_demo = true                       # keep the two demo tasks (default true)
     checkpoint_roots = ["/runs/ssl"]          # folders holding <run>/<step>/ Orbax checkpoints
     probes = ["linear", "mlp", "centroid"]
+    pretrained = ["birdnet-v2.4"]             # pretrained encoders to benchmark when installed ([] for none)
 
     [[datasets]]
     name = "birdclef-2025"                    # the task partition key
@@ -50,12 +51,14 @@ from birdassets.frontends.presets import MelPreset, PresetError, get_preset, pre
 
 HOME_ENV = "BIRDASSETS_HOME"
 CONFIG_FILE = "birdassets.toml"
-SOURCES = ("demo", "birdclef", "birdset")
+SOURCES = ("demo", "birdclef", "birdset", "folder")
 DEMO_TASK_NAMES = ("demo-clear", "demo-noisy")
 DEMO_PRETRAIN = "demo-pretrain"
 DEFAULT_PROBES = ("linear", "mlp", "centroid")
+#: pretrained encoders benchmarked like checkpoints when installed (see birdassets.models.registry.PRETRAINED)
+KNOWN_PRETRAINED = ("birdnet-v2.4",)
 #: frontend preset of a data set that names none: BirdSet data gets BirdSet's frontend
-DEFAULT_PRESET = {"demo": "birdclef2025", "birdclef": "birdclef2025", "birdset": "birdset"}
+DEFAULT_PRESET = {"demo": "birdclef2025", "birdclef": "birdclef2025", "birdset": "birdset", "folder": "birdclef2025"}
 _TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
@@ -102,6 +105,7 @@ class Settings:
     fold_seed: int = 42
     n_folds: int = 5
     presets: tuple[MelPreset, ...] = ()
+    pretrained: tuple[str, ...] = KNOWN_PRETRAINED
     config_file: Path | None = field(default=None, compare=False)
 
     # ---- lookup -------------------------------------------------------------------------------
@@ -139,6 +143,10 @@ class Settings:
 
     def manifest_path(self, task: str) -> Path:
         return self.home / "manifests" / f"{task}.parquet"
+
+    def quarantine_path(self, task: str) -> Path:
+        """The task's quarantined files (parquet), next to its manifest."""
+        return self.home / "manifests" / f"{task}.quarantine.parquet"
 
     def mel_root(self, task: str) -> Path:
         return self.home / "mel" / task
@@ -183,7 +191,7 @@ def load_settings(home: str | Path | None = None) -> Settings:
             raw = tomllib.loads(config_file.read_text())
         except tomllib.TOMLDecodeError as error:
             raise SettingsError(f"{config_file}: not valid TOML ({error})") from error
-    known = {"include_demo", "checkpoint_roots", "probes", "datasets", "fold_seed", "n_folds", "presets"}
+    known = {"include_demo", "checkpoint_roots", "probes", "datasets", "fold_seed", "n_folds", "presets", "pretrained"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise SettingsError(f"{config_file}: unknown keys {unknown}; expected some of {sorted(known)}")
@@ -218,6 +226,11 @@ def load_settings(home: str | Path | None = None) -> Settings:
         except PresetError as error:
             raise SettingsError(f"{config_file}: dataset {dataset.name!r}: {error}") from None
 
+    pretrained = tuple(raw.get("pretrained", KNOWN_PRETRAINED))
+    unknown_pretrained = sorted(set(pretrained) - set(KNOWN_PRETRAINED))
+    if unknown_pretrained:
+        raise SettingsError(f"{config_file}: unknown pretrained encoders {unknown_pretrained}; known: {KNOWN_PRETRAINED}")
+
     roots = [home / "checkpoints"] + [Path(p).expanduser() for p in raw.get("checkpoint_roots", [])]
     return Settings(
         home=home,
@@ -227,5 +240,6 @@ def load_settings(home: str | Path | None = None) -> Settings:
         fold_seed=int(raw.get("fold_seed", 42)),
         n_folds=int(raw.get("n_folds", 5)),
         presets=tuple(presets.values()),
+        pretrained=pretrained,
         config_file=config_file if config_file.exists() else None,
     )

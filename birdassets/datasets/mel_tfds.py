@@ -44,7 +44,7 @@ def window_index(manifest: Manifest, preset: MelPreset) -> pd.DataFrame:
 
     Columns: ``window_id`` (``"<recording_id>/<k>"``), ``recording_id``, ``split``, ``path``,
     ``start_s``/``end_s`` (absolute times in the file, s; ``end_s - start_s == clip_s``, audio past the
-    segment's end is zero-padded), ``labels`` (list[str], the recording's labels).
+    segment's end is zero-padded), ``segment_end_s`` (s), ``labels`` (list[str], the recording's labels).
     """
     rows = []
     for split in ("train", "test"):
@@ -81,8 +81,11 @@ class MelWindows(tfds.core.GeneratorBasedBuilder):
     ``window_id``, ``recording_id`` (text), ``start_s`` (float32, seconds into the file).
     """
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Mel windows of a birdassets manifest."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Mel windows of a birdassets manifest.",
+        "1.1.0": "Window index keeps each window's file and segment end (waveform encoders re-read the audio).",
+    }
 
     def __init__(self, *, manifest: Manifest, preset: MelPreset, windows: pd.DataFrame, **kwargs):
         self._manifest = manifest
@@ -242,7 +245,7 @@ def build_mel_dataset(
             download_config=tfds.download.DownloadConfig(try_download_gcs=False, num_shards=num_shards)
         )
     wall = time.perf_counter() - started
-    windows.drop(columns=["path", "segment_end_s"]).to_parquet(staging / WINDOW_INDEX, index=False)
+    windows.to_parquet(staging / WINDOW_INDEX, index=False)  # with path and segment end: waveform encoders re-read the audio
     stats = {
         "windows": int(len(windows)),
         "windows_by_split": {k: int(v) for k, v in windows["split"].value_counts().items()},

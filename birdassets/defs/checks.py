@@ -9,6 +9,7 @@ from birdassets.checkpoints import CheckpointError, read_config, read_encoder_sh
 from birdassets.defs.partitions import split_evaluation_key
 from birdassets.defs.resources import BirdassetsHome
 from birdassets.discovery import resolve_checkpoint
+from birdassets.models.registry import PRETRAINED, load_encoder
 from birdassets.embeddings import collapse_stats, read_embeddings
 from birdassets.folds import check_folds
 from birdassets.sources.manifest import Manifest
@@ -65,7 +66,13 @@ def build_checks(assets: dict[str, dg.AssetsDefinition]) -> list[dg.AssetChecksD
 
     @dg.asset_check(asset=assets["encoder"], blocking=True, partitions_def=assets["encoder"].partitions_def)
     def encoder_shapes_consistent(context: dg.AssetCheckExecutionContext, birdassets: BirdassetsHome) -> dg.AssetCheckResult:
-        """Every layer of the checkpoint's encoder agrees on the embedding width (read from Orbax metadata)."""
+        """Every layer of the checkpoint's encoder agrees on the embedding width (read from Orbax metadata);
+        a pretrained encoder embeds a silent window into one finite vector of its stated width."""
+        if context.partition_key in PRETRAINED:
+            encoder = load_encoder(birdassets.settings.checkpoint_roots, context.partition_key).encoder
+            probe = np.asarray(encoder.embed(np.zeros((1, encoder.input_spec.clip_samples), np.float32)))
+            passed = probe.shape == (1, encoder.dim) and bool(np.isfinite(probe).all())
+            return dg.AssetCheckResult(passed=passed, metadata={"embedding_shape": str(probe.shape), "dim": encoder.dim})
         ref = resolve_checkpoint(birdassets.settings.checkpoint_roots, context.partition_key)
         try:
             validate_encoder_shapes(read_encoder_shapes(ref.run_dir, ref.step), read_config(ref.run_dir, ref.step), where=str(ref.step_dir))

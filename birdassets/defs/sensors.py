@@ -6,6 +6,7 @@ import dagster as dg
 from birdassets.defs.partitions import CHECKPOINT_PARTITIONS_NAME, Partitions, evaluation_key
 from birdassets.defs.resources import BirdassetsHome
 from birdassets.discovery import discover_checkpoints
+from birdassets.models.registry import available_pretrained
 
 SENSOR_INTERVAL_S = 30
 
@@ -15,11 +16,13 @@ def build_sensors(partitions: Partitions, encoder_job: dg.JobDefinition, benchma
         job=encoder_job,
         minimum_interval_seconds=SENSOR_INTERVAL_S,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Registers new finalized Orbax steps under the checkpoint roots and restores their encoders.",
+        description="Registers new finalized Orbax steps under the checkpoint roots (and installed pretrained "
+        "encoders such as BirdNET) and loads their encoders.",
     )
     def checkpoint_sensor(context: dg.SensorEvaluationContext, birdassets: BirdassetsHome) -> dg.SensorResult:
         known = set(context.instance.get_dynamic_partitions(CHECKPOINT_PARTITIONS_NAME))
         found = [ref.key for ref in discover_checkpoints(birdassets.settings.checkpoint_roots)]
+        found += [key for key in available_pretrained() if key in birdassets.settings.pretrained]
         new = [key for key in found if key not in known]
         return dg.SensorResult(
             run_requests=[dg.RunRequest(partition_key=key, run_key=f"encoder:{key}") for key in new],

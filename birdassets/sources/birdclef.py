@@ -20,23 +20,39 @@ all its species are in ``labels``, which may be empty for a window without calls
 Duplicate ids (the same file listed twice, two windows starting at the same time) get ``"#2"``,
 ``"#3"``, ... appended in file order, so every row keeps a unique ``recording_id``.
 
-Every row carries ``duration_s``/``sample_rate``/``channels`` of its file (read from the header with
-:func:`birdassets.audio.io.probe`) and the file's sha256 (each distinct file is hashed once).
-The label space is the sorted union of train primary, train secondary and test labels.
+Every referenced file is checked once (:func:`birdassets.sources.ingest.scan_audio`: verified,
+decoded, hashed). A file that is missing, empty, unreadable, not audio, corrupt, header-only,
+truncated or shorter than ``min_duration_s`` is quarantined with its reason, and every row that
+references it is left out of the manifest; nothing else is dropped. The other rows carry
+``duration_s``/``sample_rate``/``channels`` and the sha256 of their file. Problems of the tables
+themselves (missing ``train.csv`` or column, unparsable cell, empty filename or label, an empty or
+negative window) still raise :class:`ManifestError`: they are errors of the data set description, not
+of one file. A file shorter than a window its labels put in it is quarantined as ``too_short`` (the
+detail names the table line).
+
+Recording ids and the label space (the sorted union of train primary, train secondary and test
+labels) are computed over all rows, quarantined ones included, so they do not change when a file
+is repaired or breaks.
 """
 
 from __future__ import annotations
 
 import ast
 import math
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Literal
 
 import pandas as pd
 
-from birdassets.audio.io import AudioError, probe
-from birdassets.sources.manifest import Manifest, ManifestError, file_sha256
+from birdassets.sources.ingest import (
+    AudioFile,
+    IngestResult,
+    scan_audio,
+    sorted_records,
+    too_short_for,
+)
+from birdassets.sources.manifest import Manifest, ManifestError
 
 TRAIN_CSV = "train.csv"
 TRAIN_AUDIO_DIR = "train_audio"
@@ -44,55 +60,6 @@ SOUNDSCAPE_DIR = "test_soundscapes"
 TRAIN_REQUIRED_COLUMNS: tuple[str, ...] = ("primary_label", "secondary_labels", "filename")
 SOUNDSCAPE_REQUIRED_COLUMNS: tuple[str, ...] = ("filename", "start_s", "end_s", "labels")
 _END_TOLERANCE_S = 0.05  # a window may end this far past the file's end (header rounding)
-
-
-@dataclass(frozen=True)
-class FileFacts:
-    """Header facts and content hash of one audio file.
-
-    Attributes:
-        duration_s: whole-file duration, seconds.
-        sample_rate: native rate, Hz.
-        channels: channel count.
-        sha256: hex sha256 of the file's bytes.
-    """
-
-    duration_s: float
-    sample_rate: int
-    channels: int
-    sha256: str
-
-
-def describe_files(paths: Iterable[Path], where: Mapping[Path, str] | None = None) -> dict[Path, FileFacts]:
-    """Probe and hash each distinct file once.
-
-    Args:
-        paths: audio files (duplicates are fine; each is read once).
-        where: optional ``path -> "table.csv line 7"`` context prepended to error messages.
-
-    Raises:
-        ManifestError: a file is missing, unreadable or not audio; the message names the file
-            (and where it was referenced, when ``where`` says).
-    """
-    where = where or {}
-    facts: dict[Path, FileFacts] = {}
-    for path in paths:
-        if path in facts:
-            continue
-        context = f"{where[path]}: " if path in where else ""
-        try:
-            info = probe(path)
-        except AudioError as error:
-            raise ManifestError(f"{context}audio file {path}: {error.problem}") from error
-        if info.frames <= 0:
-            raise ManifestError(f"{context}audio file {path}: has no samples")
-        facts[path] = FileFacts(
-            duration_s=info.duration_s,
-            sample_rate=info.sample_rate,
-            channels=info.channels,
-            sha256=file_sha256(path),
-        )
-    return facts
 
 
 def unique_ids(ids: Iterable[str]) -> list[str]:
@@ -152,12 +119,10 @@ def _line(csv_path: Path, row: int) -> str:
 
 
 def _audio_path(base_dir: Path, filename: str, where: str) -> Path:
+    """The referenced file's resolved path; whether it exists is :func:`scan_audio`'s business."""
     if not filename.strip():
         raise ManifestError(f"{where}: empty filename")
-    path = (base_dir / filename.strip()).resolve()
-    if not path.is_file():
-        raise ManifestError(f"{where}: audio file {path} does not exist")
-    return path
+    return (base_dir / filename.strip()).resolve()
 
 
 def _parse_seconds(text: str, column: str, where: str) -> float:
@@ -230,45 +195,71 @@ def _soundscape_rows(root: Path, csv_name: str) -> list[dict]:
     return rows
 
 
-def read_birdclef(root: str | Path, *, soundscape_labels: str = "soundscape_labels.csv") -> Manifest:
-    """Read a BirdCLEF folder into a :class:`Manifest` (see the module docstring for the layout).
+def manifest_from_rows(
+    rows: list[dict], usable: dict[Path, AudioFile], classes: tuple[str, ...]
+) -> Manifest:
+    """Rows (with ``path``/``recording_id``, already unique) of usable files only, with their file facts."""
+    kept = []
+    for row in rows:
+        fact = usable.get(row["path"])
+        if fact is None:
+            continue
+        kept.append(
+            {
+                **{k: v for k, v in row.items() if not k.startswith("_")},
+                "path": fact.path,
+                "duration_s": fact.duration_s,
+                "sample_rate": fact.sample_rate,
+                "channels": fact.channels,
+                "sha256": fact.sha256,
+            }
+        )
+    return Manifest.from_rows(kept, classes=classes)
+
+
+def read_birdclef(
+    root: str | Path,
+    *,
+    soundscape_labels: str = "soundscape_labels.csv",
+    min_duration_s: float = 0.0,
+    decode: Literal["full", "tail"] = "full",
+) -> IngestResult:
+    """Read a BirdCLEF folder (see the module docstring for the layout and what is quarantined).
 
     Args:
         root: the competition folder holding ``train.csv`` and ``train_audio/``.
         soundscape_labels: name (in ``root``) of the optional labelled-window table; absent -> no test rows.
+        min_duration_s: files shorter than this are quarantined as ``too_short`` (the preset's ``min_last_s``).
+        decode: how thoroughly files are checked (:func:`birdassets.sources.ingest.scan_audio`).
 
     Returns:
-        A manifest with ``"train"`` rows (whole focal files) and ``"test"`` rows (soundscape windows);
-        classes = sorted union of all labels.
+        The manifest (``"train"`` rows: whole focal files; ``"test"`` rows: soundscape windows;
+        classes = sorted union of all labels) with the quarantined files; ``found`` counts the
+        distinct files the tables reference.
 
     Raises:
-        ManifestError: ``train.csv`` missing, a required column missing, an unparsable cell, a
-            referenced audio file missing or unreadable, or a window outside its file; the message
-            names the table line and/or the audio file.
+        ManifestError: ``train.csv`` missing, a required column missing, an unparsable cell, or an
+            empty/negative window; the message names the table line.
     """
     root = Path(root).resolve()
     if not root.is_dir():
         raise ManifestError(f"{root}: BirdCLEF folder does not exist")
     rows = _train_rows(root) + _soundscape_rows(root, soundscape_labels)
-    facts = describe_files(
-        (row["path"] for row in rows),
-        where={row["path"]: row["_where"] for row in reversed(rows)},
-    )
-    ids = unique_ids(row["recording_id"] for row in rows)
-    for row, recording_id in zip(rows, ids):
-        fact = facts[row["path"]]
-        if row["split"] == "test" and row["end_s"] > fact.duration_s + _END_TOLERANCE_S:
-            raise ManifestError(
-                f"{row['_where']}: window ends at {row['end_s']} s but {row['path']} lasts {fact.duration_s:.3f} s"
+    for row, recording_id in zip(rows, unique_ids(row["recording_id"] for row in rows)):
+        row["recording_id"] = recording_id
+    files = list(dict.fromkeys(row["path"] for row in rows))
+    usable, quarantine = scan_audio(files, min_duration_s, decode=decode)
+    by_path = {Path(f.path): f for f in usable}
+    for row in rows:
+        fact = by_path.get(row["path"])
+        if fact is not None and row["split"] == "test" and row["end_s"] > fact.duration_s + _END_TOLERANCE_S:
+            quarantine.append(
+                too_short_for(
+                    fact,
+                    f"lasts {fact.duration_s:.3f} s but {row['_where']} labels a window ending at {row['end_s']} s",
+                )
             )
-        row.update(
-            recording_id=recording_id,
-            path=str(row.pop("path")),
-            duration_s=fact.duration_s,
-            sample_rate=fact.sample_rate,
-            channels=fact.channels,
-            sha256=fact.sha256,
-        )
-        del row["_where"]
+            del by_path[row["path"]]
     classes = tuple(sorted({label for row in rows for label in row["labels"]}))
-    return Manifest.from_rows(rows, classes=classes)
+    manifest = manifest_from_rows(rows, by_path, classes)
+    return IngestResult(manifest, sorted_records(quarantine), found=len(files)).check()

@@ -30,7 +30,12 @@ The label space is BirdSet's full class list, in its order, read from ``dataset_
 format: ``features.ebird_code.names``; ``dataset_infos.json`` keyed by config also works) or from
 ``<config>_ebird_codes.json`` (``{"id2label": {"0": "ostric2", ...}}``, as in BirdSet's
 ``resources/ebird_codes/``). Test windows may end past the file end (the loader pads); only a window
-starting after the end is an error.
+starting after the end makes its file ``too_short`` (quarantined).
+
+Every referenced audio file is checked once (:func:`birdassets.sources.ingest.scan_audio`); missing,
+unreadable, corrupt, truncated, ... or too-short files are quarantined with their reason and their
+rows left out of the manifest (see :func:`birdassets.sources.birdclef.read_birdclef`: table problems
+still raise, recording ids are computed over all rows).
 """
 
 from __future__ import annotations
@@ -39,13 +44,20 @@ import json
 import math
 import re
 from pathlib import Path
+from typing import Literal
 
 import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from birdassets.sources.birdclef import describe_files, unique_ids
-from birdassets.sources.manifest import Manifest, ManifestError
+from birdassets.sources.birdclef import manifest_from_rows, unique_ids
+from birdassets.sources.ingest import (
+    IngestResult,
+    scan_audio,
+    sorted_records,
+    too_short_for,
+)
+from birdassets.sources.manifest import ManifestError
 
 SPLITS: dict[str, str] = {"train": "train", "test_5s": "test"}
 """BirdSet split -> manifest split."""
@@ -215,8 +227,6 @@ def _rows_of_table(path: Path, root: Path, split: str, classes: tuple[str, ...])
         if not filepaths[i]:
             raise ManifestError(f"{where}: empty filepath")
         audio = Path(filepaths[i]) if Path(filepaths[i]).is_absolute() else root / filepaths[i]
-        if not audio.is_file():
-            raise ManifestError(f"{where}: audio file {audio} does not exist")
         multilabel = [_class_name(v, classes, where) for v in (multi[i] or [])]
         primary = _class_name(focal[i], classes, where) if ours == "train" else None
         labels = list(dict.fromkeys(x for x in [primary, *multilabel] if x is not None))
@@ -245,22 +255,31 @@ def _rows_of_table(path: Path, root: Path, split: str, classes: tuple[str, ...])
     return rows
 
 
-def read_birdset(root: str | Path, config: str | None = None) -> Manifest:
-    """Read a local BirdSet copy (see the module docstring) into a :class:`Manifest`.
+def read_birdset(
+    root: str | Path,
+    config: str | None = None,
+    *,
+    min_duration_s: float = 0.0,
+    decode: Literal["full", "tail"] = "full",
+) -> IngestResult:
+    """Read a local BirdSet copy (see the module docstring) into a manifest plus its quarantine.
 
     Args:
         root: folder with the split files and the class list.
         config: BirdSet configuration name (e.g. ``"HSN"``): also searches ``root/<config>/`` and
             picks ``<config>_ebird_codes.json``.
+        min_duration_s: files shorter than this are quarantined as ``too_short`` (the preset's ``min_last_s``).
+        decode: how thoroughly files are checked (:func:`birdassets.sources.ingest.scan_audio`).
 
     Returns:
-        ``"train"`` rows (whole focal files) and ``"test"`` rows (``test_5s`` windows); classes =
-        BirdSet's full class list in its index order.
+        ``"train"`` rows (whole focal files) and ``"test"`` rows (``test_5s`` windows) of usable
+        files, classes = BirdSet's full class list in its index order; the quarantined files;
+        ``found`` = distinct audio files the tables reference.
 
     Raises:
         ManifestError: no class list, no ``train``/``test_5s`` files, an unreadable table, an unknown
-            class index, a missing or unreadable audio file, or a bad window; the message names the
-            table file (and row) or the audio file.
+            class index, an empty filepath, or a window without bounds or with ``end <= start``; the
+            message names the table file and row.
     """
     root = Path(root).resolve()
     if not root.is_dir():
@@ -275,21 +294,20 @@ def read_birdset(root: str | Path, config: str | None = None) -> Manifest:
     rows = [
         row for split, paths in files.items() for path in paths for row in _rows_of_table(path, root, split, classes)
     ]
-    facts = describe_files((row["path"] for row in rows), where={row["path"]: row["_where"] for row in reversed(rows)})
     for row, recording_id in zip(rows, unique_ids(row["recording_id"] for row in rows)):
-        fact = facts[row["path"]]
-        if row["split"] == "test" and row["start_s"] >= fact.duration_s:
-            raise ManifestError(
-                f"{row.pop('_where')}: window starts at {row['start_s']} s, after the end of {row['path']} "
-                f"({fact.duration_s:.3f} s)"
+        row["recording_id"] = recording_id
+    audio_files = list(dict.fromkeys(row["path"] for row in rows))
+    usable, quarantine = scan_audio(audio_files, min_duration_s, decode=decode)
+    by_path = {Path(f.path): f for f in usable}
+    for row in rows:
+        fact = by_path.get(row["path"])
+        if fact is not None and row["split"] == "test" and row["start_s"] >= fact.duration_s:
+            quarantine.append(
+                too_short_for(
+                    fact,
+                    f"lasts {fact.duration_s:.3f} s but {row['_where']} has a window starting at {row['start_s']} s",
+                )
             )
-        row.pop("_where")
-        row.update(
-            recording_id=recording_id,
-            path=str(row["path"]),
-            duration_s=fact.duration_s,
-            sample_rate=fact.sample_rate,
-            channels=fact.channels,
-            sha256=fact.sha256,
-        )
-    return Manifest.from_rows(rows, classes=classes)
+            del by_path[row["path"]]
+    manifest = manifest_from_rows(rows, by_path, classes)
+    return IngestResult(manifest, sorted_records(quarantine), found=len(audio_files)).check()

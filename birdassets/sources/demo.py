@@ -70,7 +70,7 @@ import soundfile as sf
 
 from birdassets.audio.io import resample
 from birdassets.sources.birdclef import read_birdclef
-from birdassets.sources.manifest import Manifest
+from birdassets.sources.ingest import IngestResult
 
 GENERATOR_VERSION = 1
 CALL_KINDS: tuple[str, ...] = ("fm_sweep", "trill", "harmonic_stack", "two_note", "buzz")
@@ -745,6 +745,10 @@ def _move_into_place(staging: Path, root: Path, spec: DemoTaskSpec) -> None:
     shutil.rmtree(retired, ignore_errors=True)
 
 
-def read_demo(task: str | DemoTaskSpec, root: str | Path) -> Manifest:
-    """:func:`generate` the task into ``root`` (if needed) and read it with :func:`read_birdclef`."""
-    return read_birdclef(generate(task, root))
+def read_demo(task: str | DemoTaskSpec, root: str | Path, *, min_duration_s: float = 0.0) -> IngestResult:
+    """:func:`generate` the task into ``root`` (if needed) and read it with :func:`read_birdclef`.
+
+    Generated files are all usable, so the quarantine is empty unless files were damaged after
+    generation (or are shorter than ``min_duration_s``; generated files last >= 2 s).
+    """
+    return read_birdclef(generate(task, root), min_duration_s=min_duration_s)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from birdassets.store.schema import SCHEMA_VERSION, SPLITS
 from birdassets.store.store import (
     CLASS_SCORE_COLUMNS,
+    QUARANTINE_FIELDS,
     SCORE_COLUMNS,
     Lineage,
     MetricsStore,
@@ -22,6 +23,7 @@ from birdassets.store.store import (
 
 __all__ = [
     "CLASS_SCORE_COLUMNS",
+    "QUARANTINE_FIELDS",
     "SCHEMA_VERSION",
     "SCORE_COLUMNS",
     "SPLITS",

@@ -14,6 +14,16 @@ Tables
 ``class_scores``    one row per (task, checkpoint, fold, split, probe, class_name): ``support``
                     (positive rows), ``n_negatives`` (may be NULL), ``ap`` and ``auc`` (NULL where
                     undefined).
+``quarantine``      (version 2) one row per (task, path): an audio file the task's source found
+                    but could not use; ``reason`` is a code of
+                    :data:`birdassets.sources.ingest.REASONS`, ``detail`` the message,
+                    ``size_bytes``/``sha256`` NULL where the file could not be stat'ed/read,
+                    ``found_at`` when it was first quarantined for this reason and content,
+                    ``run_id`` the latest run that (re)confirmed it.
+``detections``      (version 3) one row per (task, scorer, path, start_s): a sliding window's confidence
+                    and ``local_prediction`` (confidence > threshold).
+``detection_files`` (version 3) one row per (task, scorer, path): OrcaHello's ``global_prediction``
+                    and ``global_confidence``, the window count and the decision rule (``config`` JSON).
 
 A score row joins its lineage on ``(task, checkpoint)``; both carry the same ``run_id``.
 Timestamps are UTC, stored as naive ``TIMESTAMP``.
@@ -25,15 +35,17 @@ Views
                     ordered by step, i.e. the score curve over training.
 ``latest_lineage``  lineage rows, newest first.
 
-Later schema versions may add tables (``recordings``, ``quarantine``, ``detections``); changes
-must stay additive (new tables/views, ``CREATE OR REPLACE VIEW``) so :data:`SCHEMA_SQL` can be
-re-applied to an older file.
+Later schema versions may add tables (``recordings``); changes must stay additive
+(new tables/views, ``CREATE OR REPLACE VIEW``) so :data:`SCHEMA_SQL` can be re-applied to an older
+file.
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
-"""Version written to ``schema_version``; bump on every schema change (additive only)."""
+SCHEMA_VERSION = 3
+"""Version written to ``schema_version``; bump on every schema change (additive only).
+1: runs, checkpoints, datasets, lineage, scores, class_scores and their views; 2: + quarantine;
+3: + detections, detection_files."""
 
 SPLITS = ("valid", "test")
 """Allowed values of the ``split`` column."""
@@ -134,6 +146,52 @@ CREATE TABLE IF NOT EXISTS class_scores (
 )
 """
 
+QUARANTINE_TABLE = """
+CREATE TABLE IF NOT EXISTS quarantine (
+    task        VARCHAR   NOT NULL,
+    path        VARCHAR   NOT NULL,
+    reason      VARCHAR   NOT NULL,
+    detail      VARCHAR   NOT NULL,
+    size_bytes  BIGINT    CHECK (size_bytes >= 0),
+    sha256      VARCHAR,
+    found_at    TIMESTAMP NOT NULL,
+    run_id      VARCHAR   NOT NULL,
+    PRIMARY KEY (task, path)
+)
+"""
+
+DETECTIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS detections (
+    task              VARCHAR   NOT NULL,
+    scorer            VARCHAR   NOT NULL,
+    path              VARCHAR   NOT NULL,
+    start_s           DOUBLE    NOT NULL,
+    duration_s        DOUBLE    NOT NULL,
+    confidence        DOUBLE    NOT NULL CHECK (confidence >= 0 AND confidence <= 1),
+    local_prediction  INTEGER   NOT NULL CHECK (local_prediction IN (0, 1)),
+    run_id            VARCHAR   NOT NULL,
+    created_at        TIMESTAMP NOT NULL,
+    PRIMARY KEY (task, scorer, path, start_s)
+)
+"""
+
+DETECTION_FILES_TABLE = """
+CREATE TABLE IF NOT EXISTS detection_files (
+    task               VARCHAR   NOT NULL,
+    scorer             VARCHAR   NOT NULL,
+    path               VARCHAR   NOT NULL,
+    duration_s         DOUBLE    NOT NULL,
+    n_windows          INTEGER   NOT NULL,
+    n_positive         INTEGER   NOT NULL,
+    global_prediction  INTEGER   NOT NULL CHECK (global_prediction IN (0, 1)),
+    global_confidence  DOUBLE    NOT NULL,
+    config             JSON      NOT NULL,
+    run_id             VARCHAR   NOT NULL,
+    created_at         TIMESTAMP NOT NULL,
+    PRIMARY KEY (task, scorer, path)
+)
+"""
+
 TABLES = (
     SCHEMA_VERSION_TABLE,
     RUNS_TABLE,
@@ -142,6 +200,9 @@ TABLES = (
     LINEAGE_TABLE,
     SCORES_TABLE,
     CLASS_SCORES_TABLE,
+    QUARANTINE_TABLE,
+    DETECTIONS_TABLE,
+    DETECTION_FILES_TABLE,
 )
 
 # The run of a checkpoint key "<run>@<step>" is everything before the LAST '@'; a key without '@'

@@ -18,10 +18,12 @@ Schema: :mod:`birdassets.store.schema`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -41,6 +43,9 @@ CLASS_SCORE_COLUMNS = ("fold", "split", "probe", "class_name", "support", "ap", 
 """Columns ``write_evaluation`` needs in its ``class_scores`` frame; ``n_negatives`` is optional
 (stored when present, as :func:`birdassets.metrics.per_class_scores` emits it); others are
 ignored."""
+
+QUARANTINE_FIELDS = ("path", "reason", "detail", "size_bytes", "sha256")
+"""Attributes ``replace_quarantine`` reads from each record."""
 
 _MAX_BACKOFF_S = 1.0
 _FIRST_BACKOFF_S = 0.05
@@ -395,9 +400,49 @@ def _prepare_class_scores(frame: object, where: str) -> pd.DataFrame:
     )
 
 
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _prepare_quarantine(records: object, where: str) -> list[dict[str, Any]]:
+    """Validated quarantine rows (dicts of :data:`QUARANTINE_FIELDS`) from record objects."""
+    if isinstance(records, (str, bytes, pd.DataFrame)) or not isinstance(records, Iterable):
+        raise StoreValidationError(
+            f"{where}: quarantine records must be an iterable of records, got {type(records).__name__}"
+        )
+    rows = []
+    for index, record in enumerate(records):
+        try:
+            row = {name: getattr(record, name) for name in QUARANTINE_FIELDS}
+        except AttributeError as err:
+            raise StoreValidationError(
+                f"{where}: quarantine record {index} ({record!r}) lacks an attribute: {err}"
+            ) from err
+        label = f"{where}: quarantine record {index} ({row['path']!r})"
+        for name in ("path", "reason"):
+            if not isinstance(row[name], str) or not row[name]:
+                raise StoreValidationError(f"{label}: {name} must be a non-empty str, got {row[name]!r}")
+        if not isinstance(row["detail"], str):
+            raise StoreValidationError(f"{label}: detail must be a str, got {row['detail']!r}")
+        size = row["size_bytes"]
+        if size is not None and (
+            isinstance(size, (bool, np.bool_)) or not isinstance(size, (int, np.integer)) or size < 0
+        ):
+            raise StoreValidationError(f"{label}: size_bytes must be a non-negative int or None, got {size!r}")
+        digest = row["sha256"]
+        if digest is not None and (not isinstance(digest, str) or not _SHA256.match(digest)):
+            raise StoreValidationError(f"{label}: sha256 must be 64 lower-case hex digits or None, got {digest!r}")
+        rows.append(row)
+    paths = [row["path"] for row in rows]
+    if len(set(paths)) != len(paths):
+        repeated = sorted({path for path in paths if paths.count(path) > 1})[:3]
+        raise StoreValidationError(f"{where}: quarantine records repeat paths {repeated}; one record per file")
+    return rows
+
+
 # --------------------------------------------------------------------------------- store
 
 
+_QUARANTINE_IN = "_birdassets_quarantine_in"
 _SCORES_IN = "_birdassets_scores_in"
 _CLASS_SCORES_IN = "_birdassets_class_scores_in"
 
@@ -578,6 +623,105 @@ class MetricsStore:
                 [checkpoint, str(run), None if step is None else int(step), str(path),
                  str(family), now, now],
             )
+
+    def replace_detections(self, task: str, result: Any, run_id: str) -> int:
+        """Make the detections of ``(task, result.scorer)`` exactly ``result``'s; one transaction.
+
+        ``result``: a :class:`birdassets.detect.DetectionResult`. Rows of that task and scorer are deleted
+        and rewritten, so re-running never duplicates (another scorer's rows are kept). Returns the
+        number of window rows written.
+        """
+        _require_name(task, "task", self.path)
+        _require_name(run_id, "run_id", self.path)
+        where = f"{self.path} [detections of task={task!r}, scorer={result.scorer!r}]"
+        now = _utc_now()
+        windows = result.windows_frame()
+        files = pd.DataFrame(
+            {
+                "path": [r.file for r in result.recordings],
+                "duration_s": [r.duration_s for r in result.recordings],
+                "n_windows": [len(r.start_s) for r in result.recordings],
+                "n_positive": [int(r.local_predictions.sum()) for r in result.recordings],
+                "global_prediction": [r.global_prediction for r in result.recordings],
+                "global_confidence": [r.global_confidence for r in result.recordings],
+            }
+        )
+        config = json.dumps(dataclasses.asdict(result.config))
+        with self._transaction(f"replace_detections {where}") as con:
+            con.execute("DELETE FROM detections WHERE task = ? AND scorer = ?", [task, result.scorer])
+            con.execute("DELETE FROM detection_files WHERE task = ? AND scorer = ?", [task, result.scorer])
+            if len(windows):
+                con.register("detections_in", windows)
+                con.execute(
+                    """
+                    INSERT INTO detections (task, scorer, path, start_s, duration_s, confidence, local_prediction,
+                        run_id, created_at)
+                    SELECT ?, ?, file, start_s, duration_s, confidence, local_prediction, ?, ? FROM detections_in
+                    """,
+                    [task, result.scorer, run_id, now],
+                )
+                con.unregister("detections_in")
+            if len(files):
+                con.register("detection_files_in", files)
+                con.execute(
+                    """
+                    INSERT INTO detection_files (task, scorer, path, duration_s, n_windows, n_positive,
+                        global_prediction, global_confidence, config, run_id, created_at)
+                    SELECT ?, ?, path, duration_s, n_windows, n_positive, global_prediction, global_confidence,
+                        ?, ?, ? FROM detection_files_in
+                    """,
+                    [task, result.scorer, config, run_id, now],
+                )
+                con.unregister("detection_files_in")
+        return len(windows)
+
+    def replace_quarantine(self, task: str, records: Iterable[Any], run_id: str) -> int:
+        """Make the ``quarantine`` rows of ``task`` exactly ``records``; one transaction.
+
+        ``records``: objects with ``path``, ``reason``, ``detail``, ``size_bytes`` (int >= 0 or
+        None) and ``sha256`` (hex or None) attributes, one per path (e.g.
+        :class:`birdassets.sources.ingest.QuarantineRecord`). The task's previous rows are deleted
+        and these inserted in the same transaction, so re-running never duplicates and a failure
+        leaves the previous rows. ``found_at`` is kept from the previous row of the same path when
+        its reason and sha256 are unchanged (first time seen), else it is now; ``run_id`` is always
+        this run. Returns the number of rows written.
+        """
+        _require_name(task, "task", self.path)
+        _require_name(run_id, "run_id", self.path)
+        where = f"{self.path} [quarantine of task={task!r}]"
+        rows = _prepare_quarantine(records, where)
+        now = _utc_now()
+        with self._transaction(f"replace_quarantine {where}") as con:
+            previous = con.execute(
+                "SELECT path, reason, sha256, found_at FROM quarantine WHERE task = ?", [task]
+            ).fetchall()
+            first_seen = {(path, reason, digest): found for path, reason, digest, found in previous}
+            frame = pd.DataFrame(
+                {
+                    "path": pd.Series([row["path"] for row in rows], dtype=object),
+                    "reason": pd.Series([row["reason"] for row in rows], dtype=object),
+                    "detail": pd.Series([row["detail"] for row in rows], dtype=object),
+                    "size_bytes": pd.array([row["size_bytes"] for row in rows], dtype="Int64"),
+                    "sha256": pd.Series([row["sha256"] for row in rows], dtype=object),
+                    "found_at": pd.to_datetime(
+                        [first_seen.get((row["path"], row["reason"], row["sha256"]), now) for row in rows]
+                    ),
+                }
+            )
+            con.execute("DELETE FROM quarantine WHERE task = ?", [task])
+            if rows:
+                con.register(_QUARANTINE_IN, frame)
+                con.execute(
+                    f"""
+                    INSERT INTO quarantine (task, path, reason, detail, size_bytes, sha256,
+                        found_at, run_id)
+                    SELECT ?, path, reason, detail, size_bytes, sha256, found_at, ?
+                    FROM {_QUARANTINE_IN}
+                    """,
+                    [task, run_id],
+                )
+                con.unregister(_QUARANTINE_IN)
+        return len(rows)
 
     def record_run(self, run_id: str, kind: str, note: str = "") -> None:
         """Insert the ``runs`` row of ``run_id`` (or update its kind/note, keeping started_at)."""

@@ -14,10 +14,13 @@ from birdassets.defs.partitions import Partitions
 from birdassets.defs.resources import BirdassetsHome
 from birdassets.folds import FoldConfig, assign_folds, fold_table, folds_hash
 from birdassets.settings import Settings
+from birdassets.sources.ingest import write_quarantine
 from birdassets.sources.manifest import Manifest
-from birdassets.sources.registry import read_source
+from birdassets.sources.registry import ingest_source
 
 GROUP = "data"
+QUARANTINE_LISTED = 20
+"""Quarantined files listed (path, reason, detail) in raw_audio's materialization metadata."""
 
 
 def presets_version(settings: Settings) -> str:
@@ -35,26 +38,52 @@ def build_data_assets(settings: Settings, partitions: Partitions) -> list[dg.Ass
         partitions_def=partitions.task,
         code_version=__version__,
         automation_condition=eager,
-        kinds={"python", "parquet"},
+        pool="duckdb",
+        kinds={"python", "parquet", "duckdb"},
     )
     def raw_audio(context: dg.AssetExecutionContext, birdassets: BirdassetsHome) -> dg.MaterializeResult:
-        """The task's recordings as a manifest (one row per recording or labelled segment)."""
+        """The task's recordings as a manifest (one row per recording or labelled segment), plus every
+        file that could not be used (quarantine: parquet next to the manifest and DuckDB ``quarantine``).
+        A bad file is quarantined, never fails the asset; counts reconcile: found = ingested + quarantined."""
         task = context.partition_key
-        dataset = birdassets.settings.dataset(task)
+        settings = birdassets.settings
+        dataset = settings.dataset(task)
         started = time.perf_counter()
-        manifest = read_source(dataset)
-        path = manifest.write(birdassets.settings.manifest_path(task))
+        result = ingest_source(dataset, settings.task_preset(task))
+        scan_seconds = time.perf_counter() - started
+        manifest = result.manifest
+        path = manifest.write(settings.manifest_path(task))
+        quarantine_path = write_quarantine(result.quarantine, settings.quarantine_path(task))
+        birdassets.store().replace_quarantine(task, result.quarantine, context.run_id)
+        if result.quarantine:
+            context.log.warning(
+                f"{task}: quarantined {len(result.quarantine)} of {result.found} files "
+                f"({result.reason_counts()}); see {quarantine_path}"
+            )
         table = manifest.table
         counts = table.groupby("split").agg(recordings=("recording_id", "count"), hours=("duration_s", "sum"))
         counts["hours"] = counts["hours"] / 3600
+        reasons = pd.DataFrame(
+            {"reason": list(result.reason_counts()), "files": list(result.reason_counts().values())}
+        )
+        first = result.quarantine_frame().head(QUARANTINE_LISTED)[["path", "reason", "detail"]]
         return dg.MaterializeResult(
             metadata={
                 "source": dataset.source,
                 "root": dg.MetadataValue.path(str(dataset.root)),
                 "manifest": dg.MetadataValue.path(str(path)),
+                "quarantine": dg.MetadataValue.path(str(quarantine_path)),
+                "found": result.found,
+                "ingested": result.ingested,
+                "quarantined": len(result.quarantine),
+                "ignored_non_audio": result.ignored,
+                "reconciles": result.reconciles,
+                "quarantine_reasons": table_metadata(reasons),
+                "quarantined_files": table_metadata(first),
                 "recordings": len(table),
                 "classes": len(manifest.classes),
                 "manifest_hash": manifest.content_hash(),
+                "scan_files_per_s": result.found / scan_seconds if scan_seconds else None,
                 "seconds": time.perf_counter() - started,
                 "by_split": table_metadata(counts.reset_index()),
             },

@@ -11,7 +11,7 @@ from birdassets.benchmark import mel_dataset_for, score_probes
 from birdassets.defs.metadata import table_metadata
 from birdassets.defs.partitions import Partitions, split_evaluation_key
 from birdassets.defs.resources import BirdassetsHome
-from birdassets.discovery import resolve_checkpoint
+from birdassets.models.registry import resolve_encoder
 from birdassets.evaluation import ap_chart_markdown
 from birdassets.folds import folds_hash
 from birdassets.lineage import code_version
@@ -34,7 +34,7 @@ def evaluation_lineage(settings: Settings, task: str, checkpoint: str, run_id: s
     dataset = settings.dataset(task)
     preset = settings.preset(dataset.preset)
     manifest = Manifest.read(settings.manifest_path(task))
-    ref = resolve_checkpoint(settings.checkpoint_roots, checkpoint)
+    ref = resolve_encoder(settings.checkpoint_roots, checkpoint)
     return Lineage(
         task=task,
         checkpoint=checkpoint,
@@ -43,8 +43,8 @@ def evaluation_lineage(settings: Settings, task: str, checkpoint: str, run_id: s
         preset_name=preset.name,
         preset_hash=preset.content_hash(),
         folds_hash=folds_hash(pd.read_parquet(settings.folds_path(task))),
-        checkpoint_path=str(ref.step_dir),
-        encoder_family="vit",
+        checkpoint_path=str(ref.path),
+        encoder_family=ref.family,
         code_version=code_version(),
         run_id=run_id,
         extra={
@@ -121,8 +121,8 @@ def build_evaluation_assets(settings: Settings, partitions: Partitions, model_as
         dataset = settings.dataset(task)
         manifest = Manifest.read(settings.manifest_path(task))
         store.upsert_dataset(task, dataset.source, str(dataset.root), manifest.content_hash(), len(manifest.table), len(manifest.classes))
-        ref = resolve_checkpoint(settings.checkpoint_roots, checkpoint)
-        store.upsert_checkpoint(checkpoint, ref.run, ref.step, str(ref.step_dir), lineage.encoder_family)
+        ref = resolve_encoder(settings.checkpoint_roots, checkpoint)
+        store.upsert_checkpoint(checkpoint, ref.run, ref.step, str(ref.path), lineage.encoder_family)
         store.record_run(lineage.run_id, "benchmark", f"{task} x {checkpoint}")
         written = store.write_evaluation(lineage, score_table, class_table)
         board = store.query(

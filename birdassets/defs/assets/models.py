@@ -35,23 +35,28 @@ def build_model_assets(settings: Settings, partitions: Partitions, data_assets) 
         checkpoint = context.partition_key
         settings = birdassets.settings
         loaded = load_encoder(settings.checkpoint_roots, checkpoint)  # validates shapes before restoring
-        config = loaded.config
-        n_params = int(sum(np.prod(s) for s in read_encoder_shapes(loaded.path.parent, loaded.step).values()))
+        spec = loaded.encoder.input_spec
+        info = {"checkpoint": checkpoint, "path": str(loaded.path), "step": loaded.step, "family": loaded.family}
+        if loaded.config is not None:  # a ViT from Orbax
+            config = loaded.config
+            n_params = int(sum(np.prod(s) for s in read_encoder_shapes(loaded.path.parent, loaded.step).values()))
+            details = {"config": config.to_dict(), "n_params": n_params}
+            metadata = {"depth": config.depth, "parameters": n_params,
+                        "input": dg.MetadataValue.json({"preset": config.preset, "frames": config.frames,
+                                                        "mels": config.mels})}
+        else:  # a pretrained waveform encoder
+            details = {"input": {"name": spec.name, "sample_rate": spec.sample_rate, "clip_s": spec.clip_s}}
+            metadata = {"input": dg.MetadataValue.json(details["input"])}
         path = encoder_ref_path(settings, checkpoint)
         path.parent.mkdir(parents=True, exist_ok=True)
-        info = {"checkpoint": checkpoint, "path": str(loaded.path), "step": loaded.step, "family": loaded.family}
-        path.write_text(json.dumps({**info, "config": config.to_dict(), "n_params": n_params}, indent=2))
+        path.write_text(json.dumps({**info, **details}, indent=2))
         return dg.MaterializeResult(
             metadata={
                 "checkpoint_path": dg.MetadataValue.path(str(loaded.path)),
                 "step": loaded.step,
                 "family": loaded.family,
-                "dim": config.dim,
-                "depth": config.depth,
-                "parameters": n_params,
-                "input": dg.MetadataValue.json(
-                    {"preset": config.preset, "frames": config.frames, "mels": config.mels}
-                ),
+                "dim": loaded.encoder.dim,
+                **metadata,
             },
             data_version=dg.DataVersion(checkpoint),
         )

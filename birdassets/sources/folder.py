@@ -1,0 +1,103 @@
+"""A folder of unlabelled recordings (e.g. a field recorder's card) as a manifest, for detection and embedding.
+
+What counts as *found*: every file anywhere under ``root`` (recursively, hidden files and folders
+included, symlinked folders not followed) whose extension is one of :data:`AUDIO_EXTENSIONS`, in any
+letter case (``.WAV`` counts). Such a file is either ingested or quarantined
+(:mod:`birdassets.sources.ingest`): a text file named ``.mp3``, a broken symlink named ``.wav`` or a
+macOS ``._x.wav`` resource fork is found and then quarantined, never skipped. Files with other
+extensions (``notes.txt``, ``cover.png``, ``.m4a``) are not found; they are only counted in
+:attr:`~birdassets.sources.ingest.IngestResult.ignored`.
+
+Every usable file becomes one row:
+
+* ``recording_id``: its path relative to ``root`` without the extension, ``/``-separated
+  (``"site1/20240501_0600"``); a second file with the same stem (``a.wav`` next to ``a.flac``) gets
+  ``"#2"`` (:func:`birdassets.sources.birdclef.unique_ids`, in sorted path order);
+* ``split``: :data:`SPLIT` (``"test"``): the recordings are scored/embedded, never trained on;
+* ``primary_label = ""``, ``labels = []``; the manifest has no classes;
+* whole file (``start_s``/``end_s`` NaN), with duration, rate, channels and sha256 of the file.
+
+Paths are absolute but not resolved (a symlink keeps its own name).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Literal
+
+from birdassets.sources.birdclef import unique_ids
+from birdassets.sources.ingest import IngestResult, scan_audio, sorted_records
+from birdassets.sources.manifest import Manifest, ManifestError
+
+AUDIO_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".ogg", ".mp3")
+"""Extensions (compared lower-case) of the files a folder source considers audio."""
+SPLIT = "test"
+"""The split of every folder recording."""
+
+
+def find_audio(root: str | Path) -> tuple[list[Path], int]:
+    """Files under ``root`` with an audio extension (sorted), and the number of other files seen.
+
+    Raises:
+        ManifestError: ``root`` is not a folder.
+    """
+    root = Path(root).absolute()
+    if not root.is_dir():
+        raise ManifestError(f"{root}: recordings folder does not exist or is not a folder")
+    found: list[Path] = []
+    ignored = 0
+    for directory, _, names in os.walk(root, followlinks=False):
+        for name in names:
+            if os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS:
+                found.append(Path(directory) / name)
+            else:
+                ignored += 1
+    return sorted(found), ignored
+
+
+def read_folder(
+    root: str | Path,
+    *,
+    min_duration_s: float = 0.0,
+    decode: Literal["full", "tail"] = "full",
+    workers: int | None = None,
+) -> IngestResult:
+    """Ingest a folder of recordings (see the module docstring).
+
+    Args:
+        root: the folder.
+        min_duration_s: shorter files are quarantined as ``too_short`` (the task preset's ``min_last_s``).
+        decode: how thoroughly files are checked (:func:`birdassets.sources.ingest.scan_audio`).
+        workers: checking threads (default: see :func:`~birdassets.sources.ingest.scan_audio`).
+
+    Returns:
+        The manifest of usable files (split :data:`SPLIT`, no labels), the quarantined ones, ``found``
+        = files with an audio extension, ``ignored`` = other files.
+
+    Raises:
+        ManifestError: ``root`` is not a folder.
+    """
+    root = Path(root).absolute()
+    paths, ignored = find_audio(root)
+    ids = dict(zip(paths, unique_ids(p.relative_to(root).with_suffix("").as_posix() for p in paths)))
+    usable, quarantine = scan_audio(paths, min_duration_s, decode=decode, workers=workers)
+    rows = [
+        {
+            "recording_id": ids[Path(f.path)],
+            "path": f.path,
+            "duration_s": f.duration_s,
+            "sample_rate": f.sample_rate,
+            "channels": f.channels,
+            "primary_label": "",
+            "labels": [],
+            "split": SPLIT,
+            "start_s": math.nan,
+            "end_s": math.nan,
+            "sha256": f.sha256,
+        }
+        for f in usable
+    ]
+    manifest = Manifest.from_rows(rows, classes=())
+    return IngestResult(manifest, sorted_records(quarantine), found=len(paths), ignored=ignored).check()

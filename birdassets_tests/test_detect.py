@@ -1,0 +1,116 @@
+"""Sliding-window detection with OrcaHello's decision rule, on real files and a real (band-energy) detector."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from birdassets.detect import (
+    BandEnergyScorer,
+    DetectionConfig,
+    decide,
+    detect_recordings,
+    fit_clips,
+    resolve_labels,
+    sigmoid,
+)
+from birdassets_tests.conftest import write_recording
+
+RATE = 16_000
+
+
+def call_recording(seconds: float, calls: list[tuple[float, float]], seed: int = 0, rate: int = RATE) -> np.ndarray:
+    """White noise (sigma 0.05) with a 3 kHz tone (amplitude 0.5) during each ``(start_s, end_s)``."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    wave = 0.05 * rng.standard_normal(len(t))
+    for start, end in calls:
+        inside = (t >= start) & (t < end)
+        wave[inside] += 0.5 * np.sin(2 * np.pi * 3000 * t[inside])
+    return wave.astype(np.float32)
+
+
+def test_decision_rule_is_orcahello():
+    confidence = np.array([0.6, 0.2, 0.7, 0.5, 0.9])  # 0.5 is not above 0.5: three positives
+    assert decide(confidence, 0.5, 3) == (1, pytest.approx((0.6 + 0.7 + 0.9) / 3))
+    assert decide(confidence, 0.5, 4) == (0, pytest.approx((0.6 + 0.7 + 0.9) / 3))
+    assert decide(np.array([0.1, 0.4]), 0.5, 1) == (0, 0.0)
+    assert decide(np.array([]), 0.5, 1) == (0, 0.0)
+    positives_apart = np.array([0.9, 0.1, 0.1, 0.8, 0.1, 0.7])  # need not be consecutive
+    assert decide(positives_apart, 0.5, 3)[0] == 1
+
+
+def test_detection_over_real_files(tmp_path):
+    band = BandEnergyScorer(2500.0, 3500.0, sample_rate=RATE)
+    calling = write_recording(tmp_path / "calling.wav", call_recording(10.0, [(4.0, 7.0)]), RATE)
+    quiet = write_recording(tmp_path / "quiet.flac", call_recording(6.0, [], seed=1), RATE)
+    one_call = write_recording(tmp_path / "one.wav", call_recording(6.0, [(0.0, 1.0)], seed=2, rate=44_100), 44_100)
+    short = write_recording(tmp_path / "short.wav", call_recording(1.5, [(0.0, 1.5)], seed=3), RATE)
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF....WAVEfmt not really")
+    config = DetectionConfig(clip_s=2.0, hop_s=1.0, threshold=0.5, min_num_positive_calls=3)
+    result = detect_recordings([calling, broken, quiet, one_call, short], band, config)
+
+    assert [r.file for r in result.recordings] == [str(calling), str(quiet), str(one_call), str(short)]
+    assert len(result.failed) == 1 and result.failed[0][0] == str(broken) and "broken.wav" in result.failed[0][1]
+    first = result.recordings[0]
+    np.testing.assert_array_equal(first.start_s, np.arange(9.0))  # 2 s clips every 1 s over 10 s: 9 (0..8)
+    # windows touching the 4-7 s call: starts 3 (3-5), 4, 5, 6 (6-8); band share of noise alone is 1000/8000
+    np.testing.assert_array_equal(first.local_predictions, [0, 0, 0, 1, 1, 1, 1, 0, 0])
+    assert first.confidence[first.local_predictions == 0].max() < 0.2
+    assert first.global_prediction == 1
+    assert first.global_confidence == pytest.approx(first.confidence[3:7].mean())
+    assert result.recordings[1].global_prediction == 0 and result.recordings[1].global_confidence == 0.0
+    # a single 1 s call (resampled from 44.1 kHz) gives 1 positive window: below min_num_positive_calls
+    assert result.recordings[2].local_predictions.sum() == 1 and result.recordings[2].global_prediction == 0
+    assert result.recordings[2].global_confidence > 0.5
+    assert len(result.recordings[3].start_s) == 0 and result.recordings[3].global_prediction == 0  # < one clip
+
+
+def test_exports_json_and_csv(tmp_path):
+    path = write_recording(tmp_path / "a.wav", call_recording(5.0, [(1.0, 4.0)]), RATE)
+    result = detect_recordings([path], BandEnergyScorer(2500.0, 3500.0, RATE), DetectionConfig(min_num_positive_calls=2))
+    document = json.loads(result.write(tmp_path / "out" / "det.json").read_text())
+    recording = document["recordings"][0]
+    assert document["scorer"] == "band-energy:2500-3500Hz" and document["config"]["clip_s"] == 2.0
+    assert recording["local_predictions"] == [1, 1, 1, 1]  # starts 0..3, each overlaps the 1-4 s call
+    assert [s["start_time_s"] for s in recording["segments"]] == [0.0, 1.0, 2.0, 3.0]
+    assert recording["global_prediction"] == 1
+    assert recording["global_confidence"] == pytest.approx(np.mean(recording["local_confidences"]))
+    table = pd.read_csv(result.write(tmp_path / "det.csv"))
+    assert list(table.columns) == ["file", "start_s", "duration_s", "confidence", "local_prediction",
+                                   "global_prediction", "global_confidence"]
+    assert len(table) == 4 and table["duration_s"].eq(2.0).all()
+    np.testing.assert_allclose(table["confidence"], recording["local_confidences"])
+    assert not list((tmp_path / "out").glob(".*tmp"))  # written atomically, no temp files left
+    with pytest.raises(ValueError, match="det.txt"):
+        result.write(tmp_path / "det.txt")
+
+
+def test_fit_clips_pads_and_splits():
+    clips = np.arange(2 * 5, dtype=np.float32).reshape(2, 5)
+    padded = fit_clips(clips, 8)
+    assert padded.shape == (2, 1, 8) and np.all(padded[:, 0, 5:] == 0)
+    split = fit_clips(clips, 2)
+    assert split.shape == (2, 3, 2)
+    np.testing.assert_array_equal(split[1].ravel(), [5, 6, 7, 8, 9, 0])
+
+
+def test_label_resolution_and_sigmoid():
+    labels = ["Turdus migratorius_American Robin", "Orcinus orca_Killer Whale", "Engine_Engine"]
+    np.testing.assert_array_equal(resolve_labels(labels, ["killer whale"]), [1])
+    np.testing.assert_array_equal(resolve_labels(labels, ["Orcinus orca", "Turdus migratorius_American Robin"]), [0, 1])
+    with pytest.raises(ValueError, match="unknown target classes \\['Dodo'\\]"):
+        resolve_labels(labels, ["Dodo"])
+    np.testing.assert_allclose(sigmoid(np.array([0.0, 800.0, -800.0, 2.0])), [0.5, 1.0, 0.0, 1 / (1 + np.exp(-2.0))])
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="threshold"):
+        DetectionConfig(threshold=1.5)
+    with pytest.raises(ValueError, match="min_num_positive_calls"):
+        DetectionConfig(min_num_positive_calls=0)
+    assert DetectionConfig().windows(48_000).min_last_s == 2.0  # whole clips only by default
