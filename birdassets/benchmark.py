@@ -25,6 +25,7 @@ from birdassets.sources.registry import read_source
 
 SUMMARY = "summary.parquet"
 CLASSES = "classes.json"
+PARAM_PREFIX = "param/"  # probe parameters in <probe>.npz, leading fold axis
 
 
 def mel_dataset_for(settings: Settings, task: str) -> MelDataset:
@@ -80,6 +81,7 @@ def fit_probes(settings: Settings, task: str, checkpoint: str) -> Path:
             fold_of=fold_of,
             y_train=y_train,
             y_test=y_test,
+            **{f"{PARAM_PREFIX}{key}": value for key, value in result.params.items()},
         )
         loss = result.train_loss
         rows.append(
@@ -118,3 +120,19 @@ def score_probes(settings: Settings, task: str, checkpoint: str) -> tuple[pd.Dat
         score_frames.append(scores)
         class_frames.append(class_scores)
     return pd.concat(score_frames, ignore_index=True), pd.concat(class_frames, ignore_index=True)
+
+
+def load_probe(settings: Settings, task: str, checkpoint: str, probe: str) -> tuple[dict, tuple[str, ...]]:
+    """The trained parameters of ``probe`` on ``task`` x ``checkpoint`` (leading fold axis) and its classes,
+    for :func:`birdassets.probes.predict_probe` (e.g. detection with a benchmark probe)."""
+    directory = settings.probes_dir(task, checkpoint)
+    path = directory / f"{probe}.npz"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no trained {probe!r} probe for {task} x {checkpoint}; materialize "
+                                "its probe asset first")
+    with np.load(path) as saved:
+        params = {key[len(PARAM_PREFIX):]: saved[key] for key in saved.files if key.startswith(PARAM_PREFIX)}
+    if not params:
+        raise FileNotFoundError(f"{path}: written by an older birdassets without probe parameters; re-materialize "
+                                "the probe asset")
+    return params, tuple(json.loads((directory / CLASSES).read_text()))

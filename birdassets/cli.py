@@ -212,18 +212,30 @@ def cmd_spectrogram(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     _quiet()
+    from birdassets.store import format_frame
+
+    if args.what == "birdnet":
+        from birdassets.bench import bench_birdnet
+
+        if _birdnet_or_error("bench") is None:
+            return 2
+        seconds = 300.0 if args.seconds is None else args.seconds
+        frame = bench_birdnet(seconds=seconds, repeats=args.repeats)
+        print(f"BirdNET V2.4 embeddings + logits on {seconds:.0f} s of audio, warm, best of {args.repeats}:")
+        print(format_frame(frame, "table"))
+        return 0
     from birdassets.bench import bench_frontend
     from birdassets.frontends.presets import PresetError
     from birdassets.settings import SettingsError
-    from birdassets.store import format_frame
 
     try:
         presets = resolve_presets(args.preset, args.presets)
     except (PresetError, SettingsError) as error:
         print(f"birdassets bench: {error}", file=sys.stderr)
         return 2
-    frame = bench_frontend(presets, seconds=args.seconds, repeats=args.repeats)
-    print(f"Stage B on {args.seconds:.0f} s of audio, warm, best of {args.repeats} (audio_s_per_s = x real time):")
+    seconds = 600.0 if args.seconds is None else args.seconds
+    frame = bench_frontend(presets, seconds=seconds, repeats=args.repeats)
+    print(f"Stage B on {seconds:.0f} s of audio, warm, best of {args.repeats} (audio_s_per_s = x real time):")
     print(format_frame(frame, "table"))
     return 0
 
@@ -264,21 +276,20 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 def cmd_detect(args: argparse.Namespace) -> int:
     _quiet()
-    from birdassets.detect import BirdNetScorer, DetectionConfig, detect_recordings
+    from birdassets.checkpoints import CheckpointError
+    from birdassets.detect import DetectionConfig, detect_recordings, make_scorer
+    from birdassets.settings import SettingsError, load_settings
     from birdassets.sources.folder import find_audio
 
     folder = Path(args.folder)
     if not folder.is_dir():
         print(f"birdassets detect: {folder} is not a folder", file=sys.stderr)
         return 2
-    encoder = _birdnet_or_error("detect")
-    if encoder is None:
-        return 2
     try:
         config = DetectionConfig(clip_s=args.clip, hop_s=args.hop, threshold=args.threshold,
                                  min_num_positive_calls=args.min_positive)
-        scorer = BirdNetScorer(encoder, args.target)
-    except ValueError as error:
+        scorer = make_scorer(load_settings(), args.encoder, args.target, args.probe)
+    except (ValueError, FileNotFoundError, RuntimeError, CheckpointError, SettingsError) as error:
         print(f"birdassets detect: {error}", file=sys.stderr)
         return 2
     result = detect_recordings(find_audio(folder)[0], scorer, config)
@@ -375,10 +386,11 @@ def build_parser() -> argparse.ArgumentParser:
     spectrogram.set_defaults(func=cmd_spectrogram)
 
     bench = commands.add_parser("bench", help="speed benchmarks")
-    bench.add_argument("what", choices=("frontend",))
+    bench.add_argument("what", choices=("frontend", "birdnet"))
     bench.add_argument("--preset", action="append", help="preset to time (repeatable; default: every preset)")
     bench.add_argument("--presets", help="TOML file with [presets.<name>] tables (user presets)")
-    bench.add_argument("--seconds", type=float, default=600.0, help="audio length (default 10 minutes)")
+    bench.add_argument("--seconds", type=float, default=None,
+                       help="audio length (default: 600 s for frontend, 300 s for birdnet)")
     bench.add_argument("--repeats", type=int, default=3)
     bench.set_defaults(func=cmd_bench)
 
@@ -397,7 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     detect = commands.add_parser("detect", help="sliding-window detection over a folder (OrcaHello decision rule)")
     detect.add_argument("folder")
-    detect.add_argument("--encoder", choices=("birdnet",), default="birdnet")
+    detect.add_argument("--encoder", default="birdnet", help="birdnet, or a checkpoint key (with --probe)")
+    detect.add_argument("--probe", help="score with the benchmark's probe '<task>:<probe>' for this encoder, "
+                        "e.g. demo-clear:linear (targets are that task's classes)")
     detect.add_argument("--target", action="append", required=True,
                         help="target class (BirdNET label, scientific or common name); repeatable")
     detect.add_argument("--threshold", type=float, default=0.5, help="a window is positive above this")

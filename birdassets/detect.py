@@ -1,8 +1,9 @@
 """Sliding-window detection over long recordings, with OrcaHello's decision rule.
 
 For each recording: stage-A windows of ``clip_s`` every ``hop_s`` (OrcaHello: 2 s clips, 1 s hop, whole clips
-only); a per-window confidence in [0, 1] from a :class:`WindowScorer` (BirdNET's logits for chosen target
-classes, a trained probe, or a band-energy detector); then per recording
+only); a per-window confidence in [0, 1] from a :class:`WindowScorer` (:class:`BirdNetScorer`: BirdNET's
+logits for chosen target classes; :class:`ProbeScorer`: a probe trained in the benchmark, on any encoder;
+:class:`BandEnergyScorer`: a model-free energy detector); then per recording
 
 * ``local_predictions[k] = confidence[k] > threshold`` (strict, as OrcaHello),
 * ``global_prediction = 1`` when at least ``min_num_positive_calls`` windows are positive (not necessarily
@@ -143,6 +144,60 @@ class BirdNetScorer:
         return sigmoid(best)
 
 
+@dataclass
+class ProbeScorer:
+    """Confidence = max over target classes of a trained probe's probability (mean over its fold models) on
+    an encoder's embedding of the clip.
+
+    The clip is fitted to the encoder's input (zero-padded, or split with the max taken over the parts):
+    a mel encoder sees the stage-C input of ``preset``, a waveform encoder (BirdNET) the raw clip.
+
+    Attributes:
+        encoder: any :class:`~birdassets.models.base.Encoder`.
+        params: the probe's parameters (:func:`birdassets.benchmark.load_probe`), leading fold axis.
+        classes: the probe's class names, one per output.
+        targets: target class names among ``classes``.
+        preset: the mel frontend of a mel encoder (``None`` for waveform encoders).
+        label: names the probe in ``name`` (e.g. ``"demo-clear/linear"``).
+    """
+
+    encoder: object
+    params: dict
+    classes: Sequence[str]
+    targets: Sequence[str]
+    preset: object = None
+    label: str = "probe"
+    indices: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.indices = resolve_labels(self.classes, self.targets)
+        self._frontend = None
+        if self.preset is not None:
+            from birdassets.frontends.tf_mel import TFMelFrontend
+
+            self._frontend = TFMelFrontend(self.preset)
+
+    @property
+    def name(self) -> str:
+        return f"{self.encoder.name}+{self.label}:" + "|".join(self.classes[i] for i in self.indices)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.preset.sample_rate if self.preset is not None else self.encoder.input_spec.sample_rate
+
+    def score(self, clips: np.ndarray) -> np.ndarray:
+        from birdassets.probes import predict_probe
+
+        samples = self.preset.clip_samples if self.preset is not None else self.encoder.input_spec.clip_samples
+        windows = fit_clips(clips, samples)  # [n, k, samples]
+        n, k, _ = windows.shape
+        flat = windows.reshape(n * k, samples)
+        inputs = self._frontend.model_input(flat).numpy() if self._frontend is not None else flat
+        embeddings = np.asarray(self.encoder.embed(inputs), dtype=np.float32)  # [n * k, dim]
+        probabilities = predict_probe(self.params, embeddings).mean(axis=0)  # [n * k, classes]
+        return probabilities[:, self.indices].max(axis=1).reshape(n, k).max(axis=1)
+
+
 @dataclass(frozen=True)
 class BandEnergyScorer:
     """A classical energy detector: the fraction of a clip's power in ``[f_lo, f_hi]`` Hz, in [0, 1].
@@ -164,6 +219,31 @@ class BandEnergyScorer:
         band = (freqs >= self.f_lo) & (freqs <= self.f_hi)
         total = spectrum.sum(axis=1)
         return np.where(total > 0, spectrum[:, band].sum(axis=1) / np.maximum(total, 1e-30), 0.0)
+
+
+def make_scorer(settings, encoder: str, targets: Sequence[str], probe: str | None = None) -> WindowScorer:
+    """The scorer a user names: BirdNET's own logits, or ``probe = "<task>:<probe>"``, the probe the benchmark
+    trained on ``task`` for ``encoder`` (``"birdnet"``/``"birdnet-v2.4"`` or any checkpoint key).
+
+    Raises:
+        ValueError: unknown targets, a malformed probe name, or an encoder without class logits and no probe.
+        FileNotFoundError / CheckpointError: the probe or the checkpoint does not exist.
+    """
+    from birdassets.benchmark import load_probe
+    from birdassets.models.registry import BIRDNET_KEY, load_encoder
+
+    key = BIRDNET_KEY if encoder == "birdnet" else encoder
+    loaded = load_encoder(settings.checkpoint_roots, key)
+    if probe is None:
+        if key != BIRDNET_KEY:
+            raise ValueError(f"encoder {key!r} has no class logits: name a trained probe (--probe TASK:PROBE)")
+        return BirdNetScorer(loaded.encoder, targets)
+    task, _, name = probe.partition(":")
+    if not task or not name:
+        raise ValueError(f"probe {probe!r} must be '<task>:<probe>', e.g. 'demo-clear:linear'")
+    params, classes = load_probe(settings, task, key, name)
+    preset = settings.task_preset(task) if loaded.config is not None else None  # mel encoders need the frontend
+    return ProbeScorer(loaded.encoder, params, classes, targets, preset=preset, label=f"{task}/{name}")
 
 
 def resolve_labels(labels: Sequence[str], targets: Sequence[str]) -> np.ndarray:

@@ -427,6 +427,25 @@ def _fit_centroids(weights, x, y, fold_of, x_test):
     return centroids, positive_weight, valid, test
 
 
+def predict_probe(params: dict, x: np.ndarray) -> np.ndarray:
+    """Probabilities of every fold's probe on new embeddings: ``[folds, n, classes]`` float32.
+
+    ``params`` as :attr:`ProbeResult.params` (leading fold axis): linear/mlp probes (``out_kernel`` ...) or
+    centroid probes (``centroids``, ``positive_weight``). ``x``: ``[n, dim]`` raw embeddings.
+    """
+    x = jnp.asarray(x, jnp.float32)
+    params = {name: jnp.asarray(value) for name, value in params.items()}
+    if "centroids" in params:
+        scores = jax.vmap(_centroid_scores, in_axes=(0, 0, None))(
+            params["centroids"], params["positive_weight"] > 0, x
+        )
+    else:
+        stats = {name: params[name] for name in ("input_mean", "input_std")}
+        trained = {name: value for name, value in params.items() if name not in stats}
+        scores = jax.vmap(lambda p, s: jax.nn.sigmoid(_logits(p, s, x)))(trained, stats)
+    return np.asarray(scores, dtype=np.float32)
+
+
 # --------------------------------------------------------------------------- validation
 
 

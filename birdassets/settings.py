@@ -24,7 +24,7 @@ Everything lives under one folder, ``BIRDASSETS_HOME`` (environment variable; de
 
     [[datasets]]
     name = "birdclef-2025"                    # the task partition key
-    source = "birdclef"                       # birdclef | birdset | demo
+    source = "birdclef"                       # birdclef | birdset | folder | demo
     root = "/data/birdclef-2025"
     preset = "birdclef2025"                   # default: birdset for source "birdset", else birdclef2025
     # benchmark = false                       # only for training (no task partition)
@@ -72,7 +72,8 @@ class DatasetConfig:
 
     Attributes:
         name: task name; the Dagster ``task`` partition key (letters, digits, ``-_.``).
-        source: ``"demo"`` (generated), ``"birdclef"`` (train.csv + train_audio/) or ``"birdset"`` (local HF copy).
+        source: ``"demo"`` (generated), ``"birdclef"`` (train.csv + train_audio/), ``"birdset"`` (local HF copy)
+            or ``"folder"`` (a folder of unlabelled recordings).
         root: folder of the collection.
         preset: frontend preset name: a built-in one (:data:`birdassets.frontends.presets.PRESETS`) or one
             of the file's ``[presets.<name>]``.

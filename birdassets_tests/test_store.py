@@ -442,8 +442,11 @@ def test_a_version_1_database_gains_the_quarantine_table(store):
     store.ensure_schema()
     with duckdb.connect(str(store.path)) as con:  # roll the file back to what version 1 wrote
         con.execute("DROP TABLE quarantine")
+        con.execute("DROP TABLE detections")
+        con.execute("DROP TABLE detection_files")
         con.execute("DELETE FROM schema_version")
         con.execute("INSERT INTO schema_version VALUES (1, now())")
     store.replace_quarantine("HSN", _records(("/d/x.wav", "empty", 0, None)), "run-1")
     assert store.query("SELECT version FROM schema_version ORDER BY version")["version"].tolist() == [1, SCHEMA_VERSION]
-    assert SCHEMA_VERSION == 2 and count(store, "quarantine") == 1
+    assert SCHEMA_VERSION == 3 and count(store, "quarantine") == 1
+    assert count(store, "detections") == 0 and count(store, "detection_files") == 0  # version 3 tables too

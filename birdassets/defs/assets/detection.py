@@ -17,8 +17,8 @@ from birdassets import __version__
 from birdassets.defs.metadata import table_metadata
 from birdassets.defs.partitions import Partitions
 from birdassets.defs.resources import BirdassetsHome
-from birdassets.detect import BirdNetScorer, DetectionConfig, detect_recordings
-from birdassets.models.registry import BIRDNET_KEY, load_encoder
+from birdassets.detect import DetectionConfig, detect_recordings, make_scorer
+from birdassets.models.registry import BIRDNET_KEY
 from birdassets.settings import safe_name
 from birdassets.sources.manifest import Manifest
 
@@ -28,7 +28,9 @@ GROUP = "detection"
 class DetectionRunConfig(dg.Config):
     """What to detect and how to decide (defaults: OrcaHello's 2 s / 1 s windows, 0.5, 3 positives)."""
 
-    encoder: str = pydantic.Field(default=BIRDNET_KEY, description="encoder whose logits score the windows")
+    encoder: str = pydantic.Field(default=BIRDNET_KEY, description="birdnet-v2.4 or any checkpoint key")
+    probe: str | None = pydantic.Field(default=None, description="'<task>:<probe>': score with that trained probe "
+                                       "(targets are its classes); default: the encoder's own logits (BirdNET)")
     targets: list[str] = pydantic.Field(default_factory=list,
                                         description="target classes: BirdNET labels, scientific or common names")
     clip_s: float = 2.0
@@ -52,14 +54,15 @@ def build_detection_assets(partitions: Partitions, data_assets) -> list[dg.Asset
         """Per-window confidences and per-recording OrcaHello decisions for the configured target classes."""
         task = context.partition_key
         settings = birdassets.settings
-        if config.encoder != BIRDNET_KEY:
-            raise dg.Failure(f"detections: encoder {config.encoder!r} has no class logits; use {BIRDNET_KEY!r}")
         if not config.targets:
             raise dg.Failure("detections: no target classes; set `targets` in the run config "
                              "(e.g. ['Turdus migratorius'] or ['Killer Whale'])")
         rule = DetectionConfig(clip_s=config.clip_s, hop_s=config.hop_s, threshold=config.threshold,
                                min_num_positive_calls=config.min_num_positive_calls)
-        scorer = BirdNetScorer(load_encoder(settings.checkpoint_roots, config.encoder).encoder, config.targets)
+        try:
+            scorer = make_scorer(settings, config.encoder, config.targets, config.probe)
+        except (ValueError, FileNotFoundError) as error:
+            raise dg.Failure(f"detections: {error}") from error
         paths = Manifest.read(settings.manifest_path(task)).table["path"].drop_duplicates().tolist()
         started = time.perf_counter()
         result = detect_recordings(paths, scorer, rule)

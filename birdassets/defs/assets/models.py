@@ -85,6 +85,8 @@ def build_model_assets(settings: Settings, partitions: Partitions, data_assets) 
                 "seconds": stats["seconds"],
                 "windows_per_s": stats["windows_per_s"],
                 "audio_s_per_s": stats["audio_s_per_s"],
+                **({"encoder": loaded.family, "encoder_windows": stats["encoder_windows"],
+                    "encoder_audio_s_per_s": stats["encoder_audio_s_per_s"]} if "encoder_windows" in stats else {}),
                 **{key: float(value) for key, value in health.items()},
             }
         )
