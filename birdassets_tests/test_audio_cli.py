@@ -7,7 +7,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 from birdassets.cli import main
 from birdassets.models.registry import BIRDNET_KEY, available_pretrained
