@@ -235,3 +235,21 @@ def test_save_embeddings_npz_round_trip_is_atomic(encoder, tmp_path, synthetic_f
     with pytest.raises(ValueError, match="disagree on the number of windows"):
         save_embeddings_npz({**result, "start_s": result["start_s"][:2]}, tmp_path / "bad.npz")
     assert not (tmp_path / "bad.npz").exists()
+
+
+@pytest.mark.skipif(not ONE_MIN.exists(), reason="../shared/audio (real recordings) is not present")
+def test_embed_cli_on_the_real_minute_equals_the_plain_interpreter(reference, tmp_path, monkeypatch, capsys):
+    """The issue's acceptance check, end to end: `birdassets embed --encoder birdnet` on 1min.wav writes logits
+    and embeddings equal to a direct tf.lite.Interpreter call on the same windows."""
+    from birdassets.cli import main
+
+    monkeypatch.setenv("BIRDASSETS_HOME", str(tmp_path / "home"))
+    out = tmp_path / "minute.npz"
+    assert main(["embed", "--encoder", "birdnet", "--out", str(out), str(ONE_MIN)]) == 0, capsys.readouterr().err
+    saved = np.load(out)
+    waves, starts = windows_of(ONE_MIN)
+    want_embeddings, want_logits = reference(waves)
+    np.testing.assert_array_equal(saved["start_s"], starts)
+    np.testing.assert_allclose(saved["logits"], want_logits, rtol=0, atol=TOL)
+    np.testing.assert_allclose(saved["embeddings"], want_embeddings, rtol=0, atol=TOL)
+    assert "20 windows of 3 s" in capsys.readouterr().out
