@@ -21,6 +21,7 @@ from birdassets.audio.io import load
 from birdassets.datasets.mel_tfds import MelDataset
 from birdassets.frontends.windowing import cut_windows
 from birdassets.models.base import Encoder, WaveformSpec
+from birdassets.sources.manifest import multi_hot
 
 EMBEDDINGS = "embeddings.npy"
 LABELS = "labels.npy"
@@ -131,10 +132,7 @@ def compute_waveform_embeddings(encoder: Encoder, dataset: MelDataset, files_per
     classes = tuple(dataset.classes())
     clip_s = float((windows["end_s"] - windows["start_s"]).iloc[0]) if len(windows) else spec.clip_s
     offsets = sub_window_offsets(clip_s, spec.clip_s)  # [k]
-    label_index = {name: i for i, name in enumerate(classes)}
-    labels = np.zeros((len(windows), len(classes)), np.uint8)
-    for row, names in enumerate(windows["labels"]):
-        labels[row, [label_index[name] for name in names]] = 1
+    labels = multi_hot(windows["labels"], classes)  # [windows, classes]
     groups = list(windows.groupby(["path", "recording_id"], sort=False).indices.values())
     parts, audio_seconds = [], 0.0
     started = time.perf_counter()

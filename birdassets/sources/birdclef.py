@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import ast
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -217,6 +217,36 @@ def manifest_from_rows(
     return Manifest.from_rows(kept, classes=classes)
 
 
+def ingest_rows(
+    rows: list[dict],
+    classes: tuple[str, ...] | None,
+    min_duration_s: float,
+    decode: Literal["full", "tail"],
+    window_problem: Callable[[dict, AudioFile], str | None],
+) -> IngestResult:
+    """Rows of a label table (one per recording or labelled window) to an :class:`IngestResult`.
+
+    Makes recording ids unique, checks every distinct file once (:func:`scan_audio`), and quarantines a usable
+    file as ``too_short`` when ``window_problem(row, file)`` describes a test window its audio cannot hold.
+    ``classes`` ``None``: the labels the rows use, sorted.
+    """
+    for row, recording_id in zip(rows, unique_ids(row["recording_id"] for row in rows)):
+        row["recording_id"] = recording_id
+    files = list(dict.fromkeys(row["path"] for row in rows))
+    usable, quarantine = scan_audio(files, min_duration_s, decode=decode)
+    by_path = {Path(f.path): f for f in usable}
+    for row in rows:
+        fact = by_path.get(row["path"])
+        problem = window_problem(row, fact) if fact is not None and row["split"] == "test" else None
+        if problem is not None:
+            quarantine.append(too_short_for(fact, f"lasts {fact.duration_s:.3f} s but {row['_where']} {problem}"))
+            del by_path[row["path"]]
+    if classes is None:
+        classes = tuple(sorted({label for row in rows for label in row["labels"]}))
+    manifest = manifest_from_rows(rows, by_path, classes)
+    return IngestResult(manifest, sorted_records(quarantine), found=len(files)).check()
+
+
 def read_birdclef(
     root: str | Path,
     *,
@@ -245,21 +275,10 @@ def read_birdclef(
     if not root.is_dir():
         raise ManifestError(f"{root}: BirdCLEF folder does not exist")
     rows = _train_rows(root) + _soundscape_rows(root, soundscape_labels)
-    for row, recording_id in zip(rows, unique_ids(row["recording_id"] for row in rows)):
-        row["recording_id"] = recording_id
-    files = list(dict.fromkeys(row["path"] for row in rows))
-    usable, quarantine = scan_audio(files, min_duration_s, decode=decode)
-    by_path = {Path(f.path): f for f in usable}
-    for row in rows:
-        fact = by_path.get(row["path"])
-        if fact is not None and row["split"] == "test" and row["end_s"] > fact.duration_s + _END_TOLERANCE_S:
-            quarantine.append(
-                too_short_for(
-                    fact,
-                    f"lasts {fact.duration_s:.3f} s but {row['_where']} labels a window ending at {row['end_s']} s",
-                )
-            )
-            del by_path[row["path"]]
-    classes = tuple(sorted({label for row in rows for label in row["labels"]}))
-    manifest = manifest_from_rows(rows, by_path, classes)
-    return IngestResult(manifest, sorted_records(quarantine), found=len(files)).check()
+
+    def window_problem(row: dict, fact: AudioFile) -> str | None:
+        if row["end_s"] > fact.duration_s + _END_TOLERANCE_S:
+            return f"labels a window ending at {row['end_s']} s"
+        return None
+
+    return ingest_rows(rows, None, min_duration_s, decode, window_problem)

@@ -50,13 +50,8 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from birdassets.sources.birdclef import manifest_from_rows, unique_ids
-from birdassets.sources.ingest import (
-    IngestResult,
-    scan_audio,
-    sorted_records,
-    too_short_for,
-)
+from birdassets.sources.birdclef import ingest_rows
+from birdassets.sources.ingest import AudioFile, IngestResult
 from birdassets.sources.manifest import ManifestError
 
 SPLITS: dict[str, str] = {"train": "train", "test_5s": "test"}
@@ -294,20 +289,10 @@ def read_birdset(
     rows = [
         row for split, paths in files.items() for path in paths for row in _rows_of_table(path, root, split, classes)
     ]
-    for row, recording_id in zip(rows, unique_ids(row["recording_id"] for row in rows)):
-        row["recording_id"] = recording_id
-    audio_files = list(dict.fromkeys(row["path"] for row in rows))
-    usable, quarantine = scan_audio(audio_files, min_duration_s, decode=decode)
-    by_path = {Path(f.path): f for f in usable}
-    for row in rows:
-        fact = by_path.get(row["path"])
-        if fact is not None and row["split"] == "test" and row["start_s"] >= fact.duration_s:
-            quarantine.append(
-                too_short_for(
-                    fact,
-                    f"lasts {fact.duration_s:.3f} s but {row['_where']} has a window starting at {row['start_s']} s",
-                )
-            )
-            del by_path[row["path"]]
-    manifest = manifest_from_rows(rows, by_path, classes)
-    return IngestResult(manifest, sorted_records(quarantine), found=len(audio_files)).check()
+
+    def window_problem(row: dict, fact: AudioFile) -> str | None:
+        if row["start_s"] >= fact.duration_s:
+            return f"has a window starting at {row['start_s']} s"
+        return None
+
+    return ingest_rows(rows, classes, min_duration_s, decode, window_problem)

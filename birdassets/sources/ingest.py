@@ -40,7 +40,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from birdassets.audio.io import FILE_PROBLEMS, AudioError, verify
+from birdassets.audio.io import FILE_PROBLEMS, AudioError, AudioInfo, verify
 from birdassets.sources.manifest import Manifest, ManifestError, file_sha256
 
 TOO_SHORT = "too_short"
@@ -73,33 +73,17 @@ class QuarantineRecord:
 
 
 @dataclass(frozen=True)
-class AudioFile:
-    """A verified, usable audio file.
+class AudioFile(AudioInfo):
+    """A verified, usable audio file: its :class:`~birdassets.audio.io.AudioInfo` (``frames`` is the decoded
+    count) plus what identifies its bytes.
 
     Attributes:
-        path: absolute path.
-        sample_rate: native rate, Hz.
-        channels: channel count.
-        frames: samples per channel (decoded count).
-        format: container (``"WAV"``, ``"FLAC"``, ``"OGG"``, ``"MP3"``, ...).
-        subtype: sample encoding (``"PCM_16"``, ``"VORBIS"``, ...).
         size_bytes: file size, bytes.
         sha256: hex sha256 of the bytes.
     """
 
-    path: str
-    sample_rate: int
-    channels: int
-    frames: int
-    format: str
-    subtype: str
     size_bytes: int
     sha256: str
-
-    @property
-    def duration_s(self) -> float:
-        """Duration, seconds."""
-        return self.frames / self.sample_rate
 
 
 def _size(path: Path) -> int | None:

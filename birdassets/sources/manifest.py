@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,16 @@ COLUMNS: tuple[str, ...] = (
 SPLITS: tuple[str, ...] = ("train", "test")
 
 _CLASSES_KEY = b"birdassets.classes"
+
+
+def multi_hot(label_lists: Iterable[Sequence[str]], classes: Sequence[str]) -> np.ndarray:
+    """``[rows, classes]`` uint8: row ``i`` has a 1 in the column of each name in ``label_lists[i]``."""
+    index = {name: i for i, name in enumerate(classes)}
+    label_lists = list(label_lists)
+    matrix = np.zeros((len(label_lists), len(classes)), dtype=np.uint8)
+    for row, labels in enumerate(label_lists):
+        matrix[row, [index[label] for label in labels]] = 1
+    return matrix
 
 
 class ManifestError(ValueError):
@@ -137,12 +148,7 @@ class Manifest:
 
     def label_matrix(self, table: pd.DataFrame | None = None) -> np.ndarray:
         """Multi-hot labels, ``[rows, classes]`` uint8, for ``table`` (default: the whole manifest)."""
-        table = self.table if table is None else table
-        index = {name: i for i, name in enumerate(self.classes)}
-        matrix = np.zeros((len(table), len(self.classes)), dtype=np.uint8)
-        for row, labels in enumerate(table["labels"]):
-            matrix[row, [index[label] for label in labels]] = 1
-        return matrix
+        return multi_hot((self.table if table is None else table)["labels"], self.classes)
 
     def content_hash(self) -> str:
         """sha256 over the rows (paths excluded: the same data moved elsewhere hashes the same) and classes."""
