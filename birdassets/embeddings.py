@@ -9,7 +9,6 @@ crashed run never leaves arrays that look whole.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from birdassets.atomic import atomic_dir
 from birdassets.audio.io import load
 from birdassets.datasets.mel_tfds import MelDataset
 from birdassets.frontends.windowing import cut_windows
@@ -174,19 +174,13 @@ def compute_waveform_embeddings(encoder: Encoder, dataset: MelDataset, files_per
 
 
 def write_embeddings(embedded: EmbeddingSet, directory: str | Path, stats: dict | None = None) -> Path:
-    """Write atomically (staging folder + rename); replaces an existing folder."""
-    directory = Path(directory)
-    staging = directory.with_name(directory.name + ".incomplete")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    np.save(staging / EMBEDDINGS, embedded.embeddings)
-    np.save(staging / LABELS, embedded.labels)
-    embedded.index.to_parquet(staging / INDEX, index=False)
-    (staging / STATS).write_text(json.dumps({**(stats or {}), "classes": list(embedded.classes)}, indent=2))
-    if directory.exists():
-        shutil.rmtree(directory)
-    staging.rename(directory)
-    return directory
+    """Publish the arrays, index and stats as one folder (replacing an existing one), atomically."""
+    with atomic_dir(directory) as staging:
+        np.save(staging / EMBEDDINGS, embedded.embeddings)
+        np.save(staging / LABELS, embedded.labels)
+        embedded.index.to_parquet(staging / INDEX, index=False)
+        (staging / STATS).write_text(json.dumps({**(stats or {}), "classes": list(embedded.classes)}, indent=2))
+    return Path(directory)
 
 
 def read_embeddings(directory: str | Path) -> EmbeddingSet:

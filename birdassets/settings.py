@@ -41,6 +41,8 @@ Settings are read once per process by :func:`load_settings`; the Dagster definit
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import tomllib
@@ -48,17 +50,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from birdassets.frontends.presets import MelPreset, PresetError, get_preset, presets_from_tables
+from birdassets.layout import CONFIG_FILE, Layout, safe_name  # noqa: F401  (safe_name: re-exported)
+from birdassets.models.registry import PRETRAINED
+from birdassets.sources.registry import SOURCES, default_preset
 
 HOME_ENV = "BIRDASSETS_HOME"
-CONFIG_FILE = "birdassets.toml"
-SOURCES = ("demo", "birdclef", "birdset", "folder")
 DEMO_TASK_NAMES = ("demo-clear", "demo-noisy")
 DEMO_PRETRAIN = "demo-pretrain"
 DEFAULT_PROBES = ("linear", "mlp", "centroid")
 #: pretrained encoders benchmarked like checkpoints when installed (see birdassets.models.registry.PRETRAINED)
-KNOWN_PRETRAINED = ("birdnet-v2.4",)
-#: frontend preset of a data set that names none: BirdSet data gets BirdSet's frontend
-DEFAULT_PRESET = {"demo": "birdclef2025", "birdclef": "birdclef2025", "birdset": "birdset", "folder": "birdclef2025"}
+KNOWN_PRETRAINED = tuple(PRETRAINED)
 _TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
@@ -92,7 +93,7 @@ class DatasetConfig:
         if not _TASK_NAME.match(self.name):
             raise SettingsError(f"dataset name {self.name!r} must use letters, digits, '-', '_' or '.'")
         if self.source not in SOURCES:
-            raise SettingsError(f"dataset {self.name!r}: unknown source {self.source!r}; expected one of {SOURCES}")
+            raise SettingsError(f"dataset {self.name!r}: unknown source {self.source!r}; expected one of {tuple(SOURCES)}")
 
 
 @dataclass(frozen=True)
@@ -129,45 +130,19 @@ class Settings:
         """The frontend preset of a configured data set."""
         return self.preset(self.dataset(task).preset)
 
+    def task_fingerprint(self, task: str) -> str:
+        """16 hex of everything configured for a task (source, root, BirdSet config, preset parameters): the
+        task sensor rebuilds a task whose manifest was made under another fingerprint."""
+        dataset = self.dataset(task)
+        payload = {"source": dataset.source, "root": str(dataset.root), "birdset_config": dataset.birdset_config,
+                   "preset": self.preset(dataset.preset).content_hash()}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
     # ---- layout -------------------------------------------------------------------------------
     @property
-    def dagster_home(self) -> Path:
-        return self.home / "dagster"
-
-    @property
-    def db_path(self) -> Path:
-        return self.home / "birdassets.duckdb"
-
-    @property
-    def demo_checkpoint_root(self) -> Path:
-        return self.home / "checkpoints"
-
-    def manifest_path(self, task: str) -> Path:
-        return self.home / "manifests" / f"{task}.parquet"
-
-    def quarantine_path(self, task: str) -> Path:
-        """The task's quarantined files (parquet), next to its manifest."""
-        return self.home / "manifests" / f"{task}.quarantine.parquet"
-
-    def mel_root(self, task: str) -> Path:
-        return self.home / "mel" / task
-
-    def folds_path(self, task: str) -> Path:
-        return self.home / "folds" / f"{task}.parquet"
-
-    def embeddings_dir(self, task: str, checkpoint: str) -> Path:
-        return self.home / "embeddings" / task / safe_name(checkpoint)
-
-    def probes_dir(self, task: str, checkpoint: str) -> Path:
-        return self.home / "probes" / task / safe_name(checkpoint)
-
-    def scores_dir(self, task: str, checkpoint: str) -> Path:
-        return self.home / "scores" / task / safe_name(checkpoint)
-
-
-def safe_name(key: str) -> str:
-    """A partition key as a single path component (``/`` and ``@`` kept readable)."""
-    return re.sub(r"[^A-Za-z0-9_.@\-]", "_", key)
+    def layout(self) -> Layout:
+        """Every path under ``home``."""
+        return Layout(self.home)
 
 
 def home_from_env() -> Path:
@@ -177,8 +152,8 @@ def home_from_env() -> Path:
 
 def demo_datasets(home: Path) -> tuple[DatasetConfig, ...]:
     """The two demo benchmark tasks plus the demo's pretraining data set."""
-    tasks = tuple(DatasetConfig(name=name, source="demo", root=home / "data" / name) for name in DEMO_TASK_NAMES)
-    pretrain = DatasetConfig(name=DEMO_PRETRAIN, source="demo", root=home / "data" / DEMO_PRETRAIN, benchmark=False)
+    tasks = tuple(DatasetConfig(name=name, source="demo", root=Layout(home).demo_data(name)) for name in DEMO_TASK_NAMES)
+    pretrain = DatasetConfig(name=DEMO_PRETRAIN, source="demo", root=Layout(home).demo_data(DEMO_PRETRAIN), benchmark=False)
     return (*tasks, pretrain)
 
 
@@ -205,7 +180,7 @@ def load_settings(home: str | Path | None = None) -> Settings:
                     name=entry["name"],
                     source=entry["source"],
                     root=Path(entry["root"]).expanduser(),
-                    preset=entry.get("preset", DEFAULT_PRESET.get(entry.get("source"), "birdclef2025")),
+                    preset=entry.get("preset", default_preset(entry.get("source"))),
                     birdset_config=entry.get("birdset_config"),
                     benchmark=bool(entry.get("benchmark", True)),
                 )
@@ -232,7 +207,7 @@ def load_settings(home: str | Path | None = None) -> Settings:
     if unknown_pretrained:
         raise SettingsError(f"{config_file}: unknown pretrained encoders {unknown_pretrained}; known: {KNOWN_PRETRAINED}")
 
-    roots = [home / "checkpoints"] + [Path(p).expanduser() for p in raw.get("checkpoint_roots", [])]
+    roots = [Layout(home).checkpoints_root] + [Path(p).expanduser() for p in raw.get("checkpoint_roots", [])]
     return Settings(
         home=home,
         datasets=tuple(datasets),

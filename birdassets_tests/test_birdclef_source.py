@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from birdassets.sources.birdclef import read_birdclef, unique_ids
+from birdassets.sources.birdclef import read_birdclef
+from birdassets.sources.ingest import unique_ids
 from birdassets.sources.manifest import COLUMNS, Manifest, ManifestError
 
 RATE = 32000

@@ -27,10 +27,10 @@ import soundfile as sf
 import tensorflow as tf
 
 from birdassets.audio.io import AudioError, load
-from birdassets.embed import embed_recordings, save_embeddings_npz
 from birdassets.frontends.windowing import cut_windows, window_starts
 from birdassets.models.base import Encoder
 from birdassets.models.birdnet import BirdNetEncoder, read_labels
+from birdassets.models.birdnet.recordings import embed_recordings, save_embeddings_npz
 from birdassets_tests.conftest import SHARED_AUDIO
 
 ONE_MIN = SHARED_AUDIO / "1min.wav"

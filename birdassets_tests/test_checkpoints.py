@@ -19,14 +19,16 @@ from birdassets.checkpoints import (
     finalized_steps,
     latest_step,
     parse_checkpoint_key,
+)
+from birdassets.checkpoints.orbax_io import read_metadata
+from birdassets.models.vit import ViTConfig, ViTEmbedder, ViTEncoder, encoder_params
+from birdassets.models.vit.family import (
     read_config,
     read_encoder_shapes,
-    read_metadata,
     restore_encoder,
     save_checkpoint,
     validate_encoder_shapes,
 )
-from birdassets.models.vit import ViTConfig, ViTEmbedder, ViTEncoder, encoder_params
 
 CONFIG = ViTConfig(frames=40, mels=32, dim=32, depth=1, heads=4)  # grid (3, 2), 6 patches
 

@@ -135,7 +135,8 @@ def test_notebook_queries_run_against_the_demo_database(demo_home, monkeypatch):
 
 def test_train_cli_flags_config_file_and_resume(demo_home, tmp_path):
     """`birdassets train` leaves Orbax steps in --output-dir; flags override --config; a larger --num-steps resumes."""
-    from birdassets.checkpoints import finalized_steps, read_metadata
+    from birdassets.checkpoints import finalized_steps
+    from birdassets.checkpoints.orbax_io import read_metadata
 
     home, _ = demo_home
     config = tmp_path / "train.toml"
@@ -184,3 +185,19 @@ def test_detect_with_a_benchmark_probe_on_the_demo_soundscapes(demo_home, tmp_pa
     bad = birdassets(home, "detect", str(tmp_path), "--encoder", "demo-sup@200", "--probe", "demo-clear:nope",
                      "--target", target, "--out", str(out))
     assert bad.returncode == 2 and "no trained 'nope' probe" in bad.stderr
+
+
+def test_benchmark_command_reruns_a_chosen_slice_and_prints_its_rows(demo_home):
+    """`birdassets benchmark --task T --checkpoint C` runs the chain through Dagster for that slice only (the data
+    already built under the same configuration is not rebuilt) and prints the same rows the demo printed."""
+    home, demo_stdout = demo_home
+    before = scores(home)
+    done = birdassets(home, "benchmark", "--task", "demo-noisy", "--checkpoint", "demo-sup@100")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "raw_audio, mel_dataset, folds up to date  [demo-noisy]" in done.stdout
+    assert "[demo-noisy x demo-sup@100]" in done.stdout and "demo-clear x" not in done.stdout
+    rows = [line for line in done.stdout.splitlines() if line.startswith("demo-noisy  demo-sup@100")]
+    assert len(rows) == 4 and all(row in demo_stdout for row in rows)  # same numbers as the demo printed
+    after = scores(home)
+    assert len(after) == len(before)
+    np.testing.assert_array_equal(after["value"].to_numpy(), before["value"].to_numpy())

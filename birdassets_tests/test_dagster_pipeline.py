@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from birdassets.checkpoints import save_checkpoint
+from birdassets.models.vit.family import save_checkpoint
 from birdassets.definitions import BENCHMARK_JOB, DATA_JOB, ENCODER_JOB, build_definitions
 from birdassets.defs.resources import BirdassetsHome
 from birdassets.defs.runs import step_failure_messages
@@ -140,11 +140,11 @@ def test_new_checkpoint_flows_from_sensor_to_duckdb(home, defs, instance):
 
     run = run_job(defs, BENCHMARK_JOB, wanted, instance)
     assert run.success
-    scores = query_readonly(settings.db_path, "select * from scores where checkpoint = 'ssl-a@0'")
+    scores = query_readonly(settings.layout.db_path, "select * from scores where checkpoint = 'ssl-a@0'")
     assert set(scores["probe"]) == {"linear", "centroid", "chance"}
     assert set(scores["fold"]) == set(range(5)) and set(scores["split"]) == {"valid", "test"}
-    lineage = query_readonly(settings.db_path, "select * from lineage where checkpoint = 'ssl-a@0'").iloc[0]
-    manifest = Manifest.read(settings.manifest_path(TASK))
+    lineage = query_readonly(settings.layout.db_path, "select * from lineage where checkpoint = 'ssl-a@0'").iloc[0]
+    manifest = Manifest.read(settings.layout.manifest_path(TASK))
     assert lineage["manifest_hash"] == manifest.content_hash()
     assert lineage["preset_hash"] == get_preset("birdclef2025").content_hash()
     assert lineage["step"] == 0 and lineage["checkpoint_path"] == str(run_dir / "0")
@@ -153,10 +153,10 @@ def test_new_checkpoint_flows_from_sensor_to_duckdb(home, defs, instance):
     assert len(lineage["folds_hash"]) == 64
 
     # idempotent: re-materializing replaces the rows, never duplicates them
-    before = query_readonly(settings.db_path, "select count(*) as n from scores")["n"][0]
+    before = query_readonly(settings.layout.db_path, "select count(*) as n from scores")["n"][0]
     assert run_job(defs, BENCHMARK_JOB, wanted, instance).success
-    again = query_readonly(settings.db_path, "select * from scores where checkpoint = 'ssl-a@0'")
-    assert query_readonly(settings.db_path, "select count(*) as n from scores")["n"][0] == before
+    again = query_readonly(settings.layout.db_path, "select * from scores where checkpoint = 'ssl-a@0'")
+    assert query_readonly(settings.layout.db_path, "select count(*) as n from scores")["n"][0] == before
     merged = scores.merge(again, on=["fold", "split", "probe", "metric"], suffixes=("", "_again"))
     np.testing.assert_allclose(merged["value"], merged["value_again"], equal_nan=True)  # same seed, same scores
 
@@ -194,6 +194,18 @@ def test_weekly_schedule_requests_every_task_and_checkpoint(defs, instance):
         assert evaluation_key(TASK, checkpoint) in keys
 
 
+def home_with_own_preset(other: Path, home: Path, hop_length: int, runs: Path | None = None) -> Path:
+    """A second BIRDASSETS_HOME whose one task reads ``home``'s data through user preset "mine" (its hop)."""
+    (other / "dagster").mkdir(parents=True, exist_ok=True)
+    roots = f'pretrained = []\ncheckpoint_roots = ["{runs}"]\n' if runs else ""
+    (other / "birdassets.toml").write_text(
+        f'include_demo = false\n{roots}[[datasets]]\nname = "{TASK}"\nsource = "birdclef"\n'
+        f'root = "{home / "mini-data"}"\npreset = "mine"\n'
+        f'[presets.mine]\nbase = "birdclef2025"\nhop_length = {hop_length}\n'
+    )
+    return other
+
+
 def test_changing_a_preset_makes_mel_dataset_and_downstream_stale(home, tmp_path):
     """A task on a user preset: after materializing it, editing one preset parameter in birdassets.toml
     changes mel_dataset's code version, and Dagster's own stale-status resolver reports mel_dataset stale
@@ -203,15 +215,9 @@ def test_changing_a_preset_makes_mel_dataset_and_downstream_stale(home, tmp_path
     from dagster._core.loader import LoadingContextForTest
 
     other = tmp_path / "home"
-    (other / "dagster").mkdir(parents=True)
 
     def configure(hop_length: int):
-        (other / "birdassets.toml").write_text(
-            f'include_demo = false\n[[datasets]]\nname = "{TASK}"\nsource = "birdclef"\n'
-            f'root = "{home / "mini-data"}"\npreset = "mine"\n'
-            f'[presets.mine]\nbase = "birdclef2025"\nhop_length = {hop_length}\n'
-        )
-        settings = load_settings(other)
+        settings = load_settings(home_with_own_preset(other, home, hop_length))
         return settings, build_definitions(settings)
 
     def status(instance, defs, key):
@@ -246,7 +252,7 @@ def test_changing_a_preset_makes_mel_dataset_and_downstream_stale(home, tmp_path
         assert [(c.category, c.dependency.asset_key.to_user_string()) for c in causes] == [
             (StaleCauseCategory.DATA, "mel_dataset")
         ]
-        roots = sorted(p.name for p in settings.mel_root(TASK).iterdir())
+        roots = sorted(p.name for p in settings.layout.mel_root(TASK).iterdir())
         assert len(roots) == 2  # both presets' datasets exist side by side; nothing was overwritten
 
 
@@ -265,9 +271,9 @@ def test_detections_asset_writes_duckdb_rows_once(home, defs, instance):
     first = job.execute_in_process(partition_key=TASK, instance=instance, run_config=config, raise_on_error=False)
     assert first.success, step_failure_messages(first)
     settings = load_settings(home)
-    manifest = Manifest.read(settings.manifest_path(TASK))
-    files = query_readonly(settings.db_path, "select * from detection_files")
-    windows = query_readonly(settings.db_path, "select * from detections")
+    manifest = Manifest.read(settings.layout.manifest_path(TASK))
+    files = query_readonly(settings.layout.db_path, "select * from detection_files")
+    windows = query_readonly(settings.layout.db_path, "select * from detections")
     assert sorted(files["path"]) == sorted(manifest.table["path"].unique())
     assert files["n_windows"].sum() == len(windows) > 0
     assert set(files["scorer"]) == {"birdnet-v2.4:Hylocichla mustelina_Wood Thrush|Turdus migratorius_American Robin"}
@@ -282,6 +288,37 @@ def test_detections_asset_writes_duckdb_rows_once(home, defs, instance):
     assert exports == [".csv", ".json"]
     again = job.execute_in_process(partition_key=TASK, instance=instance, run_config=config, raise_on_error=False)
     assert again.success
-    assert len(query_readonly(settings.db_path, "select * from detections")) == len(windows)  # replaced, not added
+    assert len(query_readonly(settings.layout.db_path, "select * from detections")) == len(windows)  # replaced, not added
     no_targets = job.execute_in_process(partition_key=TASK, instance=instance, run_config=QUIET, raise_on_error=False)
     assert not no_targets.success and "no target classes" in " ".join(step_failure_messages(no_targets))
+
+
+def test_a_new_or_reconfigured_task_flows_without_a_click(home, tmp_path):
+    """A task added to birdassets.toml is built by the task sensor (no click), automation then asks for its
+    embeddings on the registered checkpoint; once built the sensor is quiet, and a preset edit rebuilds it."""
+    other = tmp_path / "home"
+
+    def configure(hop_length: int):
+        return build_definitions(load_settings(home_with_own_preset(other, home, hop_length, runs=home / "runs")))
+
+    def tick(defs, instance):
+        context = dg.build_sensor_context(instance=instance, definitions=defs, resources=resources(other))
+        return defs.resolve_sensor_def("task_sensor").evaluate_tick(context).run_requests
+
+    write_step(home / "runs" / "ssl-c", 0)
+    with dg.instance_for_test(temp_dir=str(other / "dagster")) as instance:
+        defs = configure(512)
+        instance.add_dynamic_partitions(CHECKPOINT_PARTITIONS_NAME, ["ssl-c@0"])
+        assert run_job(defs, ENCODER_JOB, "ssl-c@0", instance).success
+        baseline = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+        (request,) = tick(defs, instance)
+        assert request.partition_key == TASK and request.run_key.startswith(f"data:{TASK}:")
+        assert defs.resolve_sensor_def("task_sensor").job_name == DATA_JOB
+        assert run_job(defs, DATA_JOB, TASK, instance).success
+        assert tick(defs, instance) == []  # built under the current configuration: nothing to do
+        evaluation = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=baseline.cursor)
+        assert evaluation_key(TASK, "ssl-c@0") in evaluation.get_requested_partitions(dg.AssetKey("embeddings"))
+
+        changed = configure(500)
+        (again,) = tick(changed, instance)
+        assert again.partition_key == TASK and again.run_key != request.run_key

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from birdassets.detect import (
+from birdassets.detection import (
     BandEnergyScorer,
     DetectionConfig,
     decide,
@@ -86,7 +86,7 @@ def test_exports_json_and_csv(tmp_path):
                                    "global_prediction", "global_confidence"]
     assert len(table) == 4 and table["duration_s"].eq(2.0).all()
     np.testing.assert_allclose(table["confidence"], recording["local_confidences"])
-    assert not list((tmp_path / "out").glob(".*tmp"))  # written atomically, no temp files left
+    assert not list((tmp_path / "out").glob(".*.tmp*"))  # written atomically, no temp files left
     with pytest.raises(ValueError, match="det.txt"):
         result.write(tmp_path / "det.txt")
 
@@ -121,7 +121,7 @@ def test_config_validation():
 def test_probe_scorer_detects_with_a_probe_trained_on_birdnet_embeddings(tmp_path):
     """A linear probe trained (5 folds) on BirdNET embeddings of two synthetic 'species' (1.5 vs 4.5 kHz
     tones) finds the 4.5 kHz calls in a new recording: windows over the call are positive, others are not."""
-    from birdassets.detect import ProbeScorer
+    from birdassets.detection import ProbeScorer
     from birdassets.models.birdnet import BirdNetEncoder
     from birdassets.probes import PROBES, fit_probe
 

@@ -405,7 +405,7 @@ def test_raw_audio_quarantines_instead_of_failing(tmp_path: Path) -> None:
         return result.run_id, {key: value.value for key, value in materialization.metadata.items()}
 
     def quarantine_rows():
-        return query_readonly(settings.db_path, "SELECT * FROM quarantine ORDER BY path")
+        return query_readonly(settings.layout.db_path, "SELECT * FROM quarantine ORDER BY path")
 
     with dg.instance_for_test(temp_dir=str(home / "dagster")) as instance:
         run_id, metadata = materialize(instance)
@@ -415,10 +415,10 @@ def test_raw_audio_quarantines_instead_of_failing(tmp_path: Path) -> None:
             assert f"{data / name}" in metadata["quarantined_files"] and reason in metadata["quarantined_files"]
         assert "| too_short |" in metadata["quarantine_reasons"].replace("  ", " ")
 
-        manifest = Manifest.read(settings.manifest_path("card"))
+        manifest = Manifest.read(settings.layout.manifest_path("card"))
         assert sorted(manifest.table["recording_id"]) == ["day1/rec0", "day1/rec1", "day1/rec2", "rec3"]
         assert sorted(manifest.table["sample_rate"]) == [16_000, 32_000, 44_100, 48_000]
-        assert [(Path(r.path).name, r.reason) for r in read_quarantine(settings.quarantine_path("card"))] == [
+        assert [(Path(r.path).name, r.reason) for r in read_quarantine(settings.layout.quarantine_path("card"))] == [
             ("blip.wav", "too_short"), ("empty.wav", "empty"), ("readme.mp3", "not_audio"),
         ]
         rows = quarantine_rows()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from flax import nnx
 
-from birdassets.checkpoints import CheckpointError, save_checkpoint
-from birdassets.discovery import discover_checkpoints, resolve_checkpoint
+from birdassets.checkpoints import CheckpointError, discover_checkpoints, resolve_checkpoint
 from birdassets.models.vit import ViTConfig, ViTEncoder
+from birdassets.models.vit.family import save_checkpoint
 from birdassets.settings import SettingsError, load_settings
 
 
@@ -18,8 +18,8 @@ def test_defaults_are_the_demo_tasks_under_home(tmp_path, monkeypatch):
     assert settings.task_names == ("demo-clear", "demo-noisy")
     assert settings.dataset("demo-clear").root == tmp_path / "data" / "demo-clear"
     assert settings.checkpoint_roots == (tmp_path / "checkpoints",)
-    assert settings.db_path == tmp_path / "birdassets.duckdb"
-    assert settings.embeddings_dir("demo-clear", "run/x@3").name == "run_x@3"  # one path component
+    assert settings.layout.db_path == tmp_path / "birdassets.duckdb"
+    assert settings.layout.embeddings_dir("demo-clear", "run/x@3").name == "run_x@3"  # one path component
 
 
 def test_config_file_adds_datasets_roots_and_probes(tmp_path):

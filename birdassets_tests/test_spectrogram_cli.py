@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from birdassets.audio.io import load
-from birdassets.bench import bench_frontend
+from birdassets.speed import bench_frontend
 from birdassets.cli import main
 from birdassets.frontends.presets import PRESETS, presets_from_toml
 from birdassets_tests.conftest import tone, write_recording

@@ -2,26 +2,37 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import io
 import json
+import pickle
+import re
+import signal
 import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
 
 import duckdb
 import numpy as np
 import pandas as pd
 import pytest
 
+from birdassets.cli.format import format_frame
+from birdassets.lineage import Lineage
 from birdassets.store import (
     SCHEMA_VERSION,
-    Lineage,
+    CheckpointRow,
+    DatasetRow,
+    EvaluationRecord,
     MetricsStore,
+    RunRow,
     StoreError,
     StoreLockedError,
     StoreNotFoundError,
     StoreValidationError,
-    format_frame,
     query_readonly,
 )
 
@@ -450,3 +461,238 @@ def test_a_version_1_database_gains_the_quarantine_table(store):
     assert store.query("SELECT version FROM schema_version ORDER BY version")["version"].tolist() == [1, SCHEMA_VERSION]
     assert SCHEMA_VERSION == 3 and count(store, "quarantine") == 1
     assert count(store, "detections") == 0 and count(store, "detection_files") == 0  # version 3 tables too
+
+
+# ------------------------------------------------------------------------ record_evaluation
+
+RECORD_STATEMENTS = (
+    "BEGIN TRANSACTION",
+    "CREATE TABLE IF",  # schema_version, then the version check: the schema is current
+    "SELECT max(version) FROM",
+    "INSERT INTO datasets",
+    "INSERT INTO checkpoints",
+    "INSERT INTO runs",
+    "DELETE FROM class_scores",
+    "DELETE FROM scores",
+    "DELETE FROM lineage",
+    "INSERT INTO lineage",
+    "INSERT INTO scores",
+    "INSERT INTO class_scores",
+    "COMMIT",
+)
+"""What record_evaluation executes on a database whose schema is current, in order (3 tokens each)."""
+
+EVALUATION_TABLES = ("datasets", "checkpoints", "runs", "lineage", "scores", "class_scores")
+
+
+def statement_label(sql: str) -> str:
+    return " ".join(sql.split()[:3])
+
+
+class StatementTrap:
+    """A real DuckDB connection that calls ``action(connection, sql)`` before its ``at``-th execute.
+
+    Passed to ``MetricsStore(wrap_connection=...)`` via :func:`functools.partial`; ``executed``
+    lists every statement's label in order.
+    """
+
+    def __init__(self, con, *, at: int, action, executed: list[str]) -> None:
+        self.con, self.at, self.action, self.executed = con, at, action, executed
+
+    def execute(self, sql, *params):
+        self.executed.append(statement_label(sql))
+        if len(self.executed) == self.at:
+            self.action(self.con, sql)
+        return self.con.execute(sql, *params)
+
+    def __getattr__(self, name):
+        return getattr(self.con, name)
+
+
+class InjectedFailure(Exception):
+    pass
+
+
+def make_record(
+    checkpoint: str = "demo-vit@200", *, run_id: str = "run-1", seed: int = 0, version: str = "v1"
+) -> EvaluationRecord:
+    """An evaluation whose every row shows ``run_id``/``version``/``seed``, so a mix would be seen."""
+    lineage = make_lineage(checkpoint, run_id=run_id, manifest_hash=f"manifest-{version}")
+    return EvaluationRecord(
+        lineage=lineage,
+        scores=make_scores(seed),
+        class_scores=make_class_scores(seed),
+        dataset=DatasetRow("HSN", "birdset", f"/data/hsn-{version}", f"manifest-{version}", 100 + seed, 21),
+        checkpoint=CheckpointRow(checkpoint, checkpoint.split("@")[0], lineage.step, f"/ckpts/{version}", "vit"),
+        run=RunRow(run_id, "benchmark", f"HSN x {checkpoint} ({version})"),
+    )
+
+
+def snapshot(store: MetricsStore) -> dict[str, pd.DataFrame]:
+    """Every row of the six tables an evaluation writes, read through one read-only connection."""
+    with duckdb.connect(str(store.path), read_only=True) as con:
+        return {table: con.execute(f"SELECT * FROM {table} ORDER BY ALL").df() for table in EVALUATION_TABLES}
+
+
+def assert_same_state(store: MetricsStore, before: dict[str, pd.DataFrame]) -> None:
+    after = snapshot(store)
+    for table in EVALUATION_TABLES:
+        pd.testing.assert_frame_equal(after[table], before[table], obj=table)
+
+
+def counts(store: MetricsStore) -> dict[str, int]:
+    return {table: count(store, table) for table in EVALUATION_TABLES}
+
+
+def test_record_evaluation_writes_every_table_in_one_transaction(store):
+    executed: list[str] = []
+    store.record_evaluation(make_record())  # the file now exists with the current schema
+    trapping = MetricsStore(
+        store.path,
+        wrap_connection=functools.partial(StatementTrap, at=0, action=None, executed=executed),
+    )
+    written = trapping.record_evaluation(make_record("demo-vit@400", run_id="run-2", seed=4))
+    assert tuple(executed) == RECORD_STATEMENTS
+    assert written == N_FOLDS * 2 * len(METRICS)
+    per_checkpoint = N_FOLDS * 2 * len(METRICS), N_FOLDS * 2 * len(CLASSES)
+    assert counts(store) == {
+        "datasets": 1, "checkpoints": 2, "runs": 2, "lineage": 2,
+        "scores": 2 * per_checkpoint[0], "class_scores": 2 * per_checkpoint[1],
+    }
+    board = store.leaderboard().query("checkpoint == 'demo-vit@400' and split == 'test' and metric == 'cmAP'")
+    values = make_scores(4).query("split == 'test' and metric == 'cmAP'")["value"]
+    assert board["mean"].iloc[0] == pytest.approx(values.mean(), abs=1e-12)
+    assert store.query("SELECT root, n_recordings FROM datasets").values.tolist() == [["/data/hsn-v1", 104]]
+
+
+@pytest.mark.parametrize("error", [InjectedFailure, duckdb.IOException])
+def test_a_failure_at_any_statement_of_record_evaluation_changes_nothing(store, error):
+    store.record_evaluation(make_record(run_id="run-old", seed=0, version="old"))
+    store.record_evaluation(make_record("demo-vit@100", run_id="run-old", seed=1, version="old"))
+    before = snapshot(store)
+    new = make_record(run_id="run-new", seed=2, version="new")  # replaces the task x checkpoint
+
+    def fail(con, sql):
+        raise error(f"injected before: {statement_label(sql)}")
+
+    for at in range(1, len(RECORD_STATEMENTS) + 1):
+        executed: list[str] = []
+        trap = functools.partial(StatementTrap, at=at, action=fail, executed=executed)
+        with pytest.raises(InjectedFailure if error is InjectedFailure else StoreError) as info:
+            MetricsStore(store.path, wrap_connection=trap).record_evaluation(new)
+        assert f"injected before: {RECORD_STATEMENTS[at - 1]}" in str(info.value)
+        assert tuple(executed) == RECORD_STATEMENTS[:at]
+        assert_same_state(store, before)
+
+    assert store.record_evaluation(new) == N_FOLDS * 2 * len(METRICS)  # and then it goes through
+    after = snapshot(store)
+    assert set(after["runs"]["run_id"]) == {"run-old", "run-new"}
+    assert after["lineage"].set_index("checkpoint")["run_id"].to_dict() == {
+        "demo-vit@100": "run-old", "demo-vit@200": "run-new"
+    }
+    assert after["datasets"]["root"].tolist() == ["/data/hsn-new"]
+    assert len(after["scores"]) == len(before["scores"])
+
+
+KILLED_WRITER = """
+import functools, json, pickle, sys, time
+from pathlib import Path
+from birdassets.store import MetricsStore
+from birdassets_tests.test_store import StatementTrap
+
+db, record, marker, at = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
+
+def pause(con, sql):
+    seen = {table: con.execute(f"SELECT count(*) FROM {table} WHERE {where}").fetchone()[0]
+            for table, where in [("datasets", "root = '/data/hsn-new'"), ("checkpoints", "path = '/ckpts/new'"),
+                                 ("runs", "run_id = 'run-new'"), ("lineage", "run_id = 'run-new'"),
+                                 ("scores", "run_id = 'run-new'")]}
+    tmp = marker.with_suffix(".tmp")
+    tmp.write_text(json.dumps(seen))
+    tmp.replace(marker)
+    time.sleep(600)
+
+trap = functools.partial(StatementTrap, at=at, action=pause, executed=[])
+MetricsStore(db, wrap_connection=trap).record_evaluation(pickle.loads(Path(record).read_bytes()))
+"""
+
+
+def test_a_writer_killed_between_statements_leaves_all_or_nothing(store, tmp_path):
+    store.record_evaluation(make_record(run_id="run-old", seed=0, version="old"))
+    before = snapshot(store)
+    new = make_record(run_id="run-new", seed=2, version="new")
+    record_file, marker = tmp_path / "record.pickle", tmp_path / "paused.json"
+    record_file.write_bytes(pickle.dumps(new))
+    at = RECORD_STATEMENTS.index("INSERT INTO scores") + 1  # upserts and lineage done, scores next
+    writer = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, str(store.path), str(record_file), str(marker), str(at)],
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert writer.poll() is None, f"the writer exited early with status {writer.returncode}"
+            assert time.monotonic() < deadline, "the writer never reached the statement"
+            time.sleep(0.05)
+        # inside its transaction the writer had already written every row before the scores
+        assert json.loads(marker.read_text()) == {
+            "datasets": 1, "checkpoints": 1, "runs": 1, "lineage": 1, "scores": 0
+        }
+        writer.send_signal(signal.SIGKILL)
+    finally:
+        writer.kill()
+        writer.wait(timeout=60)
+    assert writer.returncode == -signal.SIGKILL
+
+    assert_same_state(MetricsStore(store.path), before)  # reopened: none of the new rows
+    assert store.record_evaluation(new) == N_FOLDS * 2 * len(METRICS)
+    assert store.query("SELECT DISTINCT run_id FROM scores")["run_id"].tolist() == ["run-new"]
+    assert store.query("SELECT path FROM checkpoints")["path"].tolist() == ["/ckpts/new"]
+
+
+def test_re_recording_replaces_never_duplicates(store):
+    first = make_record(run_id="run-1", seed=0)
+    store.record_evaluation(first)
+    one = {
+        "datasets": 1, "checkpoints": 1, "runs": 1, "lineage": 1,
+        "scores": N_FOLDS * 2 * len(METRICS), "class_scores": N_FOLDS * 2 * len(CLASSES),
+    }
+    assert counts(store) == one
+    registered = store.query("SELECT registered_at FROM checkpoints")["registered_at"].iloc[0]
+
+    store.record_evaluation(first)  # the very same record again
+    assert counts(store) == one
+
+    second = make_record(run_id="run-2", seed=5, version="v2")  # same task x checkpoint, new run
+    store.record_evaluation(second)
+    assert counts(store) == {**one, "runs": 2}
+    stored = store.query("SELECT value FROM scores ORDER BY fold, split, probe, metric")["value"]
+    expected = make_scores(5).sort_values(["fold", "split", "probe", "metric"])["value"]
+    np.testing.assert_array_equal(stored.to_numpy(), expected.to_numpy())
+    assert store.query("SELECT DISTINCT run_id FROM class_scores")["run_id"].tolist() == ["run-2"]
+    assert store.query("SELECT manifest_hash FROM lineage")["manifest_hash"].tolist() == ["manifest-v2"]
+    assert store.query("SELECT root, n_recordings FROM datasets").values.tolist() == [["/data/hsn-v2", 105]]
+    checkpoints = store.query("SELECT path, registered_at FROM checkpoints")
+    assert checkpoints.values.tolist() == [["/ckpts/v2", registered]]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda r: dataclasses.replace(r, dataset=dataclasses.replace(r.dataset, task="other")),
+         "dataset.task is 'other' but the lineage's is 'HSN'"),
+        (lambda r: dataclasses.replace(r, checkpoint=dataclasses.replace(r.checkpoint, checkpoint="x@1")),
+         "checkpoint.checkpoint is 'x@1'"),
+        (lambda r: dataclasses.replace(r, run=RunRow("run-9", "benchmark")), "run.run_id is 'run-9'"),
+        (lambda r: dataclasses.replace(r, dataset=dataclasses.replace(r.dataset, n_classes=-1)),
+         "n_classes must be a non-negative int"),
+        (lambda r: dataclasses.replace(r, checkpoint=dataclasses.replace(r.checkpoint, step="200")),
+         "step must be an int or None"),
+        (lambda r: dataclasses.replace(r, run=("run-1", "benchmark")), "record.run must be a RunRow"),
+        (lambda r: dataclasses.replace(r, scores=r.scores.assign(split="train")), "split must be one of"),
+    ],
+)
+def test_bad_records_are_rejected_before_opening_the_file(store, change, message):
+    with pytest.raises(StoreValidationError, match=re.escape(message)):
+        store.record_evaluation(change(make_record()))
+    assert not store.path.exists()

@@ -22,20 +22,15 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from birdassets.checkpoints import (
-    COMMIT_MARKER,
-    CheckpointError,
-    finalized_steps,
-    read_metadata,
-    restore_encoder,
-)
+from birdassets.checkpoints import COMMIT_MARKER, CheckpointError, discover_checkpoints, finalized_steps
+from birdassets.checkpoints.orbax_io import read_metadata
 from birdassets.datasets.mel_tfds import MelDataset, build_mel_dataset
-from birdassets.discovery import discover_checkpoints
 from birdassets.frontends.presets import get_preset
 from birdassets.models.vit import ViTEncoder, encoder_params, vit_config
+from birdassets.models.vit.family import restore_encoder
 from birdassets.sources.manifest import Manifest, file_sha256
 from birdassets.train.config import TrainConfig, TrainConfigError
-from birdassets.train.data import training_stream
+from birdassets.train.stream import training_stream
 from birdassets.train.loop import HISTORY, holdout_mask, train
 from birdassets.train.objectives import TrainModel, losses
 from birdassets.train.optim import decay_mask, learning_rate_schedule, make_optimizer
@@ -214,12 +209,12 @@ CRASH_SCRIPT = """
 import json, os, sys
 from pathlib import Path
 from birdassets.datasets.mel_tfds import MelDataset
-from birdassets.train import checkpointing
+from birdassets.train import saver
 from birdassets.train.config import TrainConfig
 from birdassets.train.loop import train
 
 dataset_root, config_json, run_dir, crash_step = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-original_save = checkpointing.RunCheckpointer.save
+original_save = saver.RunCheckpointer.save
 
 def save_then_die(self, step, *args, **kwargs):
     original_save(self, step, *args, **kwargs)  # returns once the async write has started
@@ -227,7 +222,7 @@ def save_then_die(self, step, *args, **kwargs):
         print(json.dumps(sorted(os.listdir(run_dir))), flush=True)
         os._exit(1)  # no close(), no finalize, no atexit: a hard crash
 
-checkpointing.RunCheckpointer.save = save_then_die
+saver.RunCheckpointer.save = save_then_die
 train(TrainConfig(**json.loads(config_json)), MelDataset(Path(dataset_root)), run_dir, progress=False)
 """
 

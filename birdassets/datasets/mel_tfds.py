@@ -16,7 +16,6 @@ import contextlib
 import hashlib
 import io
 import json
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import pandas as pd
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from birdassets.atomic import atomic_dir
 from birdassets.audio.io import load
 from birdassets.frontends.presets import MelPreset
 from birdassets.frontends.tf_mel import TFMelFrontend
@@ -226,17 +226,24 @@ def build_mel_dataset(
 ) -> MelDataset:
     """Write the TFDS mel dataset and window index for ``manifest`` (idempotent).
 
-    The dataset is written into a temporary sibling folder and renamed into place when complete, so a
+    The dataset is built in a staging folder and published whole (:func:`birdassets.atomic.atomic_dir`), so a
     crashed build is never read as whole; an existing complete dataset is returned as is.
     """
     target = MelDataset(dataset_dir(Path(mel_root), manifest, preset))
     if target.exists():
         return target
-    staging = target.root.with_name(target.root.name + ".incomplete")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    with atomic_dir(target.root) as staging:
+        windows = window_index(manifest, preset)
+        stats = _write_tfds(staging, manifest, preset, windows, windows_per_shard)
+        windows.to_parquet(staging / WINDOW_INDEX, index=False)  # with path and segment end: waveform encoders re-read the audio
+        (staging / BUILD_STATS).write_text(json.dumps(stats, indent=2))
+    return target
+
+
+def _write_tfds(staging: Path, manifest: Manifest, preset: MelPreset, windows: pd.DataFrame,
+                windows_per_shard: int) -> dict:
+    """Prepare the TFDS dataset under ``staging``; returns its build stats (counts, seconds, audio s per s)."""
     tfds.disable_progress_bar()
-    windows = window_index(manifest, preset)
     num_shards = shards_for(int(windows["split"].value_counts().min()), windows_per_shard)
     started = time.perf_counter()
     builder = MelWindows(manifest=manifest, preset=preset, windows=windows, data_dir=str(staging))
@@ -245,8 +252,7 @@ def build_mel_dataset(
             download_config=tfds.download.DownloadConfig(try_download_gcs=False, num_shards=num_shards)
         )
     wall = time.perf_counter() - started
-    windows.to_parquet(staging / WINDOW_INDEX, index=False)  # with path and segment end: waveform encoders re-read the audio
-    stats = {
+    return {
         "windows": int(len(windows)),
         "windows_by_split": {k: int(v) for k, v in windows["split"].value_counts().items()},
         "audio_seconds": builder.audio_seconds,
@@ -259,9 +265,3 @@ def build_mel_dataset(
         "preset_hash": preset.content_hash(),
         "manifest_hash": manifest.content_hash(),
     }
-    (staging / BUILD_STATS).write_text(json.dumps(stats, indent=2))
-    if target.root.exists():  # a concurrent build finished first: keep it
-        shutil.rmtree(staging)
-    else:
-        staging.rename(target.root)
-    return target

@@ -4,113 +4,118 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from birdassets.benchmark import mel_dataset_for
-from birdassets.checkpoints import CheckpointError, read_config, read_encoder_shapes, validate_encoder_shapes
+from birdassets import artifacts, steps
+from birdassets.checkpoints import CheckpointError
 from birdassets.defs.partitions import split_evaluation_key
 from birdassets.defs.resources import BirdassetsHome
-from birdassets.discovery import resolve_checkpoint
-from birdassets.models.registry import PRETRAINED, load_encoder
-from birdassets.embeddings import collapse_stats, read_embeddings
+from birdassets.embeddings import collapse_stats
 from birdassets.folds import check_folds
-from birdassets.sources.manifest import Manifest
+from birdassets.models.registry import validate_encoder
 
-#: embeddings whose rows are this similar on average are treated as collapsed
 MAX_MEAN_COSINE = 0.9999
+"""Embeddings whose rows are this similar on average are treated as collapsed."""
 MIN_EFFECTIVE_RANK = 1.5
+MEL_RANGE_TOLERANCE = 1e-5
+"""float32 rounding of a preset's stage-C bounds themselves."""
 
 
-def build_checks(assets: dict[str, dg.AssetsDefinition]) -> list[dg.AssetChecksDefinition]:
-    @dg.asset_check(asset=assets["mel_dataset"], blocking=True, partitions_def=assets["mel_dataset"].partitions_def)
-    def mel_values_finite_and_in_range(context: dg.AssetCheckExecutionContext, birdassets: BirdassetsHome) -> dg.AssetCheckResult:
+def mel_value_range(dataset) -> dict:
+    """``windows``, ``non_finite`` count, finite ``min``/``max`` over every window of every split."""
+    low, high, non_finite, count = np.inf, -np.inf, 0, 0
+    for split in dataset.windows()["split"].unique():
+        for batch in dataset.as_dataset(split, batch_size=256).as_numpy_iterator():
+            mel = batch["mel"]
+            finite = np.isfinite(mel)
+            non_finite += int((~finite).sum())
+            low, high = min(low, float(mel[finite].min())), max(high, float(mel[finite].max()))
+            count += len(mel)
+    return {"windows": count, "non_finite": non_finite, "min": low, "max": high}
+
+
+def by_fold_json(by_fold: dict) -> dg.MetadataValue:
+    return dg.MetadataValue.json({str(fold): list(classes) for fold, classes in by_fold.items()})
+
+
+def mel_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=asset, blocking=True, partitions_def=asset.partitions_def)
+    def mel_values_finite_and_in_range(context: dg.AssetCheckExecutionContext,
+                                       birdassets: BirdassetsHome) -> dg.AssetCheckResult:
         """Every mel value of every window is finite and within the preset's stage-C range
         (``MelPreset.input_value_range``: [0, 1] for min-max presets)."""
-        dataset = mel_dataset_for(birdassets.settings, context.partition_key)
-        bounds = birdassets.settings.task_preset(context.partition_key).input_value_range
-        low, high, non_finite, count = np.inf, -np.inf, 0, 0
-        for split in dataset.windows()["split"].unique():
-            for batch in dataset.as_dataset(split, batch_size=256).as_numpy_iterator():
-                mel = batch["mel"]
-                finite = np.isfinite(mel)
-                non_finite += int((~finite).sum())
-                low, high = min(low, float(mel[finite].min())), max(high, float(mel[finite].max()))
-                count += len(mel)
-        tolerance = 1e-5  # float32 rounding of the bounds themselves
-        passed = non_finite == 0 and low >= bounds[0] - tolerance and high <= bounds[1] + tolerance
-        return dg.AssetCheckResult(
-            passed=passed,
-            metadata={"windows": count, "non_finite": non_finite, "min": low, "max": high,
-                      "allowed_range": f"[{bounds[0]}, {bounds[1]}]"},
-        )
+        data = steps.TaskData.load(birdassets.settings, context.partition_key)
+        found, (low, high) = mel_value_range(data.mel), data.preset.input_value_range
+        passed = (found["non_finite"] == 0 and found["min"] >= low - MEL_RANGE_TOLERANCE
+                  and found["max"] <= high + MEL_RANGE_TOLERANCE)
+        return dg.AssetCheckResult(passed=passed, metadata={**found, "allowed_range": f"[{low}, {high}]"})
 
-    @dg.asset_check(asset=assets["folds"], blocking=True, partitions_def=assets["folds"].partitions_def)
-    def folds_leak_free_and_cover_classes(context: dg.AssetCheckExecutionContext, birdassets: BirdassetsHome) -> dg.AssetCheckResult:
+    return mel_values_finite_and_in_range
+
+
+def folds_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=asset, blocking=True, partitions_def=asset.partitions_def)
+    def folds_leak_free_and_cover_classes(context: dg.AssetCheckExecutionContext,
+                                          birdassets: BirdassetsHome) -> dg.AssetCheckResult:
         """No recording spans two folds; every class is in every training split unless the data makes it impossible."""
-        settings = birdassets.settings
-        task = context.partition_key
-        table = pd.read_parquet(settings.folds_path(task))
-        manifest = Manifest.read(settings.manifest_path(task))
-        labels = manifest.label_matrix(
-            manifest.table.set_index("recording_id").loc[table["recording_id"]].reset_index()
-        )
+        data = steps.TaskData.load(birdassets.settings, context.partition_key)
+        table = pd.read_parquet(birdassets.settings.layout.folds_path(context.partition_key))
+        manifest = data.manifest
+        labels = manifest.label_matrix(manifest.table.set_index("recording_id").loc[table["recording_id"]].reset_index())
         report = check_folds(table["recording_id"].to_numpy(), labels, table["fold"].to_numpy(), manifest.classes)
-        passed = report.leaks == 0 and report.missing_in_train == report.unavoidable_missing
         return dg.AssetCheckResult(
-            passed=passed,
-            metadata={
-                "leaks": report.leaks,
-                "windows_per_fold": dg.MetadataValue.json(list(report.windows_per_fold)),
-                "missing_in_train": dg.MetadataValue.json({str(k): list(v) for k, v in report.missing_in_train.items()}),
-                "unavoidable_missing": dg.MetadataValue.json({str(k): list(v) for k, v in report.unavoidable_missing.items()}),
-            },
+            passed=report.leaks == 0 and report.missing_in_train == report.unavoidable_missing,
+            metadata={"leaks": report.leaks, "windows_per_fold": dg.MetadataValue.json(list(report.windows_per_fold)),
+                      "missing_in_train": by_fold_json(report.missing_in_train),
+                      "unavoidable_missing": by_fold_json(report.unavoidable_missing)},
         )
 
-    @dg.asset_check(asset=assets["encoder"], blocking=True, partitions_def=assets["encoder"].partitions_def)
-    def encoder_shapes_consistent(context: dg.AssetCheckExecutionContext, birdassets: BirdassetsHome) -> dg.AssetCheckResult:
-        """Every layer of the checkpoint's encoder agrees on the embedding width (read from Orbax metadata);
-        a pretrained encoder embeds a silent window into one finite vector of its stated width."""
-        if context.partition_key in PRETRAINED:
-            encoder = load_encoder(birdassets.settings.checkpoint_roots, context.partition_key).encoder
-            probe = np.asarray(encoder.embed(np.zeros((1, encoder.input_spec.clip_samples), np.float32)))
-            passed = probe.shape == (1, encoder.dim) and bool(np.isfinite(probe).all())
-            return dg.AssetCheckResult(passed=passed, metadata={"embedding_shape": str(probe.shape), "dim": encoder.dim})
-        ref = resolve_checkpoint(birdassets.settings.checkpoint_roots, context.partition_key)
+    return folds_leak_free_and_cover_classes
+
+
+def encoder_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=asset, blocking=True, partitions_def=asset.partitions_def)
+    def encoder_shapes_consistent(context: dg.AssetCheckExecutionContext,
+                                  birdassets: BirdassetsHome) -> dg.AssetCheckResult:
+        """The encoder's family validates it: a checkpoint's layers agree on the embedding width (read from
+        Orbax metadata only); a pretrained encoder embeds a silent window into one finite vector of its width."""
         try:
-            validate_encoder_shapes(read_encoder_shapes(ref.run_dir, ref.step), read_config(ref.run_dir, ref.step), where=str(ref.step_dir))
+            found = validate_encoder(birdassets.settings.checkpoint_roots, context.partition_key)
         except CheckpointError as error:
             return dg.AssetCheckResult(passed=False, metadata={"problem": str(error)})
-        return dg.AssetCheckResult(passed=True, metadata={"checkpoint": str(ref.step_dir)})
+        return dg.AssetCheckResult(passed=True, metadata={key: dg.MetadataValue.text(str(v)) for key, v in found.items()})
 
-    @dg.asset_check(asset=assets["embeddings"], blocking=True, partitions_def=assets["embeddings"].partitions_def)
-    def embeddings_finite_not_collapsed(context: dg.AssetCheckExecutionContext, birdassets: BirdassetsHome) -> dg.AssetCheckResult:
+    return encoder_shapes_consistent
+
+
+def embeddings_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=asset, blocking=True, partitions_def=asset.partitions_def)
+    def embeddings_finite_not_collapsed(context: dg.AssetCheckExecutionContext,
+                                        birdassets: BirdassetsHome) -> dg.AssetCheckResult:
         """Embeddings are finite and not collapsed (rows not all alike, more than one effective dimension)."""
-        task, checkpoint = split_evaluation_key(context)
-        embedded = read_embeddings(birdassets.settings.embeddings_dir(task, checkpoint))
+        embedded = steps.embeddings_of(birdassets.settings, *split_evaluation_key(context))
         health = collapse_stats(embedded.embeddings)
-        passed = (
-            health["non_finite"] == 0
-            and health["mean_std"] > 0
-            and health["mean_cosine"] < MAX_MEAN_COSINE
-            and health["effective_rank"] >= MIN_EFFECTIVE_RANK
-        )
+        passed = (health["non_finite"] == 0 and health["mean_std"] > 0 and health["mean_cosine"] < MAX_MEAN_COSINE
+                  and health["effective_rank"] >= MIN_EFFECTIVE_RANK)
         return dg.AssetCheckResult(passed=passed, metadata={k: float(v) for k, v in health.items()})
 
-    @dg.asset_check(asset=assets["scores"], blocking=True, partitions_def=assets["scores"].partitions_def)
-    def scores_within_unit_interval(context: dg.AssetCheckExecutionContext, birdassets: BirdassetsHome) -> dg.AssetCheckResult:
+    return embeddings_finite_not_collapsed
+
+
+def scores_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=asset, blocking=True, partitions_def=asset.partitions_def)
+    def scores_within_unit_interval(context: dg.AssetCheckExecutionContext,
+                                    birdassets: BirdassetsHome) -> dg.AssetCheckResult:
         """Every score is within [0, 1] (NaN only where no class could be scored)."""
         task, checkpoint = split_evaluation_key(context)
-        table = pd.read_parquet(birdassets.settings.scores_dir(task, checkpoint) / "scores.parquet")
+        table = pd.read_parquet(birdassets.settings.layout.scores_dir(task, checkpoint) / artifacts.SCORES)
         values = table["value"].to_numpy()
         undefined = np.isnan(values)
         bad = (~undefined & ((values < 0) | (values > 1))) | (undefined & (table["n_classes_scored"].to_numpy() > 0))
-        return dg.AssetCheckResult(
-            passed=not bad.any(),
-            metadata={"rows": len(table), "out_of_range": int(bad.sum()), "undefined": int(undefined.sum())},
-        )
+        return dg.AssetCheckResult(passed=not bad.any(), metadata={
+            "rows": len(table), "out_of_range": int(bad.sum()), "undefined": int(undefined.sum())})
 
-    return [
-        mel_values_finite_and_in_range,
-        folds_leak_free_and_cover_classes,
-        encoder_shapes_consistent,
-        embeddings_finite_not_collapsed,
-        scores_within_unit_interval,
-    ]
+    return scores_within_unit_interval
+
+
+def build_checks(assets: dict[str, dg.AssetsDefinition]) -> list[dg.AssetChecksDefinition]:
+    return [mel_check(assets["mel_dataset"]), folds_check(assets["folds"]), encoder_check(assets["encoder"]),
+            embeddings_check(assets["embeddings"]), scores_check(assets["scores"])]

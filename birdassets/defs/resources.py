@@ -18,6 +18,6 @@ class BirdassetsHome(dg.ConfigurableResource):
         return load_settings(self.home)
 
     def store(self) -> MetricsStore:
-        store = MetricsStore(self.settings.db_path)
+        store = MetricsStore(self.settings.layout.db_path)
         store.ensure_schema()
         return store

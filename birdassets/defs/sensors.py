@@ -1,28 +1,29 @@
-"""Automation: a sensor that registers new finalized checkpoints, the declarative-automation sensor that
-carries them through embeddings -> probe -> scores -> DuckDB, and a weekly re-benchmark schedule."""
+"""Automation: sensors that register new finalized checkpoints and build new or reconfigured tasks, the
+declarative-automation sensor that carries both through embeddings -> probe -> scores -> DuckDB, and a weekly
+re-benchmark schedule."""
 
 import dagster as dg
 
+from birdassets.checkpoints import discover_checkpoints
+from birdassets.defs.jobs import BENCHMARK_JOB, DATA_JOB, ENCODER_JOB
 from birdassets.defs.partitions import CHECKPOINT_PARTITIONS_NAME, Partitions, evaluation_key
 from birdassets.defs.resources import BirdassetsHome
-from birdassets.discovery import discover_checkpoints
 from birdassets.models.registry import available_pretrained
+from birdassets.settings import Settings
 
 SENSOR_INTERVAL_S = 30
+WEEKLY_CRON = "0 3 * * 0"
 
 
-def build_sensors(partitions: Partitions, encoder_job: dg.JobDefinition, benchmark_job: dg.JobDefinition, settings):
-    @dg.sensor(
-        job=encoder_job,
-        minimum_interval_seconds=SENSOR_INTERVAL_S,
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Registers new finalized Orbax steps under the checkpoint roots (and installed pretrained "
-        "encoders such as BirdNET) and loads their encoders.",
-    )
+def checkpoint_sensor(partitions: Partitions, encoder_job: dg.JobDefinition) -> dg.SensorDefinition:
+    @dg.sensor(job=encoder_job, minimum_interval_seconds=SENSOR_INTERVAL_S, default_status=dg.DefaultSensorStatus.RUNNING,
+               description="Registers new finalized Orbax steps under the checkpoint roots (and installed pretrained "
+               "encoders such as BirdNET) and loads their encoders.")
     def checkpoint_sensor(context: dg.SensorEvaluationContext, birdassets: BirdassetsHome) -> dg.SensorResult:
+        settings = birdassets.settings
         known = set(context.instance.get_dynamic_partitions(CHECKPOINT_PARTITIONS_NAME))
-        found = [ref.key for ref in discover_checkpoints(birdassets.settings.checkpoint_roots)]
-        found += [key for key in available_pretrained() if key in birdassets.settings.pretrained]
+        found = [ref.key for ref in discover_checkpoints(settings.checkpoint_roots)]
+        found += [key for key in available_pretrained() if key in settings.pretrained]
         new = [key for key in found if key not in known]
         return dg.SensorResult(
             run_requests=[dg.RunRequest(partition_key=key, run_key=f"encoder:{key}") for key in new],
@@ -30,27 +31,51 @@ def build_sensors(partitions: Partitions, encoder_job: dg.JobDefinition, benchma
             cursor=str(len(found)),
         )
 
+    return checkpoint_sensor
+
+
+def built_fingerprint(instance: dg.DagsterInstance, task: str) -> str | None:
+    """The task fingerprint the latest ``raw_audio`` materialization of ``task`` was built under."""
+    latest = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("raw_audio"), asset_partitions=[task]), limit=1
+    ).records
+    entry = latest[0].asset_materialization.metadata.get("task_fingerprint") if latest else None
+    return entry.value if entry is not None else None
+
+
+def task_sensor(data_job: dg.JobDefinition) -> dg.SensorDefinition:
+    @dg.sensor(job=data_job, minimum_interval_seconds=SENSOR_INTERVAL_S, default_status=dg.DefaultSensorStatus.RUNNING,
+               description="Builds raw_audio, mel_dataset and folds of every task that is new in birdassets.toml or "
+               "whose source, root or preset parameters changed; automation then scores it on every checkpoint.")
+    def task_sensor(context: dg.SensorEvaluationContext, birdassets: BirdassetsHome):
+        settings = birdassets.settings
+        for task in settings.task_names:
+            fingerprint = settings.task_fingerprint(task)
+            if built_fingerprint(context.instance, task) != fingerprint:
+                yield dg.RunRequest(partition_key=task, run_key=f"data:{task}:{fingerprint}")
+
+    return task_sensor
+
+
+def weekly_rebenchmark(settings: Settings, benchmark_job: dg.JobDefinition) -> dg.ScheduleDefinition:
+    @dg.schedule(cron_schedule=WEEKLY_CRON, job=benchmark_job, default_status=dg.DefaultScheduleStatus.STOPPED,
+                 description="Re-benchmark every task x checkpoint weekly (an explicit alternative to the scores "
+                 "asset's weekly automation condition).")
+    def weekly_rebenchmark(context: dg.ScheduleEvaluationContext):
+        stamp = context.scheduled_execution_time.strftime("%Y-%m-%d")
+        for checkpoint in context.instance.get_dynamic_partitions(CHECKPOINT_PARTITIONS_NAME):
+            for task in settings.task_names:
+                yield dg.RunRequest(partition_key=evaluation_key(task, checkpoint),
+                                    run_key=f"rebenchmark:{stamp}:{task}:{checkpoint}")
+
+    return weekly_rebenchmark
+
+
+def build_automation(partitions: Partitions, jobs: dict[str, dg.JobDefinition], settings: Settings):
+    """``(sensors, schedules)`` of the code location."""
     automation = dg.AutomationConditionSensorDefinition(
-        "birdassets_automation",
-        target=dg.AssetSelection.all(),
-        default_status=dg.DefaultSensorStatus.RUNNING,
+        "birdassets_automation", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=SENSOR_INTERVAL_S,
     )
-
-    @dg.schedule(
-        cron_schedule="0 3 * * 0",
-        job=benchmark_job,
-        default_status=dg.DefaultScheduleStatus.STOPPED,
-        description="Re-benchmark every task x checkpoint weekly (an explicit alternative to the scores asset's "
-        "weekly automation condition).",
-    )
-    def weekly_rebenchmark(context: dg.ScheduleEvaluationContext):
-        checkpoints = context.instance.get_dynamic_partitions(CHECKPOINT_PARTITIONS_NAME)
-        stamp = context.scheduled_execution_time.strftime("%Y-%m-%d")
-        for checkpoint in checkpoints:
-            for task in settings.task_names:
-                yield dg.RunRequest(
-                    partition_key=evaluation_key(task, checkpoint), run_key=f"rebenchmark:{stamp}:{task}:{checkpoint}"
-                )
-
-    return [checkpoint_sensor, automation], [weekly_rebenchmark]
+    sensors = [checkpoint_sensor(partitions, jobs[ENCODER_JOB]), task_sensor(jobs[DATA_JOB]), automation]
+    return sensors, [weekly_rebenchmark(settings, jobs[BENCHMARK_JOB])]

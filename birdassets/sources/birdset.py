@@ -50,8 +50,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from birdassets.sources.birdclef import ingest_rows
-from birdassets.sources.ingest import AudioFile, IngestResult
+from birdassets.sources.ingest import AudioFile, IngestResult, ingest_rows
 from birdassets.sources.manifest import ManifestError
 
 SPLITS: dict[str, str] = {"train": "train", "test_5s": "test"}
@@ -199,48 +198,62 @@ def _class_name(value, classes: tuple[str, ...], where: str) -> str | None:
     return classes[index]
 
 
-def _rows_of_table(path: Path, root: Path, split: str, classes: tuple[str, ...]) -> list[dict]:
-    table = read_table(path)
+def _split_files_of(root: Path, config: str | None) -> dict[str, list[Path]]:
+    """:func:`split_files` of every split in :data:`SPLITS`; raises :class:`ManifestError` when there are none."""
+    files = {split: split_files(root, split, config) for split in SPLITS}
+    if not any(files.values()):
+        raise ManifestError(
+            f"{root}: no BirdSet split files (train*/test_5s* .parquet or .arrow, or <split>/ folders)"
+            + (f" for config {config!r}" if config else "")
+        )
+    return files
+
+
+def _filepaths(table: pa.Table, path: Path) -> list[str | None]:
+    """Each row's audio path as stored: ``filepath``, else ``audio.path``."""
     if "filepath" in table.column_names:
-        filepaths = table.column("filepath").to_pylist()
-    elif "audio" in table.column_names:
-        filepaths = [(audio or {}).get("path") for audio in table.column("audio").to_pylist()]
-    else:
-        raise ManifestError(f"{path}: has neither a 'filepath' nor an 'audio' column")
-    n = table.num_rows
+        return table.column("filepath").to_pylist()
+    if "audio" in table.column_names:
+        return [(audio or {}).get("path") for audio in table.column("audio").to_pylist()]
+    raise ManifestError(f"{path}: has neither a 'filepath' nor an 'audio' column")
 
-    def column(name: str, default) -> list:
-        return table.column(name).to_pylist() if name in table.column_names else [default] * n
 
-    focal = column("ebird_code", None)
-    multi = column("ebird_code_multilabel", None)
-    starts, ends = column("start_time", None), column("end_time", None)
+def _window(start, end, where: str) -> tuple[float, float]:
+    """A ``test_5s`` row's ``(start_s, end_s)``, seconds; must be finite with ``0 <= start < end``."""
+    if start is None or end is None:
+        raise ManifestError(f"{where}: test_5s window without start_time/end_time")
+    start_s, end_s = float(start), float(end)
+    if not (math.isfinite(start_s) and math.isfinite(end_s) and 0 <= start_s < end_s):
+        raise ManifestError(f"{where}: invalid window [{start_s}, {end_s}] s")
+    return start_s, end_s
+
+
+def _rows_of_table(path: Path, root: Path, split: str, classes: tuple[str, ...]) -> list[dict]:
+    """The manifest rows (plus ``_where``) of one split file; ``split`` is BirdSet's name (:data:`SPLITS`)."""
+    table = read_table(path)
+    filepaths = _filepaths(table, path)
+
+    def column(name: str) -> list:
+        return table.column(name).to_pylist() if name in table.column_names else [None] * table.num_rows
+
+    focal, multi = column("ebird_code"), column("ebird_code_multilabel")
+    starts, ends = column("start_time"), column("end_time")
     ours = SPLITS[split]
     rows = []
-    for i in range(n):
+    for i, filepath in enumerate(filepaths):
         where = f"{path} row {i}"
-        if not filepaths[i]:
+        if not filepath:
             raise ManifestError(f"{where}: empty filepath")
-        audio = Path(filepaths[i]) if Path(filepaths[i]).is_absolute() else root / filepaths[i]
+        audio = Path(filepath) if Path(filepath).is_absolute() else root / filepath
         multilabel = [_class_name(v, classes, where) for v in (multi[i] or [])]
         primary = _class_name(focal[i], classes, where) if ours == "train" else None
-        labels = list(dict.fromkeys(x for x in [primary, *multilabel] if x is not None))
-        if ours == "test":
-            if starts[i] is None or ends[i] is None:
-                raise ManifestError(f"{where}: test_5s window without start_time/end_time")
-            start_s, end_s = float(starts[i]), float(ends[i])
-            if not (math.isfinite(start_s) and math.isfinite(end_s) and 0 <= start_s < end_s):
-                raise ManifestError(f"{where}: invalid window [{start_s}, {end_s}] s")
-            recording_id = f"{audio.stem}@{start_s:.1f}"
-        else:
-            start_s = end_s = math.nan
-            recording_id = audio.stem
+        start_s, end_s = _window(starts[i], ends[i], where) if ours == "test" else (math.nan, math.nan)
         rows.append(
             {
-                "recording_id": recording_id,
+                "recording_id": f"{audio.stem}@{start_s:.1f}" if ours == "test" else audio.stem,
                 "path": audio.resolve(),
                 "primary_label": primary or "",
-                "labels": labels,
+                "labels": list(dict.fromkeys(x for x in [primary, *multilabel] if x is not None)),
                 "split": ours,
                 "start_s": start_s,
                 "end_s": end_s,
@@ -280,12 +293,7 @@ def read_birdset(
     if not root.is_dir():
         raise ManifestError(f"{root}: BirdSet folder does not exist")
     classes = birdset_classes(root, config)
-    files = {split: split_files(root, split, config) for split in SPLITS}
-    if not any(files.values()):
-        raise ManifestError(
-            f"{root}: no BirdSet split files (train*/test_5s* .parquet or .arrow, or <split>/ folders)"
-            + (f" for config {config!r}" if config else "")
-        )
+    files = _split_files_of(root, config)
     rows = [
         row for split, paths in files.items() for path in paths for row in _rows_of_table(path, root, split, classes)
     ]

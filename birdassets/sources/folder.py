@@ -12,7 +12,7 @@ Every usable file becomes one row:
 
 * ``recording_id``: its path relative to ``root`` without the extension, ``/``-separated
   (``"site1/20240501_0600"``); a second file with the same stem (``a.wav`` next to ``a.flac``) gets
-  ``"#2"`` (:func:`birdassets.sources.birdclef.unique_ids`, in sorted path order);
+  ``"#2"`` (:func:`birdassets.sources.ingest.unique_ids`, in sorted path order);
 * ``split``: :data:`SPLIT` (``"test"``): the recordings are scored/embedded, never trained on;
 * ``primary_label = ""``, ``labels = []``; the manifest has no classes;
 * whole file (``start_s``/``end_s`` NaN), with duration, rate, channels and sha256 of the file.
@@ -27,8 +27,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from birdassets.sources.birdclef import unique_ids
-from birdassets.sources.ingest import IngestResult, scan_audio, sorted_records
+from birdassets.sources.ingest import AudioFile, IngestResult, scan_audio, sorted_records, unique_ids
 from birdassets.sources.manifest import Manifest, ManifestError
 
 AUDIO_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".ogg", ".mp3")
@@ -83,21 +82,22 @@ def read_folder(
     paths, ignored = find_audio(root)
     ids = dict(zip(paths, unique_ids(p.relative_to(root).with_suffix("").as_posix() for p in paths)))
     usable, quarantine = scan_audio(paths, min_duration_s, decode=decode, workers=workers)
-    rows = [
-        {
-            "recording_id": ids[Path(f.path)],
-            "path": f.path,
-            "duration_s": f.duration_s,
-            "sample_rate": f.sample_rate,
-            "channels": f.channels,
-            "primary_label": "",
-            "labels": [],
-            "split": SPLIT,
-            "start_s": math.nan,
-            "end_s": math.nan,
-            "sha256": f.sha256,
-        }
-        for f in usable
-    ]
-    manifest = Manifest.from_rows(rows, classes=())
+    manifest = Manifest.from_rows([_row(f, ids[Path(f.path)]) for f in usable], classes=())
     return IngestResult(manifest, sorted_records(quarantine), found=len(paths), ignored=ignored).check()
+
+
+def _row(file: AudioFile, recording_id: str) -> dict:
+    """The manifest row of one usable recording: the whole file, no labels, split :data:`SPLIT`."""
+    return {
+        "recording_id": recording_id,
+        "path": file.path,
+        "duration_s": file.duration_s,
+        "sample_rate": file.sample_rate,
+        "channels": file.channels,
+        "primary_label": "",
+        "labels": [],
+        "split": SPLIT,
+        "start_s": math.nan,
+        "end_s": math.nan,
+        "sha256": file.sha256,
+    }

@@ -9,6 +9,10 @@ counts reconcile on distinct files::
 
     found == ingested (distinct paths in the manifest) + quarantined
 
+Table-driven sources (BirdCLEF, BirdSet) build one row dict per recording or labelled window and hand them to
+:func:`ingest_rows`, which makes the ids unique (:func:`unique_ids`), checks every distinct file once, quarantines
+files too short for their labelled windows and builds the manifest (:func:`manifest_from_rows`).
+
 Reason codes:
 
 ===============  ======================================================================================
@@ -30,7 +34,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,13 +44,24 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from birdassets.atomic import atomic_path
 from birdassets.audio.io import FILE_PROBLEMS, AudioError, AudioInfo, verify
 from birdassets.sources.manifest import Manifest, ManifestError, file_sha256
 
 TOO_SHORT = "too_short"
 REASONS: tuple[str, ...] = (*FILE_PROBLEMS, TOO_SHORT)
 """Every quarantine reason code, in the order reports list them."""
-QUARANTINE_COLUMNS: tuple[str, ...] = ("path", "reason", "detail", "size_bytes", "sha256")
+_QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("path", pa.string()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("size_bytes", pa.int64()),
+        ("sha256", pa.string()),
+    ]
+)
+QUARANTINE_COLUMNS: tuple[str, ...] = tuple(_QUARANTINE_SCHEMA.names)
+"""Columns of a quarantine table, in order."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +115,17 @@ def _sha256(path: Path) -> str | None:
         return None
 
 
+def _problem_record(path: Path, error: Exception) -> QuarantineRecord:
+    """The quarantine record for a file whose checking raised ``error``."""
+    if isinstance(error, AudioError):
+        reason = error.reason if error.reason in REASONS else "corrupt"
+        return QuarantineRecord(str(path), reason, error.problem, _size(path), _sha256(path))
+    if isinstance(error, OSError):
+        return QuarantineRecord(str(path), "unreadable", f"cannot be read ({error})", _size(path), None)
+    detail = f"checking failed ({type(error).__name__}: {error})"
+    return QuarantineRecord(str(path), "corrupt", detail, _size(path), _sha256(path))
+
+
 def examine(
     path: str | Path, min_duration_s: float = 0.0, decode: Literal["full", "tail"] = "full"
 ) -> AudioFile | QuarantineRecord:
@@ -111,28 +137,15 @@ def examine(
     path = Path(path).absolute()
     try:
         info = verify(path, decode=decode)
-    except AudioError as error:
-        reason = error.reason if error.reason in REASONS else "corrupt"
-        return QuarantineRecord(str(path), reason, error.problem, _size(path), _sha256(path))
-    except OSError as error:
-        return QuarantineRecord(str(path), "unreadable", f"cannot be read ({error})", _size(path), None)
-    except Exception as error:  # noqa: BLE001 - a decoder bug must not fail a whole ingestion
-        return QuarantineRecord(
-            str(path), "corrupt", f"checking failed ({type(error).__name__}: {error})", _size(path), _sha256(path)
-        )
-    try:
         size, digest = path.stat().st_size, file_sha256(path)
-    except OSError as error:
-        return QuarantineRecord(str(path), "unreadable", f"cannot be read ({error})", _size(path), None)
+    except Exception as error:  # noqa: BLE001 - a decoder bug must not fail a whole ingestion
+        return _problem_record(path, error)
     if info.duration_s < min_duration_s:
-        return QuarantineRecord(
-            str(path),
-            TOO_SHORT,
+        detail = (
             f"lasts {info.duration_s:.3f} s, shorter than the {min_duration_s:g} s minimum (the preset's "
-            "min_last_s): no window can be cut from it",
-            size,
-            digest,
+            "min_last_s): no window can be cut from it"
         )
+        return QuarantineRecord(str(path), TOO_SHORT, detail, size, digest)
     return AudioFile(
         path=str(path),
         sample_rate=info.sample_rate,
@@ -193,23 +206,11 @@ def quarantine_frame(records: Sequence[QuarantineRecord]) -> pd.DataFrame:
 
 
 def write_quarantine(records: Sequence[QuarantineRecord], path: str | Path) -> Path:
-    """Write records as parquet (columns :data:`QUARANTINE_COLUMNS`), atomically: tmp file + rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    schema = pa.schema(
-        [
-            ("path", pa.string()),
-            ("reason", pa.string()),
-            ("detail", pa.string()),
-            ("size_bytes", pa.int64()),
-            ("sha256", pa.string()),
-        ]
-    )
-    table = pa.Table.from_pandas(quarantine_frame(records), schema=schema, preserve_index=False)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
-    return path
+    """Write records as parquet (columns :data:`QUARANTINE_COLUMNS`), atomically (:mod:`birdassets.atomic`)."""
+    table = pa.Table.from_pandas(quarantine_frame(records), schema=_QUARANTINE_SCHEMA, preserve_index=False)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return Path(path)
 
 
 def read_quarantine(path: str | Path) -> list[QuarantineRecord]:
@@ -288,3 +289,77 @@ def too_short_for(file: AudioFile, detail: str) -> QuarantineRecord:
 def sorted_records(records: Iterable[QuarantineRecord]) -> tuple[QuarantineRecord, ...]:
     """Records sorted by path (the order :class:`IngestResult` keeps)."""
     return tuple(sorted(records, key=lambda r: r.path))
+
+
+# ---------------------------------------------------------------------------- shared by table-driven sources
+
+
+def unique_ids(ids: Iterable[str]) -> list[str]:
+    """Make ids unique in order: the k-th repeat (k >= 2) of ``x`` becomes ``"x#k"``."""
+    seen: dict[str, int] = {}
+    taken: set[str] = set()
+    out: list[str] = []
+    for base in ids:
+        count = seen.get(base, 0) + 1
+        seen[base] = count
+        candidate = base if count == 1 else f"{base}#{count}"
+        while candidate in taken:  # "x#2" may itself be a literal id elsewhere
+            count += 1
+            seen[base] = count
+            candidate = f"{base}#{count}"
+        taken.add(candidate)
+        out.append(candidate)
+    return out
+
+
+
+def manifest_from_rows(
+    rows: list[dict], usable: dict[Path, AudioFile], classes: tuple[str, ...]
+) -> Manifest:
+    """Rows (with ``path``/``recording_id``, already unique) of usable files only, with their file facts."""
+    kept = []
+    for row in rows:
+        fact = usable.get(row["path"])
+        if fact is None:
+            continue
+        kept.append(
+            {
+                **{k: v for k, v in row.items() if not k.startswith("_")},
+                "path": fact.path,
+                "duration_s": fact.duration_s,
+                "sample_rate": fact.sample_rate,
+                "channels": fact.channels,
+                "sha256": fact.sha256,
+            }
+        )
+    return Manifest.from_rows(kept, classes=classes)
+
+
+def ingest_rows(
+    rows: list[dict],
+    classes: tuple[str, ...] | None,
+    min_duration_s: float,
+    decode: Literal["full", "tail"],
+    window_problem: Callable[[dict, AudioFile], str | None],
+) -> IngestResult:
+    """Rows of a label table (one per recording or labelled window) to an :class:`IngestResult`.
+
+    Makes recording ids unique, checks every distinct file once (:func:`scan_audio`), and quarantines a usable
+    file as ``too_short`` when ``window_problem(row, file)`` describes a test window its audio cannot hold.
+    ``classes`` ``None``: the labels the rows use, sorted.
+    """
+    for row, recording_id in zip(rows, unique_ids(row["recording_id"] for row in rows)):
+        row["recording_id"] = recording_id
+    files = list(dict.fromkeys(row["path"] for row in rows))
+    usable, quarantine = scan_audio(files, min_duration_s, decode=decode)
+    by_path = {Path(f.path): f for f in usable}
+    for row in rows:
+        fact = by_path.get(row["path"])
+        problem = window_problem(row, fact) if fact is not None and row["split"] == "test" else None
+        if problem is not None:
+            quarantine.append(too_short_for(fact, f"lasts {fact.duration_s:.3f} s but {row['_where']} {problem}"))
+            del by_path[row["path"]]
+    if classes is None:
+        classes = tuple(sorted({label for row in rows for label in row["labels"]}))
+    manifest = manifest_from_rows(rows, by_path, classes)
+    return IngestResult(manifest, sorted_records(quarantine), found=len(files)).check()

@@ -39,6 +39,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from birdassets.atomic import atomic_path
+
 COLUMNS: tuple[str, ...] = (
     "recording_id",
     "path",
@@ -162,17 +164,14 @@ class Manifest:
         return hashlib.sha256(payload.encode()).hexdigest()
 
     def write(self, path: str | Path) -> Path:
-        """Write as parquet (classes in the schema metadata), atomically: tmp file + rename."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Write as parquet (classes in the schema metadata), atomically (:mod:`birdassets.atomic`)."""
         table = pa.Table.from_pandas(self.table, preserve_index=False)
         metadata = dict(table.schema.metadata or {})
         metadata[_CLASSES_KEY] = json.dumps(list(self.classes)).encode()
         table = table.replace_schema_metadata(metadata)
-        tmp = path.with_name(path.name + ".tmp")
-        pq.write_table(table, tmp)
-        tmp.replace(path)
-        return path
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp)
+        return Path(path)
 
     @classmethod
     def read(cls, path: str | Path) -> "Manifest":

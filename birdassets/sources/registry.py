@@ -1,11 +1,94 @@
-"""One entry point from a configured data set to its manifest and quarantine: sources differ only here."""
+"""Every source birdassets can read, in one table: name -> reader and default frontend preset.
+
+A source turns one configured data set (:class:`birdassets.settings.DatasetConfig`) into an
+:class:`~birdassets.sources.ingest.IngestResult` (manifest + quarantine, counts that reconcile). Adding a source is
+one reader module plus one :class:`Source` entry in :data:`SOURCES`; ``birdassets.toml`` validation
+(:func:`birdassets.settings.load_settings`) and ingestion (:func:`ingest_source`) read this table.
+
+This module stays light to import (the settings import it): the readers, which pull in pandas, pyarrow and
+libsndfile, are imported only when a data set is read.
+"""
 
 from __future__ import annotations
 
-from birdassets.frontends.presets import MelPreset
-from birdassets.settings import DatasetConfig
-from birdassets.sources.ingest import IngestResult
-from birdassets.sources.manifest import Manifest
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from birdassets.frontends.presets import MelPreset
+    from birdassets.settings import DatasetConfig
+    from birdassets.sources.ingest import IngestResult
+    from birdassets.sources.manifest import Manifest
+
+FALLBACK_PRESET = "birdclef2025"
+"""Frontend preset of a data set whose source is unknown (it fails validation anyway)."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """One kind of audio collection.
+
+    Attributes:
+        name: the ``source`` value in ``birdassets.toml``.
+        read: ``read(dataset, preset) -> IngestResult``; ``preset`` (``None``: no minimum) sets the shortest usable
+            file (``preset.min_last_s`` seconds, see :func:`min_duration_s`).
+        default_preset: frontend preset of a data set of this source that names none.
+        description: one line for listings.
+        labelled: whether its recordings carry species labels (``False``: only detection and embedding).
+    """
+
+    name: str
+    read: Callable[[DatasetConfig, MelPreset | None], IngestResult]
+    default_preset: str
+    description: str
+    labelled: bool = True
+
+
+def min_duration_s(preset: MelPreset | None) -> float:
+    """Shortest usable file, seconds: the preset's ``min_last_s`` (no window fits in less), 0 without a preset."""
+    return preset.min_last_s if preset is not None else 0.0
+
+
+def _read_demo(dataset: DatasetConfig, preset: MelPreset | None) -> IngestResult:
+    from birdassets.sources.demo import read_demo
+
+    return read_demo(dataset.name, dataset.root, min_duration_s=min_duration_s(preset))
+
+
+def _read_birdclef(dataset: DatasetConfig, preset: MelPreset | None) -> IngestResult:
+    from birdassets.sources.birdclef import read_birdclef
+
+    return read_birdclef(dataset.root, min_duration_s=min_duration_s(preset))
+
+
+def _read_birdset(dataset: DatasetConfig, preset: MelPreset | None) -> IngestResult:
+    from birdassets.sources.birdset import read_birdset
+
+    return read_birdset(dataset.root, dataset.birdset_config, min_duration_s=min_duration_s(preset))
+
+
+def _read_folder(dataset: DatasetConfig, preset: MelPreset | None) -> IngestResult:
+    from birdassets.sources.folder import read_folder
+
+    return read_folder(dataset.root, min_duration_s=min_duration_s(preset))
+
+
+SOURCES: dict[str, Source] = {
+    source.name: source
+    for source in (
+        Source("demo", _read_demo, "birdclef2025", "synthetic bird calls, generated into the data set's root"),
+        Source("birdclef", _read_birdclef, "birdclef2025", "BirdCLEF Kaggle folder: train.csv + train_audio/"),
+        Source("birdset", _read_birdset, "birdset", "local copy of one BirdSet configuration (HF parquet/arrow)"),
+        Source("folder", _read_folder, "birdclef2025", "a folder of unlabelled recordings", labelled=False),
+    )
+}
+"""Every known source by name; BirdSet data gets BirdSet's frontend, the others BirdCLEF 2025's."""
+
+
+def default_preset(source: str | None) -> str:
+    """Frontend preset of a data set of ``source`` that names none (:data:`FALLBACK_PRESET` for an unknown one)."""
+    return SOURCES[source].default_preset if source in SOURCES else FALLBACK_PRESET
 
 
 def ingest_source(dataset: DatasetConfig, preset: MelPreset | None = None) -> IngestResult:
@@ -17,26 +100,16 @@ def ingest_source(dataset: DatasetConfig, preset: MelPreset | None = None) -> In
             be cut) are quarantined as ``too_short``. ``None``: no minimum duration.
 
     Returns:
-        An :class:`IngestResult` whose counts reconcile (found = ingested + quarantined files).
+        An :class:`~birdassets.sources.ingest.IngestResult` whose counts reconcile (found = ingested + quarantined
+        files).
+
+    Raises:
+        ValueError: the data set's source is not registered.
     """
-    min_duration_s = preset.min_last_s if preset is not None else 0.0
-    if dataset.source == "demo":
-        from birdassets.sources.demo import read_demo
-
-        return read_demo(dataset.name, dataset.root, min_duration_s=min_duration_s)
-    if dataset.source == "birdclef":
-        from birdassets.sources.birdclef import read_birdclef
-
-        return read_birdclef(dataset.root, min_duration_s=min_duration_s)
-    if dataset.source == "birdset":
-        from birdassets.sources.birdset import read_birdset
-
-        return read_birdset(dataset.root, dataset.birdset_config, min_duration_s=min_duration_s)
-    if dataset.source == "folder":
-        from birdassets.sources.folder import read_folder
-
-        return read_folder(dataset.root, min_duration_s=min_duration_s)
-    raise ValueError(f"dataset {dataset.name!r}: unknown source {dataset.source!r}")
+    if dataset.source not in SOURCES:
+        known = tuple(SOURCES)
+        raise ValueError(f"dataset {dataset.name!r}: unknown source {dataset.source!r}; expected one of {known}")
+    return SOURCES[dataset.source].read(dataset, preset)
 
 
 def read_source(dataset: DatasetConfig, preset: MelPreset | None = None) -> Manifest:

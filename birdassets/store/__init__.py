@@ -1,25 +1,27 @@
 """The metrics store: one DuckDB file holding every score with its lineage (Dagster-free).
 
-See :mod:`birdassets.store.store` for the single-writer discipline and
-:mod:`birdassets.store.schema` for the tables and views.
+- :mod:`.connection`  errors, opening with lock backoff, read-only queries, write transactions
+- :mod:`.schema`      tables and views (SQL)
+- :mod:`.records`     what a write hands over: :class:`EvaluationRecord` and its rows
+- :mod:`.validation`  checks run before the file is opened
+- :mod:`.statements`  the SQL of each table write
+- :mod:`.writers`     :class:`MetricsStore`: one transaction per write, plus ``query``
 """
 
 from __future__ import annotations
 
-from birdassets.store.schema import SCHEMA_VERSION, SPLITS
-from birdassets.store.store import (
-    CLASS_SCORE_COLUMNS,
-    QUARANTINE_FIELDS,
-    SCORE_COLUMNS,
-    Lineage,
-    MetricsStore,
+from birdassets.lineage import Lineage
+from birdassets.store.connection import (
     StoreError,
     StoreLockedError,
     StoreNotFoundError,
     StoreValidationError,
-    format_frame,
     query_readonly,
 )
+from birdassets.store.records import CheckpointRow, DatasetRow, EvaluationRecord, RunRow
+from birdassets.store.schema import SCHEMA_VERSION, SPLITS
+from birdassets.store.validation import CLASS_SCORE_COLUMNS, QUARANTINE_FIELDS, SCORE_COLUMNS
+from birdassets.store.writers import MetricsStore
 
 __all__ = [
     "CLASS_SCORE_COLUMNS",
@@ -27,12 +29,15 @@ __all__ = [
     "SCHEMA_VERSION",
     "SCORE_COLUMNS",
     "SPLITS",
+    "CheckpointRow",
+    "DatasetRow",
+    "EvaluationRecord",
     "Lineage",
     "MetricsStore",
+    "RunRow",
     "StoreError",
     "StoreLockedError",
     "StoreNotFoundError",
     "StoreValidationError",
-    "format_frame",
     "query_readonly",
 ]

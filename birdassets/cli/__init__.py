@@ -1,0 +1,60 @@
+"""The ``birdassets`` command line.
+
+* ``birdassets demo`` — generate the demo data, write a checkpoint, materialize every asset for every demo
+  task through Dagster on the persistent instance under ``BIRDASSETS_HOME``, print the leaderboard.
+* ``birdassets ui`` — the Dagster UI (webserver + daemon) on this project.
+* ``birdassets query "SQL" [--format table|csv|json]`` — read-only SQL on the metrics database.
+* ``birdassets train`` — train (or resume) an encoder; one flag per ``TrainConfig`` field.
+* ``birdassets spectrogram AUDIO --out X.npy`` — a file's mel spectrogram (stage B or C).
+* ``birdassets ingest FOLDER`` — what ingestion makes of a folder: counts and quarantined files with reasons.
+* ``birdassets embed --encoder birdnet --out OUT.npz AUDIO...`` — BirdNET embeddings and logits of files.
+* ``birdassets detect FOLDER --encoder birdnet --target LABEL ...`` — OrcaHello-style sliding-window detection.
+* ``birdassets bench frontend|birdnet`` — speed benchmarks.
+
+One module per command group (:mod:`~birdassets.cli.pipeline`, :mod:`~birdassets.cli.query`,
+:mod:`~birdassets.cli.train`, :mod:`~birdassets.cli.audio`, :mod:`~birdassets.cli.speed`), each adding its
+commands with ``add_parser(subparsers)``; :mod:`~birdassets.cli.errors` turns user errors into one line and
+exit status 2; :mod:`~birdassets.cli.format` formats tables. Commands import the library inside their
+functions, so ``birdassets --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import warnings
+
+from birdassets.cli import audio, pipeline, query, speed, train
+from birdassets.cli.errors import run_command
+
+COMMAND_GROUPS = (pipeline, query, train, audio, speed)
+"""Modules that add commands, in ``--help`` order."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``birdassets`` parser: one subcommand per command, its function in ``func``."""
+    parser = argparse.ArgumentParser(prog="birdassets", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for group in COMMAND_GROUPS:
+        group.add_parser(commands)
+    return parser
+
+
+def quiet() -> None:
+    """Keep TensorFlow/XLA start-up chatter and preview warnings out of the terminal."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*is currently in preview.*")
+    warnings.filterwarnings("ignore", message=".*is currently in beta.*")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``birdassets ARGV`` (default: ``sys.argv[1:]``); returns the exit status.
+
+    Commands run quietly (:func:`quiet`) unless their parser sets ``quiet=False`` (``ui``).
+    """
+    args = build_parser().parse_args(argv)
+    if getattr(args, "quiet", True):
+        quiet()
+    return run_command(args.command, lambda: args.func(args))

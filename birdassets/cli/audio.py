@@ -1,0 +1,170 @@
+"""Commands on audio files, without Dagster.
+
+* ``birdassets spectrogram AUDIO --out X.npy``: a file's mel spectrogram (stage B, or stage C of its first window).
+* ``birdassets ingest FOLDER``: what ingestion makes of a folder: counts and quarantined files with reasons.
+* ``birdassets embed --encoder birdnet --out OUT.npz AUDIO...``: BirdNET embeddings and logits of files.
+* ``birdassets detect FOLDER --target LABEL --out OUT.json``: OrcaHello-style sliding-window detection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from birdassets.cli.errors import UserError
+
+PRESETS_HELP = "TOML file with [presets.<name>] tables (user presets)"
+DETECTION_SUFFIXES = (".json", ".csv")
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    """Add ``spectrogram``, ``ingest``, ``embed`` and ``detect``."""
+    spectrogram = commands.add_parser("spectrogram", help="write a file's mel spectrogram (stage B or C) as .npy")
+    spectrogram.add_argument("audio")
+    spectrogram.add_argument("--preset", default="birdclef2025", help="built-in or user preset name")
+    spectrogram.add_argument("--presets", help=PRESETS_HELP)
+    spectrogram.add_argument("--stage", choices=("mel_db", "model_input"), default="mel_db")
+    spectrogram.add_argument("--out", required=True)
+    spectrogram.set_defaults(func=cmd_spectrogram)
+
+    ingest = commands.add_parser("ingest", help="check a folder of recordings: counts, quarantined files and reasons")
+    ingest.add_argument("folder")
+    ingest.add_argument("--json", action="store_true", help="one JSON object {found, ingested, quarantined, ignored}")
+    ingest.add_argument("--preset", default="birdclef2025", help="files shorter than its min_last_s are too short")
+    ingest.add_argument("--presets", help=PRESETS_HELP)
+    ingest.set_defaults(func=cmd_ingest)
+
+    embed = commands.add_parser("embed", help="BirdNET embeddings [windows, 1024] and logits of audio files")
+    embed.add_argument("audio", nargs="+")
+    embed.add_argument("--encoder", choices=("birdnet",), default="birdnet")
+    embed.add_argument("--out", required=True, help="output .npz (embeddings, logits, start_s, file)")
+    embed.set_defaults(func=cmd_embed)
+    add_detect_parser(commands)
+
+
+def add_detect_parser(commands: argparse._SubParsersAction) -> None:
+    detect = commands.add_parser("detect", help="sliding-window detection over a folder (OrcaHello decision rule)")
+    detect.add_argument("folder")
+    detect.add_argument("--encoder", default="birdnet", help="birdnet, or a checkpoint key (with --probe)")
+    detect.add_argument("--probe", help="score with the benchmark's probe '<task>:<probe>' for this encoder, "
+                        "e.g. demo-clear:linear (targets are that task's classes)")
+    detect.add_argument("--target", action="append", required=True,
+                        help="target class (BirdNET label, scientific or common name); repeatable")
+    detect.add_argument("--threshold", type=float, default=0.5, help="a window is positive above this")
+    detect.add_argument("--min-positive", type=int, default=3, help="positive windows for a global detection")
+    detect.add_argument("--clip", type=float, default=2.0, help="window length, s")
+    detect.add_argument("--hop", type=float, default=1.0, help="hop between windows, s")
+    detect.add_argument("--out", required=True, help="output .json or .csv")
+    detect.set_defaults(func=cmd_detect)
+
+
+def resolve_presets(names: list[str] | None, presets_file: str | None):
+    """Presets by name: built-ins, ``[presets]`` of ``$BIRDASSETS_HOME/birdassets.toml``, and ``presets_file``.
+
+    ``names=None`` gives every built-in and user preset.
+    """
+    from birdassets.frontends.presets import PRESETS, get_preset, presets_from_toml
+    from birdassets.settings import load_settings
+
+    user = {p.name: p for p in load_settings().presets}
+    if presets_file:
+        user.update(presets_from_toml(presets_file))
+    return [get_preset(name, user) for name in (names or [*PRESETS, *user])]
+
+
+def load_birdnet():
+    """The BirdNET V2.4 encoder; a :class:`UserError` saying why when it is unavailable."""
+    from birdassets.models.birdnet import BirdNetEncoder
+
+    try:
+        return BirdNetEncoder()
+    except (ImportError, FileNotFoundError, RuntimeError, ValueError) as error:
+        raise UserError(str(error)) from error
+
+
+def cmd_spectrogram(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from birdassets.atomic import atomic_path
+    from birdassets.audio.io import load
+
+    (preset,) = resolve_presets([args.preset], args.presets)
+    audio, _ = load(args.audio, preset.sample_rate)
+    from birdassets.frontends.tf_mel import TFMelFrontend  # TensorFlow: once the input is known to be good
+    from birdassets.frontends.windowing import cut_windows
+
+    frontend = TFMelFrontend(preset)
+    if args.stage == "mel_db":  # stage B over the whole file: [frames, mels]
+        result = frontend.mel_db(audio[None]).numpy()[0]
+    else:  # stage C of the first stage-A window (zero-padded if the file is shorter than a clip)
+        result = frontend.model_input(cut_windows(audio, [0.0], preset)).numpy()[0]
+    out = args.out if args.out.endswith(".npy") else args.out + ".npy"  # where np.save(args.out) would write
+    with atomic_path(out) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, result.astype(np.float32))
+    print(f"{args.out}: {args.stage} {list(result.shape)} float32 ({preset.name}, {preset.sample_rate} Hz)")
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from birdassets.sources.folder import read_folder
+
+    (preset,) = resolve_presets([args.preset], args.presets)
+    result = read_folder(args.folder, min_duration_s=preset.min_last_s).check()
+    quarantined = [{"path": r.path, "reason": r.reason, "detail": r.detail} for r in result.quarantine]
+    if args.json:
+        print(json.dumps({"found": result.found, "ingested": result.ingested, "quarantined": quarantined,
+                          "ignored": result.ignored}))
+        return 0
+    print(f"{args.folder}: found {result.found} audio files, ingested {result.ingested}, "
+          f"quarantined {len(quarantined)}" + (f", ignored {result.ignored} non-audio files" if result.ignored else ""))
+    for reason, count in result.reason_counts().items():
+        print(f"  {reason}: {count}")
+    for record in quarantined:
+        print(f"  {record['reason']:<12} {record['path']}: {record['detail']}")
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from birdassets.audio.io import probe
+    from birdassets.models.birdnet.recordings import embed_recordings, save_embeddings_npz
+
+    for path in args.audio:  # a missing or broken file is named before the model loads
+        probe(path)
+    encoder = load_birdnet()
+    started = time.perf_counter()
+    result = embed_recordings(args.audio, encoder)
+    seconds = time.perf_counter() - started
+    out = save_embeddings_npz(result, args.out)
+    windows = len(result["start_s"])
+    print(f"{out}: embeddings {list(result['embeddings'].shape)}, logits {list(result['logits'].shape)} from "
+          f"{len(args.audio)} file(s), {windows} windows of 3 s in {seconds:.1f} s "
+          f"({windows * 3.0 / max(seconds, 1e-9):.0f}x real time)")
+    return 0
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from birdassets.detection import DetectionConfig, detect_recordings, make_scorer
+    from birdassets.settings import load_settings
+    from birdassets.sources.folder import find_audio
+
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder} is not a folder")
+    if Path(args.out).suffix.lower() not in DETECTION_SUFFIXES:
+        raise UserError(f"{args.out}: detections are written as .json or .csv")
+    try:
+        config = DetectionConfig(clip_s=args.clip, hop_s=args.hop, threshold=args.threshold,
+                                 min_num_positive_calls=args.min_positive)
+        scorer = make_scorer(load_settings(), args.encoder, args.target, args.probe)
+    except (ValueError, FileNotFoundError, RuntimeError) as error:  # unknown target, probe, checkpoint, ...
+        raise UserError(str(error)) from error
+    result = detect_recordings(find_audio(folder)[0], scorer, config)
+    out = result.write(args.out)
+    positives = sum(r.global_prediction for r in result.recordings)
+    print(f"{out}: {len(result.recordings)} recording(s), {positives} with a detection of {scorer.name}; "
+          f"{len(result.failed)} unreadable")
+    for path, reason in result.failed:
+        print(f"  unreadable: {path}: {reason}")
+    return 0

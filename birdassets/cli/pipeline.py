@@ -1,0 +1,275 @@
+"""Commands that run the pipeline through Dagster, and the Dagster instance they share.
+
+* ``birdassets demo``: generate the demo data, train the demo encoder, materialize every asset for every demo
+  task on the persistent instance under ``BIRDASSETS_HOME``, print the leaderboard.
+* ``birdassets benchmark [--task T ...] [--checkpoint C ...]``: run the chain (data, encoder, embeddings, probes,
+  scores, DuckDB) through Dagster for configured tasks and checkpoints, print their leaderboard rows.
+* ``birdassets ui``: the Dagster UI (webserver + daemon) on this project.
+
+The instance config is the ``dagster.yaml`` shipped inside the package (:data:`INSTANCE_CONFIG`);
+:func:`prepare_instance` installs it as ``$BIRDASSETS_HOME/dagster/dagster.yaml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+from birdassets.cli.errors import UserError
+
+INSTANCE_CONFIG = "dagster.yaml"
+"""The Dagster instance config, package data of ``birdassets`` (the repository's root file links to it)."""
+
+LEADERBOARD_SQL = (
+    "select task, checkpoint, probe, round(mean, 4) as cmap, round(std, 4) as std, n_folds "
+    "from leaderboard where split = 'valid' and metric = 'cmAP' and list_contains(?, task) "
+    "and (? or list_contains(?, checkpoint)) order by task, step, probe"
+)
+"""The leaderboard printed after a run: cmAP on validation folds of some tasks (and, optionally, checkpoints)."""
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    """Add ``demo``, ``benchmark`` and ``ui``."""
+    demo = commands.add_parser("demo", help="generate the demo data and run the whole benchmark through Dagster")
+    demo.set_defaults(func=cmd_demo)
+
+    benchmark = commands.add_parser(
+        "benchmark", help="run the benchmark through Dagster for configured tasks and print their leaderboard rows"
+    )
+    benchmark.add_argument("--task", action="append", dest="tasks", metavar="TASK",
+                           help="a configured task (repeat for several; default: every benchmark task)")
+    benchmark.add_argument("--checkpoint", action="append", dest="checkpoints", metavar="CHECKPOINT",
+                           help="'<run>@<step>' under a checkpoint root, or a pretrained encoder such as birdnet-v2.4 "
+                           "(repeat for several; default: every checkpoint found)")
+    benchmark.set_defaults(func=cmd_benchmark)
+
+    ui = commands.add_parser("ui", help="start the Dagster UI on this project")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=3000)
+    ui.set_defaults(func=cmd_ui, quiet=False)  # `dagster dev` keeps its own logging
+
+
+def instance_config() -> str:
+    """The text of the packaged Dagster instance config."""
+    return resources.files("birdassets").joinpath(INSTANCE_CONFIG).read_text(encoding="utf-8")
+
+
+def prepare_instance(settings) -> Path:
+    """Point Dagster at ``$BIRDASSETS_HOME/dagster`` and install the packaged ``dagster.yaml`` there."""
+    from birdassets.atomic import write_text
+
+    home = settings.layout.dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    config, target = instance_config(), home / INSTANCE_CONFIG
+    if not target.exists() or target.read_text(encoding="utf-8") != config:
+        write_text(target, config)
+    os.environ["DAGSTER_HOME"] = str(home)
+    os.environ["BIRDASSETS_HOME"] = str(settings.home)
+    return home
+
+
+def register_checkpoints(defs, instance, settings) -> list[str]:
+    """Evaluate the checkpoint sensor once and apply its tick: add the new partitions, run their encoders."""
+    import dagster as dg
+
+    from birdassets.defs.resources import BirdassetsHome
+
+    sensor = defs.resolve_sensor_def("checkpoint_sensor")
+    context = dg.build_sensor_context(instance=instance, resources={"birdassets": BirdassetsHome(home=str(settings.home))})
+    result = sensor(context)
+    for request in result.dynamic_partitions_requests:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    return [request.partition_key for request in result.run_requests]
+
+
+def run_job(defs, name: str, partition_key, instance) -> float:
+    """Execute job ``name`` for one partition in this process on ``instance``; returns its wall time in s.
+
+    A failed run stops the command (exit status 1) with each failed step's message.
+    """
+    started = time.perf_counter()
+    result = defs.resolve_job_def(name).execute_in_process(
+        partition_key=partition_key,
+        instance=instance,
+        raise_on_error=False,
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+    )
+    if not result.success:
+        from birdassets.defs.runs import step_failure_messages
+
+        failures = step_failure_messages(result)
+        raise SystemExit(f"birdassets: {name} [{partition_key}] failed:\n  " + "\n  ".join(failures or ["(see the Dagster UI)"]))
+    return time.perf_counter() - started
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from birdassets.settings import load_settings
+
+    started = time.perf_counter()
+    settings = load_settings()
+    demo_data = [d for d in settings.datasets if d.source == "demo"]
+    demo_tasks = [d.name for d in demo_data if d.benchmark]
+    if not demo_tasks:
+        raise UserError(f"no demo tasks configured ({settings.config_file} sets include_demo = false)")
+    from dagster import DagsterInstance
+
+    from birdassets.definitions import build_definitions
+
+    prepare_instance(settings)
+    print(f"BIRDASSETS_HOME={settings.home}")
+    generate_demo_data(demo_data)
+    defs = build_definitions(settings)
+    with DagsterInstance.get() as instance:
+        run_demo_jobs(defs, instance, settings, demo_tasks)
+    print_leaderboard(settings, demo_tasks)
+    print(f"\nbirdassets demo finished in {time.perf_counter() - started:.1f} s. "
+          f"Query more with: birdassets query \"select * from leaderboard\"")
+    return 0
+
+
+def generate_demo_data(demo_data) -> None:
+    """Write the audio and label tables of each demo data set (:class:`~birdassets.settings.DatasetConfig`)."""
+    from birdassets.sources.demo import generate
+
+    for dataset in demo_data:
+        t0 = time.perf_counter()
+        generate(dataset.name, dataset.root)
+        print(f"  demo data {dataset.name:<12} {dataset.root}  ({time.perf_counter() - t0:.1f} s)")
+
+
+def run_demo_jobs(defs, instance, settings, tasks: list[str]) -> None:
+    """Data of each task, the demo training run, then encoder and benchmark of each checkpoint x task."""
+    from birdassets.defs.jobs import DEMO_TRAINING, TRAIN_JOB
+
+    build_task_data(defs, instance, settings, tasks, always=True)
+    seconds = run_job(defs, TRAIN_JOB, None, instance)  # the job's defaults are the demo's run
+    run = DEMO_TRAINING["run"]
+    print(f"  trained {run} ({DEMO_TRAINING['objective']}, {DEMO_TRAINING['num_steps']} steps "
+          f"on {DEMO_TRAINING['task']})  {seconds:.1f} s")
+    new = register_checkpoints(defs, instance, settings)
+    for checkpoint in demo_checkpoints(instance, settings, run):
+        benchmark_checkpoint(defs, instance, checkpoint, tasks, new)
+
+
+def build_task_data(defs, instance, settings, tasks: list[str], *, always: bool) -> None:
+    """Run the data job (raw_audio, mel_dataset, folds) of each task; unless ``always``, only of tasks not yet
+    built under their current configuration (the task sensor's test)."""
+    from birdassets.definitions import DATA_JOB
+    from birdassets.defs.sensors import built_fingerprint
+
+    for task in tasks:
+        if not always and built_fingerprint(instance, task) == settings.task_fingerprint(task):
+            print(f"  raw_audio, mel_dataset, folds up to date  [{task}]")
+            continue
+        seconds = run_job(defs, DATA_JOB, task, instance)
+        print(f"  materialized raw_audio, mel_dataset, folds  [{task}]  {seconds:.1f} s")
+
+
+def demo_checkpoints(instance, settings, run: str) -> list[str]:
+    """The registered checkpoints of ``run`` by step, then the installed pretrained encoders (BirdNET)."""
+    from birdassets.defs.partitions import CHECKPOINT_PARTITIONS_NAME
+
+    registered = instance.get_dynamic_partitions(CHECKPOINT_PARTITIONS_NAME)
+    steps = sorted((k for k in registered if k.startswith(f"{run}@")), key=checkpoint_order)
+    return steps + [k for k in registered if k in settings.pretrained]
+
+
+def benchmark_checkpoint(defs, instance, checkpoint: str, tasks: list[str], new: list[str] = ()) -> None:
+    """Run the encoder job of ``checkpoint``, then its benchmark job (embeddings, probes, scores, metrics_db) on
+    each task."""
+    from dagster import MultiPartitionKey
+
+    from birdassets.definitions import BENCHMARK_JOB, ENCODER_JOB
+
+    seconds = run_job(defs, ENCODER_JOB, checkpoint, instance)
+    print(f"  materialized encoder  [{checkpoint}]{' (new)' if checkpoint in new else ''}  {seconds:.1f} s")
+    for task in tasks:
+        key = MultiPartitionKey({"task": task, "checkpoint": checkpoint})
+        seconds = run_job(defs, BENCHMARK_JOB, key, instance)
+        print(f"  materialized embeddings, probe, scores, metrics_db  [{task} x {checkpoint}]  {seconds:.1f} s")
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from birdassets.settings import load_settings
+
+    started = time.perf_counter()
+    settings = load_settings()
+    config = settings.config_file or f"the demo defaults ({settings.home} has no birdassets.toml)"
+    tasks = chosen(args.tasks, settings.task_names, "task", config)
+    roots = ", ".join(str(root) for root in settings.checkpoint_roots)
+    checkpoints = chosen(args.checkpoints, findable_checkpoints(settings), "checkpoint", roots)
+    from dagster import DagsterInstance
+
+    from birdassets.definitions import build_definitions
+
+    prepare_instance(settings)
+    defs = build_definitions(settings)
+    with DagsterInstance.get() as instance:
+        build_task_data(defs, instance, settings, tasks, always=False)
+        new = register_checkpoints(defs, instance, settings)
+        for checkpoint in checkpoints:
+            benchmark_checkpoint(defs, instance, checkpoint, tasks, new)
+    print_leaderboard(settings, tasks, None if args.checkpoints is None else checkpoints)
+    print(f"\nbirdassets benchmark finished in {time.perf_counter() - started:.1f} s.")
+    return 0
+
+
+def findable_checkpoints(settings) -> list[str]:
+    """What the checkpoint sensor registers: every finalized step under the roots, then the installed
+    pretrained encoders that ``settings`` benchmarks (found without loading TensorFlow or Dagster)."""
+    from birdassets.checkpoints import discover_checkpoints
+    from birdassets.models.registry import available_pretrained
+
+    steps = sorted((ref.key for ref in discover_checkpoints(settings.checkpoint_roots)), key=checkpoint_order)
+    return steps + [key for key in available_pretrained() if key in settings.pretrained]
+
+
+def checkpoint_order(key: str) -> tuple:
+    """Training runs by name and step (``run@100`` before ``run@1000``), then pretrained encoders."""
+    run, at, step = key.rpartition("@")
+    return (0, run, int(step)) if at and step.isdigit() else (1, key, 0)
+
+
+def chosen(asked: list[str] | None, known, what: str, where) -> list[str]:
+    """``asked`` (in order, without repeats) when every name is in ``known``, else all of ``known``.
+
+    Raises:
+        UserError: a name is not known; the message lists the choices.
+    """
+    known = list(known)
+    unknown = [name for name in asked or [] if name not in known]
+    if unknown:
+        raise UserError(f"unknown {what} {unknown[0]!r}; known {what}s: {known} (from {where})")
+    if not (asked or known):
+        raise UserError(f"no {what}s to benchmark (from {where})")
+    return list(dict.fromkeys(asked)) if asked else known
+
+
+def print_leaderboard(settings, tasks: list[str], checkpoints: list[str] | None = None) -> None:
+    """Print the leaderboard rows of ``tasks`` (and ``checkpoints``; None: all) as a table: cmAP on validation folds."""
+    from birdassets.cli.format import format_frame
+    from birdassets.store import query_readonly
+
+    board = query_readonly(settings.layout.db_path, LEADERBOARD_SQL, [tasks, checkpoints is None, checkpoints or []])
+    print("\nLeaderboard, cmAP on validation folds (mean and std over 5 folds):")
+    print(format_frame(board, "table"))
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from birdassets.settings import load_settings
+
+    settings = load_settings()
+    prepare_instance(settings)
+    beside = Path(sys.executable).with_name("dagster")  # this environment's, even in a venv not activated
+    dagster = str(beside) if beside.exists() else "dagster"
+    command = [dagster, "dev", "-m", "birdassets.definitions", "--host", args.host, "--port", str(args.port)]
+    print(f"DAGSTER_HOME={os.environ['DAGSTER_HOME']}\n$ {' '.join(command)}", flush=True)
+    try:
+        os.execvp(command[0], command)
+    except FileNotFoundError as error:
+        raise UserError(f"cannot start {dagster} ({error}); install dagster-webserver") from error
+    return 0  # not reached

@@ -1,0 +1,47 @@
+"""Model assets: ``encoder`` (per checkpoint) -> ``embeddings`` -> ``probe`` (per task x checkpoint)."""
+
+import dagster as dg
+
+from birdassets import __version__, steps
+from birdassets.defs.metadata import embeddings_metadata, encoder_metadata, path, table_metadata
+from birdassets.defs.partitions import Partitions, split_evaluation_key
+from birdassets.defs.resources import BirdassetsHome
+
+GROUP = "models"
+EAGER = dg.AutomationCondition.eager()
+
+
+def encoder_asset(partitions: Partitions) -> dg.AssetsDefinition:
+    @dg.asset(group_name=GROUP, partitions_def=partitions.checkpoint, code_version=__version__, kinds={"jax", "orbax"})
+    def encoder(context: dg.AssetExecutionContext, birdassets: BirdassetsHome) -> dg.MaterializeResult:
+        """The checkpoint's encoder, validated by its family from metadata, then restored."""
+        report = steps.restore_encoder(birdassets.settings, context.partition_key)
+        return dg.MaterializeResult(metadata=encoder_metadata(report), data_version=dg.DataVersion(context.partition_key))
+
+    return encoder
+
+
+def embeddings_asset(partitions: Partitions) -> dg.AssetsDefinition:
+    @dg.asset(group_name=GROUP, partitions_def=partitions.evaluation, deps=["mel_dataset", "encoder"],
+              code_version=__version__, automation_condition=EAGER, kinds={"jax", "numpy"})
+    def embeddings(context: dg.AssetExecutionContext, birdassets: BirdassetsHome) -> dg.MaterializeResult:
+        """Embeddings ``[windows, dim]`` of every window of the task under the checkpoint's encoder."""
+        report = steps.embed(birdassets.settings, *split_evaluation_key(context))
+        return dg.MaterializeResult(metadata=embeddings_metadata(report))
+
+    return embeddings
+
+
+def probe_asset(partitions: Partitions) -> dg.AssetsDefinition:
+    @dg.asset(group_name=GROUP, partitions_def=partitions.evaluation, deps=["embeddings", "folds"],
+              code_version=__version__, automation_condition=EAGER, kinds={"jax", "optax"})
+    def probe(context: dg.AssetExecutionContext, birdassets: BirdassetsHome) -> dg.MaterializeResult:
+        """Probes (settings.probes) trained per fold on frozen embeddings; out-of-fold and test predictions."""
+        report = steps.fit_probes(birdassets.settings, *split_evaluation_key(context))
+        return dg.MaterializeResult(metadata={"path": path(report.directory), "probes": table_metadata(report.summary)})
+
+    return probe
+
+
+def build_model_assets(partitions: Partitions) -> list[dg.AssetsDefinition]:
+    return [encoder_asset(partitions), embeddings_asset(partitions), probe_asset(partitions)]

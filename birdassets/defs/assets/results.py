@@ -1,0 +1,44 @@
+"""Scoring assets, partitioned by task x checkpoint: ``scores`` (files with lineage) -> ``metrics_db`` (DuckDB)."""
+
+import dagster as dg
+
+from birdassets import __version__, steps
+from birdassets.defs.metadata import record_metadata, scores_metadata
+from birdassets.defs.partitions import Partitions, split_evaluation_key
+from birdassets.defs.resources import BirdassetsHome
+from birdassets.defs.sensors import WEEKLY_CRON
+
+GROUP = "evaluation"
+#: eager, plus the weekly re-benchmark (Sunday 03:00) even when nothing upstream changed
+REBENCHMARK = dg.AutomationCondition.eager() | (
+    dg.AutomationCondition.cron_tick_passed(WEEKLY_CRON).since_last_handled()
+    & ~dg.AutomationCondition.in_progress()
+    & ~dg.AutomationCondition.any_deps_missing()
+).with_label("weekly re-benchmark")
+
+
+def scores_asset(partitions: Partitions) -> dg.AssetsDefinition:
+    @dg.asset(group_name=GROUP, partitions_def=partitions.evaluation, deps=["probe"], code_version=__version__,
+              automation_condition=REBENCHMARK, kinds={"python", "parquet"})
+    def scores(context: dg.AssetExecutionContext, birdassets: BirdassetsHome) -> dg.MaterializeResult:
+        """cmAP, class-wise AUC, padded cmAP and top-1 per fold, split and probe, plus per-class AP/AUC."""
+        report = steps.score(birdassets.settings, *split_evaluation_key(context), context.run.run_id)
+        return dg.MaterializeResult(metadata=scores_metadata(report))
+
+    return scores
+
+
+def metrics_db_asset(partitions: Partitions) -> dg.AssetsDefinition:
+    @dg.asset(group_name=GROUP, partitions_def=partitions.evaluation, deps=["scores"], code_version=__version__,
+              automation_condition=dg.AutomationCondition.eager(), pool="duckdb", kinds={"duckdb"})
+    def metrics_db(context: dg.AssetExecutionContext, birdassets: BirdassetsHome) -> dg.MaterializeResult:
+        """The task x checkpoint's scores, per-class scores, lineage, data set, checkpoint and run, recorded
+        in DuckDB in one transaction."""
+        report = steps.record(birdassets.settings, *split_evaluation_key(context))
+        return dg.MaterializeResult(metadata=record_metadata(report))
+
+    return metrics_db
+
+
+def build_scoring_assets(partitions: Partitions) -> list[dg.AssetsDefinition]:
+    return [scores_asset(partitions), metrics_db_asset(partitions)]

@@ -1,0 +1,207 @@
+"""Window scorers: clips in, one confidence in [0, 1] per clip out.
+
+A :class:`WindowScorer` has a ``name`` (stored with the detections), the ``sample_rate`` its clips are resampled
+to, and ``score(clips [windows, clip_samples]) -> [windows]``. Three kinds:
+
+* :class:`BirdNetScorer`: BirdNET's own logits for chosen target classes;
+* :class:`ProbeScorer`: a probe trained in the benchmark, on any encoder's embeddings;
+* :class:`BandEnergyScorer`: a model-free energy detector (fraction of power in a band).
+
+:func:`make_scorer` builds the one a user names (CLI, Dagster run config).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+
+class WindowScorer(Protocol):
+    """Maps clips to one confidence each.
+
+    Attributes:
+        name: stored with the detections (e.g. ``"birdnet-v2.4:Orcinus orca_Killer Whale"``).
+        sample_rate: Hz the clips are resampled to.
+    """
+
+    name: str
+    sample_rate: int
+
+    def score(self, clips: np.ndarray) -> np.ndarray:
+        """``[windows, clip_samples]`` float32 -> ``[windows]`` confidences in [0, 1]."""
+        ...
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Logistic function, numerically safe for large ``|logits|``."""
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(logits, dtype=np.float64)))
+
+
+def fit_clips(clips: np.ndarray, samples: int) -> np.ndarray:
+    """Zero-pad (or split) ``[n, clip_samples]`` clips into encoder windows ``[n, k, samples]``.
+
+    A clip no longer than ``samples`` becomes one window padded at the end (a 2 s clip for BirdNET's 3 s
+    input); a longer one is cut into ``k = ceil(clip_samples / samples)`` consecutive windows, the last padded.
+    """
+    n, length = clips.shape
+    k = max(1, -(-length // samples))
+    padded = np.zeros((n, k * samples), np.float32)
+    padded[:, :length] = clips
+    return padded.reshape(n, k, samples)
+
+
+@dataclass
+class BirdNetScorer:
+    """Confidence = max over the target classes of ``sigmoid(logit)`` from BirdNET (sensitivity 1).
+
+    Clips shorter than BirdNET's 3 s are zero-padded; longer ones take the max over their 3 s parts.
+
+    Attributes:
+        encoder: a :class:`~birdassets.models.birdnet.BirdNetEncoder` (``infer``, ``labels``, ``input_spec``).
+        targets: labels as in BirdNET's label file (``"Scientific name_Common name"``); each may also be
+            given as just the scientific or the common name.
+    """
+
+    encoder: object
+    targets: Sequence[str]
+    indices: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.indices = resolve_labels(self.encoder.labels, self.targets)
+
+    @property
+    def name(self) -> str:
+        return f"{self.encoder.name}:" + "|".join(self.encoder.labels[i] for i in self.indices)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.encoder.input_spec.sample_rate
+
+    def score(self, clips: np.ndarray) -> np.ndarray:
+        windows = fit_clips(clips, self.encoder.input_spec.clip_samples)  # [n, k, 144000]
+        n, k, samples = windows.shape
+        _, logits = self.encoder.infer(windows.reshape(n * k, samples))  # [n * k, classes]
+        best = logits[:, self.indices].max(axis=1).reshape(n, k).max(axis=1)
+        return sigmoid(best)
+
+
+@dataclass
+class ProbeScorer:
+    """Confidence = max over target classes of a trained probe's probability (mean over its fold models) on
+    an encoder's embedding of the clip.
+
+    The clip is fitted to the encoder's input (zero-padded, or split with the max taken over the parts):
+    a mel encoder sees the stage-C input of ``preset``, a waveform encoder (BirdNET) the raw clip.
+
+    Attributes:
+        encoder: any :class:`~birdassets.models.base.Encoder`.
+        params: the probe's parameters (:func:`birdassets.artifacts.load_probe`), leading fold axis.
+        classes: the probe's class names, one per output.
+        targets: target class names among ``classes``.
+        preset: the mel frontend of a mel encoder (``None`` for waveform encoders).
+        label: names the probe in ``name`` (e.g. ``"demo-clear/linear"``).
+    """
+
+    encoder: object
+    params: dict
+    classes: Sequence[str]
+    targets: Sequence[str]
+    preset: object = None
+    label: str = "probe"
+    indices: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.indices = resolve_labels(self.classes, self.targets)
+        self._frontend = None
+        if self.preset is not None:
+            from birdassets.frontends.tf_mel import TFMelFrontend
+
+            self._frontend = TFMelFrontend(self.preset)
+
+    @property
+    def name(self) -> str:
+        return f"{self.encoder.name}+{self.label}:" + "|".join(self.classes[i] for i in self.indices)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.preset.sample_rate if self.preset is not None else self.encoder.input_spec.sample_rate
+
+    def score(self, clips: np.ndarray) -> np.ndarray:
+        from birdassets.probes import predict_probe
+
+        samples = self.preset.clip_samples if self.preset is not None else self.encoder.input_spec.clip_samples
+        windows = fit_clips(clips, samples)  # [n, k, samples]
+        n, k, _ = windows.shape
+        flat = windows.reshape(n * k, samples)
+        inputs = self._frontend.model_input(flat).numpy() if self._frontend is not None else flat
+        embeddings = np.asarray(self.encoder.embed(inputs), dtype=np.float32)  # [n * k, dim]
+        probabilities = predict_probe(self.params, embeddings).mean(axis=0)  # [n * k, classes]
+        return probabilities[:, self.indices].max(axis=1).reshape(n, k).max(axis=1)
+
+
+@dataclass(frozen=True)
+class BandEnergyScorer:
+    """A classical energy detector: the fraction of a clip's power in ``[f_lo, f_hi]`` Hz, in [0, 1].
+
+    Useful as a model-free baseline on hydrophone data (a call band against broadband noise).
+    """
+
+    f_lo: float
+    f_hi: float
+    sample_rate: int = 16_000
+
+    @property
+    def name(self) -> str:
+        return f"band-energy:{self.f_lo:g}-{self.f_hi:g}Hz"
+
+    def score(self, clips: np.ndarray) -> np.ndarray:
+        spectrum = np.abs(np.fft.rfft(clips, axis=1)) ** 2  # [windows, freqs]
+        freqs = np.fft.rfftfreq(clips.shape[1], 1.0 / self.sample_rate)
+        band = (freqs >= self.f_lo) & (freqs <= self.f_hi)
+        total = spectrum.sum(axis=1)
+        return np.where(total > 0, spectrum[:, band].sum(axis=1) / np.maximum(total, 1e-30), 0.0)
+
+
+def make_scorer(settings, encoder: str, targets: Sequence[str], probe: str | None = None) -> WindowScorer:
+    """The scorer a user names: BirdNET's own logits, or ``probe = "<task>:<probe>"``, the probe the benchmark
+    trained on ``task`` for ``encoder`` (``"birdnet"``/``"birdnet-v2.4"`` or any checkpoint key).
+
+    Raises:
+        ValueError: unknown targets, a malformed probe name, or an encoder without class logits and no probe.
+        FileNotFoundError / CheckpointError: the probe or the checkpoint does not exist.
+    """
+    from birdassets.artifacts import load_probe
+    from birdassets.models.base import InputSpec
+    from birdassets.models.registry import BIRDNET_KEY, load_encoder
+
+    key = BIRDNET_KEY if encoder == "birdnet" else encoder
+    loaded = load_encoder(settings.checkpoint_roots, key)
+    if probe is None:
+        if key != BIRDNET_KEY:
+            raise ValueError(f"encoder {key!r} has no class logits: name a trained probe (--probe TASK:PROBE)")
+        return BirdNetScorer(loaded.encoder, targets)
+    task, _, name = probe.partition(":")
+    if not task or not name:
+        raise ValueError(f"probe {probe!r} must be '<task>:<probe>', e.g. 'demo-clear:linear'")
+    params, classes = load_probe(settings.layout.probes_dir(task, key), name, f"{task} x {key}")
+    mel = isinstance(loaded.encoder.input_spec, InputSpec)
+    preset = settings.task_preset(task) if mel else None  # mel encoders need the frontend
+    return ProbeScorer(loaded.encoder, params, classes, targets, preset=preset, label=f"{task}/{name}")
+
+
+def resolve_labels(labels: Sequence[str], targets: Sequence[str]) -> np.ndarray:
+    """Indices of ``targets`` in ``labels`` (full label, scientific name or common name, case-insensitive)."""
+    if not targets:
+        raise ValueError("no target classes given")
+    lookup: dict[str, int] = {}
+    for index, label in enumerate(labels):
+        for key in (label, *label.split("_", 1)):
+            lookup.setdefault(key.strip().lower(), index)
+    missing = [t for t in targets if t.strip().lower() not in lookup]
+    if missing:
+        raise ValueError(f"unknown target classes {missing}; give a label as in the model's label list "
+                         f"(e.g. {labels[0]!r}), its scientific name or its common name")
+    return np.array(sorted({lookup[t.strip().lower()] for t in targets}))

@@ -1,0 +1,151 @@
+"""Speed benchmarks (``birdassets bench frontend|birdnet``): speed targets live here, never in timed unit tests.
+
+``bench_frontend`` times stage B of each preset on the same synthetic signal, side by side with librosa
+computing the same quantity in the same process, warm (every implementation runs once before timing) and
+best of ``repeats``. librosa runs on the float32 waveform, as a user would call it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from birdassets.frontends.presets import MelPreset
+from birdassets.frontends.windowing import cut_windows, window_starts
+
+
+def bench_signal(seconds: float, sample_rate: int, seed: int = 0) -> np.ndarray:
+    """Bird-like test audio: a repeated chirp in pink-ish noise, float32 ``[samples]``."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    chirp = 0.3 * np.sin(2 * np.pi * (2500 + 1500 * np.mod(t, 0.5)) * t)
+    noise = np.cumsum(rng.standard_normal(len(t))) * 1e-3
+    return (chirp + noise - noise.mean()).astype(np.float32)
+
+
+def _best_of(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm: compile / trace / cache
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def bench_frontend(presets: Sequence[MelPreset], seconds: float = 600.0, repeats: int = 3) -> pd.DataFrame:
+    """Stage-B throughput per preset and implementation, in audio seconds per wall second.
+
+    Rows: ``preset, implementation, seconds, audio_s_per_s, x_librosa`` where ``audio_s_per_s`` is the
+    ``seconds`` of input audio over the wall time (so also the multiple of real time) and ``x_librosa`` the
+    speed-up over librosa on the whole file, measured in the same run. ``whole file`` rows process the
+    signal as one array; ``windows`` rows cut the preset's stage-A windows (overlapping for ``orcahello``)
+    and run them as one batch, as the mel datasets do, except librosa's, which calls it once per window as
+    BirdCLEF notebooks do.
+    """
+    from birdassets.frontends.jax_mel import JaxMelFrontend
+    from birdassets.frontends.reference import librosa_mel_db
+    from birdassets.frontends.tf_mel import TFMelFrontend
+
+    rows = []
+    for preset in presets:
+        audio = bench_signal(seconds, preset.sample_rate)
+        windows = cut_windows(audio, window_starts(seconds, preset), preset)  # [windows, clip_samples]
+        tf_frontend, jax_frontend = TFMelFrontend(preset), JaxMelFrontend(preset)
+        timings = {
+            "librosa (whole file)": _best_of(lambda: librosa_mel_db(audio, preset, dtype=np.float32), repeats),
+            f"librosa ({len(windows)} windows, one call each)": _best_of(
+                lambda: [librosa_mel_db(window, preset, dtype=np.float32) for window in windows], repeats
+            ),
+            "tf.signal (whole file)": _best_of(lambda: tf_frontend.mel_db(audio[None]).numpy(), repeats),
+            "jax (whole file)": _best_of(lambda: np.asarray(jax_frontend.mel_db(audio[None])), repeats),
+            f"tf.signal ({len(windows)} windows)": _best_of(lambda: tf_frontend.mel_db(windows).numpy(), repeats),
+            f"jax ({len(windows)} windows)": _best_of(lambda: np.asarray(jax_frontend.mel_db(windows)), repeats),
+        }
+        reference = timings["librosa (whole file)"]
+        for implementation, wall in timings.items():
+            rows.append(
+                {
+                    "preset": preset.name,
+                    "implementation": implementation,
+                    "seconds": wall,
+                    "audio_s_per_s": seconds / wall,
+                    "x_librosa": reference / wall,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def bench_birdnet(
+    seconds: float = 300.0,
+    batch_sizes: Sequence[int] = (1, 8, 16, 32),
+    num_threads: Sequence[int] = (1, 2),
+    repeats: int = 3,
+    baseline_batch_sizes: Sequence[int] = (1, 8),
+) -> pd.DataFrame:
+    """BirdNET V2.4 throughput on CPU, in multiples of real time, per implementation, batch size and threads.
+
+    Rows: ``implementation, batch_size, num_threads, seconds, x_realtime``, where ``seconds`` is the wall
+    time (warm, best of ``repeats``) to get embeddings and logits of every 3 s window of ``seconds`` of audio
+    and ``x_realtime`` is audio seconds over wall seconds. Implementations:
+
+    * ``"graph output"``: :class:`~birdassets.models.birdnet.BirdNetEncoder` (the embedding made a second
+      graph output by rewriting the flatbuffer; XNNPACK, arena reuse);
+    * ``"preserve_all_tensors"``: the same model read with ``experimental_preserve_all_tensors=True`` and the
+      embedding fetched by tensor name. It keeps every intermediate tensor (about 250 MB per window of
+      batch), so it only runs at ``baseline_batch_sizes``.
+    """
+    from birdassets.models.birdnet import BIRDNET_WINDOWS, BirdNetEncoder, locate_birdnet
+
+    files = locate_birdnet()
+    audio = bench_signal(seconds, BIRDNET_WINDOWS.sample_rate)
+    windows = cut_windows(audio, window_starts(seconds, BIRDNET_WINDOWS), BIRDNET_WINDOWS)  # [windows, 144000]
+    rows = []
+    for threads in num_threads:
+        for batch_size in batch_sizes:
+            encoder = BirdNetEncoder(files, batch_size=batch_size, num_threads=threads)
+            runs = {"graph output": lambda encoder=encoder: encoder.infer(windows)}
+            if batch_size in baseline_batch_sizes:
+                runs["preserve_all_tensors"] = _preserve_all_tensors(files.model, windows, batch_size, threads)
+            for implementation, fn in runs.items():
+                wall = _best_of(fn, repeats)
+                rows.append(
+                    {
+                        "implementation": implementation,
+                        "batch_size": batch_size,
+                        "num_threads": threads,
+                        "seconds": wall,
+                        "x_realtime": seconds / wall,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def _preserve_all_tensors(model: Path, windows: np.ndarray, batch_size: int, threads: int) -> Callable[[], list]:
+    """Embeddings and logits of ``windows`` ``[windows, samples]`` read by tensor name from an interpreter that
+    keeps every intermediate tensor (the baseline the graph-output rewrite replaces)."""
+    import tensorflow as tf
+
+    from birdassets.models.birdnet import EMBEDDING_TENSOR
+
+    interpreter = tf.lite.Interpreter(model_path=str(model), num_threads=threads, experimental_preserve_all_tensors=True)
+    interpreter.resize_tensor_input(0, [batch_size, windows.shape[1]])
+    interpreter.allocate_tensors()
+    (logits,) = interpreter.get_output_details()
+    (embedding,) = [d["index"] for d in interpreter.get_tensor_details() if d["name"] == EMBEDDING_TENSOR]
+    padded = np.zeros((-(-len(windows) // batch_size) * batch_size, windows.shape[1]), np.float32)
+    padded[: len(windows)] = windows
+
+    def run() -> list:
+        out = []
+        for start in range(0, len(padded), batch_size):
+            interpreter.set_tensor(0, padded[start : start + batch_size])
+            interpreter.invoke()
+            out.append((interpreter.get_tensor(embedding).copy(), interpreter.get_tensor(logits["index"]).copy()))
+        return out
+
+    return run

@@ -1,0 +1,359 @@
+"""One step per asset: the Dagster-free work of the whole pipeline.
+
+Each step reads its inputs from disk through the :class:`~birdassets.layout.Layout` of a
+:class:`~birdassets.settings.Settings`, publishes its outputs atomically, and returns a small report. The
+Dagster assets (:mod:`birdassets.defs`) call a step and turn its report into metadata; the CLI, notebooks and
+tests call the same steps without Dagster::
+
+    settings = load_settings()
+    ingest(settings, "demo-clear", run_id="notebook")      # raw_audio
+    build_mel(settings, "demo-clear")                       # mel_dataset
+    make_folds(settings, "demo-clear")                      # folds
+    restore_encoder(settings, "demo-sup@200")               # encoder
+    embed(settings, "demo-clear", "demo-sup@200")           # embeddings
+    fit_probes(settings, "demo-clear", "demo-sup@200")      # probe
+    score(settings, "demo-clear", "demo-sup@200", "nb")     # scores
+    record(settings, "demo-clear", "demo-sup@200")          # metrics_db
+
+A task's manifest is read once per step (:class:`TaskData`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from birdassets import artifacts
+from birdassets.atomic import write_json
+from birdassets.detection import DetectionConfig, DetectionResult, detect_recordings, make_scorer
+from birdassets.datasets.mel_tfds import MelDataset, build_mel_dataset, dataset_dir
+from birdassets.embeddings import EmbeddingSet, collapse_stats, compute_embeddings, read_embeddings, write_embeddings
+from birdassets.layout import safe_name
+from birdassets.folds import FoldConfig, assign_folds, fold_table, folds_hash
+from birdassets.frontends.presets import MelPreset
+from birdassets.lineage import Lineage, code_version
+from birdassets.models.base import EncoderRef, LoadedEncoder
+from birdassets.models.registry import EMBED_BATCH, load_encoder, resolve_encoder
+from birdassets.probes import PROBES, fit_probe
+from birdassets.scoring import score_probes
+from birdassets.settings import DatasetConfig, Settings
+from birdassets.sources.ingest import IngestResult, write_quarantine
+from birdassets.sources.manifest import Manifest
+from birdassets.sources.registry import ingest_source
+from birdassets.store import CheckpointRow, DatasetRow, EvaluationRecord, MetricsStore, RunRow
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """What every step of one task reads: its configuration, frontend preset and manifest (read once)."""
+
+    settings: Settings
+    task: str
+    dataset: DatasetConfig
+    preset: MelPreset
+    manifest: Manifest
+
+    @classmethod
+    def load(cls, settings: Settings, task: str) -> TaskData:
+        manifest = Manifest.read(settings.layout.manifest_path(task))
+        return cls(settings, task, settings.dataset(task), settings.task_preset(task), manifest)
+
+    @property
+    def mel(self) -> MelDataset:
+        """The mel dataset of this manifest and preset (built by :func:`build_mel`)."""
+        return MelDataset(dataset_dir(self.settings.layout.mel_root(self.task), self.manifest, self.preset))
+
+
+def open_store(settings: Settings) -> MetricsStore:
+    """The metrics database of ``settings``, its schema ensured."""
+    store = MetricsStore(settings.layout.db_path)
+    store.ensure_schema()
+    return store
+
+
+# ------------------------------------------------------------------------------------- task data
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    """``raw_audio``: the manifest and quarantine of one task."""
+
+    task: str
+    dataset: DatasetConfig
+    result: IngestResult
+    manifest_path: Path
+    quarantine_path: Path
+    task_fingerprint: str
+    seconds: float
+
+
+def ingest(settings: Settings, task: str, run_id: str) -> IngestReport:
+    """Read the task's source, publish its manifest and quarantine (parquet + DuckDB ``quarantine``)."""
+    started = time.perf_counter()
+    layout = settings.layout
+    result = ingest_source(settings.dataset(task), settings.task_preset(task))
+    manifest_path = result.manifest.write(layout.manifest_path(task))
+    quarantine_path = write_quarantine(result.quarantine, layout.quarantine_path(task))
+    open_store(settings).replace_quarantine(task, result.quarantine, run_id)
+    return IngestReport(task, settings.dataset(task), result, manifest_path, quarantine_path,
+                        settings.task_fingerprint(task), time.perf_counter() - started)
+
+
+@dataclass(frozen=True)
+class MelReport:
+    """``mel_dataset``: the TFDS mel windows of one task."""
+
+    dataset: MelDataset
+    preset: MelPreset
+    stats: dict
+
+
+def build_mel(settings: Settings, task: str) -> MelReport:
+    """Write (or find) the task's TFDS mel dataset for its current manifest and preset."""
+    data = TaskData.load(settings, task)
+    dataset = build_mel_dataset(data.manifest, data.preset, settings.layout.mel_root(task))
+    return MelReport(dataset, data.preset, dataset.stats())
+
+
+def ensure_mel_dataset(settings: Settings, task: str) -> MelDataset:
+    """The task's mel dataset, reading its source and building it first when missing (idempotent; training
+    uses it for data sets that are not benchmark tasks)."""
+    path = settings.layout.manifest_path(task)
+    if not path.exists():
+        ingest_source(settings.dataset(task), settings.task_preset(task)).manifest.write(path)
+    return build_mel(settings, task).dataset
+
+
+@dataclass(frozen=True)
+class FoldsReport:
+    """``folds``: the validation fold of every training window."""
+
+    path: Path
+    table: pd.DataFrame
+    n_folds: int
+    seed: int
+    folds_hash: str
+
+
+def make_folds(settings: Settings, task: str) -> FoldsReport:
+    """Grouped, multi-label-stratified k-fold assignment of the task's training windows."""
+    data = TaskData.load(settings, task)
+    windows = data.mel.windows()
+    train = windows[windows["split"] == "train"].reset_index(drop=True)
+    table = data.manifest.table
+    primary_of = dict(zip(table["recording_id"], table["primary_label"], strict=True))
+    index = {name: i for i, name in enumerate(data.manifest.classes)}
+    primary = np.array([index.get(primary_of[r], -1) for r in train["recording_id"]])
+    config = FoldConfig(n_folds=settings.n_folds, seed=settings.fold_seed)
+    fold_of = assign_folds(train["recording_id"].to_numpy(), data.manifest.label_matrix(train), primary, config)
+    folds = fold_table(train["window_id"], train["recording_id"], fold_of)
+    path = artifacts.write_parquet(settings.layout.folds_path(task), folds)
+    return FoldsReport(path, folds, settings.n_folds, settings.fold_seed, folds_hash(folds))
+
+
+# -------------------------------------------------------------------------------------- encoders
+
+
+@dataclass(frozen=True)
+class EncoderReport:
+    """``encoder``: the checkpoint's encoder, validated and restored."""
+
+    loaded: LoadedEncoder
+    record_path: Path
+
+
+def restore_encoder(settings: Settings, checkpoint: str) -> EncoderReport:
+    """Validate (from metadata) and restore the checkpoint's encoder; record what was restored."""
+    loaded = load_encoder(settings.checkpoint_roots, checkpoint)
+    ref = loaded.ref
+    record = {"checkpoint": checkpoint, "path": str(ref.path), "step": ref.step, "family": ref.family,
+              "dim": loaded.encoder.dim, **loaded.details}
+    return EncoderReport(loaded, write_json(settings.layout.encoder_path(checkpoint), record))
+
+
+@dataclass(frozen=True)
+class EmbeddingsReport:
+    """``embeddings``: one vector per mel window of the task."""
+
+    directory: Path
+    family: str
+    stats: dict
+    health: dict
+
+
+def embed(settings: Settings, task: str, checkpoint: str) -> EmbeddingsReport:
+    """Embed every window of the task with the checkpoint's encoder (batched), publish the arrays."""
+    data = TaskData.load(settings, task)
+    loaded = load_encoder(settings.checkpoint_roots, checkpoint)
+    embedded, stats = compute_embeddings(loaded.encoder, data.mel, batch_size=EMBED_BATCH)
+    directory = write_embeddings(embedded, settings.layout.embeddings_dir(task, checkpoint), stats)
+    return EmbeddingsReport(directory, loaded.ref.family, stats, collapse_stats(embedded.embeddings))
+
+
+# ---------------------------------------------------------------------------------- probes, scores
+
+
+@dataclass(frozen=True)
+class ProbesReport:
+    """``probe``: every configured probe trained on all folds at once."""
+
+    directory: Path
+    summary: pd.DataFrame
+
+
+def fit_probes(settings: Settings, task: str, checkpoint: str) -> ProbesReport:
+    """Fit every probe in ``settings.probes`` on the task x checkpoint's frozen embeddings, all folds in one
+    jitted call per probe; publish out-of-fold and test predictions and the parameters."""
+    layout = settings.layout
+    embedded = read_embeddings(layout.embeddings_dir(task, checkpoint))
+    x_train, y_train, index_train = embedded.split("train")
+    x_test, y_test, _ = embedded.split("test")
+    fold_of = artifacts.fold_assignment(layout.folds_path(task), index_train["window_id"])
+    results, rows = {}, []
+    for name in settings.probes:
+        started = time.perf_counter()
+        result = fit_probe(PROBES[name], np.asarray(x_train), y_train, fold_of, np.asarray(x_test), settings.n_folds)
+        results[name] = result
+        loss = result.train_loss
+        rows.append({"probe": name, "seconds": time.perf_counter() - started,
+                     "final_train_loss": float(loss[:, -1].mean()) if loss.size else float("nan")})
+    summary = pd.DataFrame(rows)
+    predictions = {"fold_of": fold_of, "y_train": y_train, "y_test": y_test}
+    directory = layout.probes_dir(task, checkpoint)
+    artifacts.write_probe_results(directory, results, predictions, summary, embedded.classes)
+    return ProbesReport(directory, summary)
+
+
+@dataclass(frozen=True)
+class ScoresReport:
+    """``scores``: cmAP, AUC, padded cmAP and top-1 per fold, split and probe, with their lineage."""
+
+    directory: Path
+    scores: pd.DataFrame
+    class_scores: pd.DataFrame
+    lineage: Lineage
+
+
+def score(settings: Settings, task: str, checkpoint: str, run_id: str) -> ScoresReport:
+    """Score every probe's predictions and publish the tables with where they came from."""
+    layout = settings.layout
+    scores, class_scores = score_probes(layout.probes_dir(task, checkpoint), settings.probes)
+    lineage = evaluation_lineage(TaskData.load(settings, task), resolve_encoder(settings.checkpoint_roots, checkpoint),
+                                 run_id)
+    directory = artifacts.write_scores(layout.scores_dir(task, checkpoint), scores, class_scores, lineage)
+    return ScoresReport(directory, scores, class_scores, lineage)
+
+
+def evaluation_lineage(data: TaskData, ref: EncoderRef, run_id: str) -> Lineage:
+    """Where a task x checkpoint's scores came from: data, frontend, folds, checkpoint, code and run."""
+    settings = data.settings
+    return Lineage(
+        task=data.task,
+        checkpoint=ref.key,
+        step=ref.step,
+        manifest_hash=data.manifest.content_hash(),
+        preset_name=data.preset.name,
+        preset_hash=data.preset.content_hash(),
+        folds_hash=folds_hash(pd.read_parquet(settings.layout.folds_path(data.task))),
+        checkpoint_path=str(ref.path),
+        encoder_family=ref.family,
+        code_version=code_version(),
+        run_id=run_id,
+        extra={
+            "mel_dataset": str(data.mel.builder_dir),
+            "fold_seed": settings.fold_seed,
+            "n_folds": settings.n_folds,
+            "probes": {name: dataclasses.asdict(PROBES[name]) for name in settings.probes},
+        },
+    )
+
+
+# ------------------------------------------------------------------------------------------ DuckDB
+
+
+@dataclass(frozen=True)
+class RecordReport:
+    """``metrics_db``: the evaluation as recorded in DuckDB, and its leaderboard rows."""
+
+    db_path: Path
+    score_rows: int
+    class_score_rows: int
+    run_id: str
+    leaderboard: pd.DataFrame
+
+
+def record(settings: Settings, task: str, checkpoint: str) -> RecordReport:
+    """Record the task x checkpoint's scores, per-class scores, lineage, data set, checkpoint and run in DuckDB,
+    in one transaction (replacing that pair's previous rows)."""
+    scores, class_scores, lineage = artifacts.read_scores(settings.layout.scores_dir(task, checkpoint))
+    data = TaskData.load(settings, task)
+    ref = resolve_encoder(settings.checkpoint_roots, checkpoint)
+    store = open_store(settings)
+    written = store.record_evaluation(EvaluationRecord(
+        lineage=lineage, scores=scores, class_scores=class_scores,
+        dataset=DatasetRow(task, data.dataset.source, str(data.dataset.root), data.manifest.content_hash(),
+                           len(data.manifest.table), len(data.manifest.classes)),
+        checkpoint=CheckpointRow(checkpoint, ref.run, ref.step, str(ref.path), ref.family),
+        run=RunRow(lineage.run_id, "benchmark", f"{task} x {checkpoint}"),
+    ))
+    board = leaderboard(store, task, checkpoint)
+    return RecordReport(settings.layout.db_path, written, len(class_scores), lineage.run_id, board)
+
+
+def leaderboard(store: MetricsStore, task: str, checkpoint: str) -> pd.DataFrame:
+    """The task x checkpoint's leaderboard rows (mean and std over folds)."""
+    return store.query(
+        "select probe, split, metric, mean, std, n_folds from leaderboard "
+        "where task = ? and checkpoint = ? order by split, probe, metric",
+        [task, checkpoint],
+    )
+
+
+def embeddings_of(settings: Settings, task: str, checkpoint: str) -> EmbeddingSet:
+    """The published embeddings of a task x checkpoint."""
+    return read_embeddings(settings.layout.embeddings_dir(task, checkpoint))
+
+
+# --------------------------------------------------------------------------------------- detection
+
+
+@dataclass(frozen=True)
+class DetectionRequest:
+    """What to detect in a task: the scorer (encoder, optional ``<task>:<probe>``, target classes) and the
+    OrcaHello decision rule."""
+
+    encoder: str
+    targets: tuple[str, ...]
+    probe: str | None
+    rule: DetectionConfig
+
+
+@dataclass(frozen=True)
+class DetectionReport:
+    """``detections``: per-window confidences and per-recording decisions, exported and in DuckDB."""
+
+    scorer: str
+    result: DetectionResult
+    json_path: Path
+    csv_path: Path
+    rows: int
+    seconds: float
+
+
+def detect(settings: Settings, task: str, request: DetectionRequest, run_id: str) -> DetectionReport:
+    """Slide the scorer over every recording of the task; export JSON + CSV and replace the task x scorer
+    rows of DuckDB ``detections`` / ``detection_files``."""
+    scorer = make_scorer(settings, request.encoder, request.targets, request.probe)
+    paths = TaskData.load(settings, task).manifest.table["path"].drop_duplicates().tolist()
+    started = time.perf_counter()
+    result = detect_recordings(paths, scorer, request.rule)
+    seconds = time.perf_counter() - started
+    out, name = settings.layout.detections_dir(task), safe_name(scorer.name)  # names hold dots ("v2.4")
+    json_path, csv_path = result.write(out / f"{name}.json"), result.write(out / f"{name}.csv")
+    rows = open_store(settings).replace_detections(task, result, run_id)
+    return DetectionReport(scorer.name, result, json_path, csv_path, rows, seconds)

@@ -1,0 +1,104 @@
+"""Every step of the pipeline runs without Dagster, reads the manifest once, and is idempotent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from flax import nnx
+
+from birdassets import steps
+from birdassets.frontends.presets import get_preset
+from birdassets.models.vit import ViTEncoder, save_checkpoint, vit_config
+from birdassets.settings import load_settings
+from birdassets.sources.demo import DemoTaskSpec, generate
+from birdassets.sources.manifest import Manifest
+from birdassets.store import query_readonly
+
+pytestmark = pytest.mark.slow
+TASK = "mini"
+CHECKPOINT = "ssl-b@3"
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    spec = DemoTaskSpec(name=TASK, seed=11, n_species=6, train_per_species=4, train_length_s=(3.0, 7.0),
+                        n_test_windows=10, windows_per_soundscape=5)
+    generate(spec, home / "mini-data")
+    frames, mels = get_preset("birdclef2025").input_shape
+    config = vit_config("tiny", frames=frames, mels=mels, dim=32, depth=1, heads=2, patch_frames=32, patch_mels=32)
+    save_checkpoint(home / "runs" / "ssl-b", 3, ViTEncoder(config, rngs=nnx.Rngs(3)), config)
+    (home / "birdassets.toml").write_text(
+        f'include_demo = false\ncheckpoint_roots = ["{home / "runs"}"]\nprobes = ["linear", "centroid"]\n'
+        f'pretrained = []\n[[datasets]]\nname = "{TASK}"\nsource = "birdclef"\nroot = "{home / "mini-data"}"\n'
+    )
+    return load_settings(home)
+
+
+@pytest.fixture
+def manifest_reads(monkeypatch):
+    """Counts Manifest.read calls (the real method still runs)."""
+    calls = []
+    real = Manifest.read.__func__
+
+    def counting(cls, path):
+        calls.append(Path(path))
+        return real(cls, path)
+
+    monkeypatch.setattr(Manifest, "read", classmethod(counting))
+    return calls
+
+
+def run_chain(settings) -> dict[str, object]:
+    reports = {"ingest": steps.ingest(settings, TASK, run_id="run-1")}
+    reports["mel"] = steps.build_mel(settings, TASK)
+    reports["folds"] = steps.make_folds(settings, TASK)
+    reports["encoder"] = steps.restore_encoder(settings, CHECKPOINT)
+    reports["embed"] = steps.embed(settings, TASK, CHECKPOINT)
+    reports["probes"] = steps.fit_probes(settings, TASK, CHECKPOINT)
+    reports["score"] = steps.score(settings, TASK, CHECKPOINT, run_id="run-1")
+    reports["record"] = steps.record(settings, TASK, CHECKPOINT)
+    return reports
+
+
+def test_every_step_runs_without_dagster_and_reads_the_manifest_once(settings, manifest_reads):
+    reports = run_chain(settings)
+    layout = settings.layout
+    assert reports["ingest"].result.reconciles and reports["ingest"].manifest_path == layout.manifest_path(TASK)
+    assert reports["mel"].stats["windows"] == len(reports["mel"].dataset.windows())
+    assert set(reports["folds"].table["fold"]) == set(range(5))
+    assert reports["encoder"].loaded.ref.step == 3 and reports["encoder"].loaded.encoder.dim == 32
+    assert reports["embed"].stats["dim"] == 32 and reports["embed"].health["non_finite"] == 0
+    assert list(reports["probes"].summary["probe"]) == ["linear", "centroid"]
+    lineage = reports["score"].lineage
+    assert (lineage.task, lineage.checkpoint, lineage.step, lineage.run_id) == (TASK, CHECKPOINT, 3, "run-1")
+    assert lineage.checkpoint_path == str(settings.checkpoint_roots[1] / "ssl-b" / "3")
+    # each step that needs the manifest reads it exactly once (mel, folds, embed, score, record)
+    assert manifest_reads.count(layout.manifest_path(TASK)) == 5
+    db = query_readonly(layout.db_path, "select probe, count(*) as n from scores group by probe order by probe")
+    assert dict(zip(db["probe"], db["n"])) == {"centroid": 40, "chance": 10, "linear": 40}  # 5 folds x 2 splits x 4|1
+
+
+def test_rerunning_the_chain_gives_the_same_rows_and_scores(settings):
+    before = query_readonly(settings.layout.db_path, "select * from scores order by fold, split, probe, metric")
+    run_chain(settings)
+    after = query_readonly(settings.layout.db_path, "select * from scores order by fold, split, probe, metric")
+    assert len(after) == len(before)
+    np.testing.assert_array_equal(after["value"].to_numpy(), before["value"].to_numpy())  # same seeds, same scores
+    for table in ("datasets", "checkpoints", "lineage"):
+        assert len(query_readonly(settings.layout.db_path, f"select * from {table}")) == 1
+    leftovers = [p for p in settings.home.rglob("*") if p.name.endswith((".incomplete", ".tmp"))]
+    assert leftovers == []
+
+
+def test_the_recorded_dataset_and_checkpoint_rows_describe_the_evaluation(settings):
+    dataset = query_readonly(settings.layout.db_path, "select * from datasets").iloc[0]
+    manifest = Manifest.read(settings.layout.manifest_path(TASK))
+    assert (dataset["task"], dataset["manifest_hash"]) == (TASK, manifest.content_hash())
+    checkpoint = query_readonly(settings.layout.db_path, "select * from checkpoints").iloc[0]
+    assert (checkpoint["checkpoint"], checkpoint["run"], checkpoint["step"]) == (CHECKPOINT, "ssl-b", 3)
+    saved = pd.read_parquet(settings.layout.scores_dir(TASK, CHECKPOINT) / "scores.parquet")
+    assert saved["value"].notna().all() and ((saved["value"] >= 0) & (saved["value"] <= 1)).all()
