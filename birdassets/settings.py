@@ -1,19 +1,7 @@
 """Where birdassets keeps its data, and which data sets and checkpoint folders it benchmarks.
 
-Everything lives under one folder, ``BIRDASSETS_HOME`` (environment variable; default ``~/.birdassets``)::
-
-    $BIRDASSETS_HOME/
-      birdassets.toml                 optional: data sets, checkpoint roots, probes (see below)
-      dagster/                        the Dagster instance (DAGSTER_HOME)
-      data/<task>/                    generated demo audio (other sources point elsewhere)
-      manifests/<task>.parquet        one row per recording
-      mel/<task>/<fingerprint>/       TFDS mel dataset + window index
-      folds/<task>.parquet            window -> validation fold
-      checkpoints/<run>/<step>/       Orbax checkpoints (the demo's; users add their own roots)
-      embeddings/<task>/<checkpoint>/ arrays + window ids
-      probes/<task>/<checkpoint>/     probe predictions and parameters
-      scores/<task>/<checkpoint>/     score tables (parquet) before they enter DuckDB
-      birdassets.duckdb               scores, per-class scores, lineage
+Everything lives under one folder, ``BIRDASSETS_HOME`` (environment variable; default ``~/.birdassets``);
+:class:`~birdassets.layout.Layout` (``settings.layout``) names every path under it.
 
 ``birdassets.toml`` example::
 
@@ -50,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from birdassets.frontends.presets import MelPreset, PresetError, get_preset, presets_from_tables
-from birdassets.layout import CONFIG_FILE, Layout, safe_name  # noqa: F401  (safe_name: re-exported)
+from birdassets.layout import Layout
 from birdassets.models.registry import PRETRAINED
 from birdassets.sources.registry import SOURCES, default_preset
 
@@ -152,46 +140,60 @@ def home_from_env() -> Path:
 
 def demo_datasets(home: Path) -> tuple[DatasetConfig, ...]:
     """The two demo benchmark tasks plus the demo's pretraining data set."""
-    tasks = tuple(DatasetConfig(name=name, source="demo", root=Layout(home).demo_data(name)) for name in DEMO_TASK_NAMES)
-    pretrain = DatasetConfig(name=DEMO_PRETRAIN, source="demo", root=Layout(home).demo_data(DEMO_PRETRAIN), benchmark=False)
+    layout = Layout(home)
+    tasks = tuple(DatasetConfig(name=name, source="demo", root=layout.demo_data(name)) for name in DEMO_TASK_NAMES)
+    pretrain = DatasetConfig(name=DEMO_PRETRAIN, source="demo", root=layout.demo_data(DEMO_PRETRAIN), benchmark=False)
     return (*tasks, pretrain)
 
 
-def load_settings(home: str | Path | None = None) -> Settings:
-    """Read ``<home>/birdassets.toml`` (if present) on top of the defaults (the two demo tasks)."""
-    home = Path(home).expanduser().resolve() if home is not None else home_from_env()
-    config_file = home / CONFIG_FILE
-    raw: dict = {}
-    if config_file.exists():
-        try:
-            raw = tomllib.loads(config_file.read_text())
-        except tomllib.TOMLDecodeError as error:
-            raise SettingsError(f"{config_file}: not valid TOML ({error})") from error
-    known = {"include_demo", "checkpoint_roots", "probes", "datasets", "fold_seed", "n_folds", "presets", "pretrained"}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise SettingsError(f"{config_file}: unknown keys {unknown}; expected some of {sorted(known)}")
+SETTINGS_KEYS = frozenset({"include_demo", "checkpoint_roots", "probes", "datasets", "fold_seed", "n_folds",
+                           "presets", "pretrained"})
+"""The top-level keys of ``birdassets.toml``."""
 
+
+def read_config_file(config_file: Path) -> dict:
+    """The TOML table of ``config_file`` (empty when there is none), its top-level keys checked."""
+    if not config_file.exists():
+        return {}
+    try:
+        raw = tomllib.loads(config_file.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise SettingsError(f"{config_file}: not valid TOML ({error})") from error
+    unknown = sorted(set(raw) - SETTINGS_KEYS)
+    if unknown:
+        raise SettingsError(f"{config_file}: unknown keys {unknown}; expected some of {sorted(SETTINGS_KEYS)}")
+    return raw
+
+
+def dataset_from_entry(entry: dict, index: int, config_file: Path) -> DatasetConfig:
+    """One ``[[datasets]]`` entry; errors name the file and the entry."""
+    try:
+        return DatasetConfig(
+            name=entry["name"],
+            source=entry["source"],
+            root=Path(entry["root"]).expanduser(),
+            preset=entry.get("preset", default_preset(entry.get("source"))),
+            birdset_config=entry.get("birdset_config"),
+            benchmark=bool(entry.get("benchmark", True)),
+        )
+    except KeyError as error:
+        raise SettingsError(f"{config_file}: datasets[{index}] lacks key {error}") from error
+    except SettingsError as error:
+        raise SettingsError(f"{config_file}: datasets[{index}]: {error}") from error
+
+
+def configured_datasets(raw: dict, home: Path, config_file: Path) -> tuple[DatasetConfig, ...]:
+    """The demo data sets (unless ``include_demo = false``) and the file's ``[[datasets]]``, names unique."""
     datasets = list(demo_datasets(home)) if raw.get("include_demo", True) else []
-    for index, entry in enumerate(raw.get("datasets", [])):
-        try:
-            datasets.append(
-                DatasetConfig(
-                    name=entry["name"],
-                    source=entry["source"],
-                    root=Path(entry["root"]).expanduser(),
-                    preset=entry.get("preset", default_preset(entry.get("source"))),
-                    birdset_config=entry.get("birdset_config"),
-                    benchmark=bool(entry.get("benchmark", True)),
-                )
-            )
-        except KeyError as error:
-            raise SettingsError(f"{config_file}: datasets[{index}] lacks key {error}") from error
-        except SettingsError as error:
-            raise SettingsError(f"{config_file}: datasets[{index}]: {error}") from error
+    datasets += [dataset_from_entry(entry, i, config_file) for i, entry in enumerate(raw.get("datasets", []))]
     names = [d.name for d in datasets]
     if len(set(names)) != len(names):
         raise SettingsError(f"{config_file}: duplicate dataset names in {names}")
+    return tuple(datasets)
+
+
+def configured_presets(raw: dict, datasets: tuple[DatasetConfig, ...], config_file: Path) -> dict[str, MelPreset]:
+    """The file's ``[presets.<name>]``; every data set's preset must exist (built-in or the file's)."""
     try:
         presets = presets_from_tables(raw.get("presets", {}), str(config_file))
     except PresetError as error:
@@ -201,21 +203,34 @@ def load_settings(home: str | Path | None = None) -> Settings:
             get_preset(dataset.preset, presets)
         except PresetError as error:
             raise SettingsError(f"{config_file}: dataset {dataset.name!r}: {error}") from None
+    return presets
 
+
+def configured_pretrained(raw: dict, config_file: Path) -> tuple[str, ...]:
+    """The pretrained encoders to benchmark when installed (default: every known one)."""
     pretrained = tuple(raw.get("pretrained", KNOWN_PRETRAINED))
-    unknown_pretrained = sorted(set(pretrained) - set(KNOWN_PRETRAINED))
-    if unknown_pretrained:
-        raise SettingsError(f"{config_file}: unknown pretrained encoders {unknown_pretrained}; known: {KNOWN_PRETRAINED}")
+    unknown = sorted(set(pretrained) - set(KNOWN_PRETRAINED))
+    if unknown:
+        raise SettingsError(f"{config_file}: unknown pretrained encoders {unknown}; known: {KNOWN_PRETRAINED}")
+    return pretrained
 
-    roots = [Layout(home).checkpoints_root] + [Path(p).expanduser() for p in raw.get("checkpoint_roots", [])]
+
+def load_settings(home: str | Path | None = None) -> Settings:
+    """Read ``<home>/birdassets.toml`` (if present) on top of the defaults (the two demo tasks)."""
+    home = Path(home).expanduser().resolve() if home is not None else home_from_env()
+    layout = Layout(home)
+    raw = read_config_file(layout.config_file)
+    datasets = configured_datasets(raw, home, layout.config_file)
+    presets = configured_presets(raw, datasets, layout.config_file)
+    roots = [layout.checkpoints_root] + [Path(p).expanduser() for p in raw.get("checkpoint_roots", [])]
     return Settings(
         home=home,
-        datasets=tuple(datasets),
+        datasets=datasets,
         checkpoint_roots=tuple(dict.fromkeys(roots)),
         probes=tuple(raw.get("probes", DEFAULT_PROBES)),
         fold_seed=int(raw.get("fold_seed", 42)),
         n_folds=int(raw.get("n_folds", 5)),
         presets=tuple(presets.values()),
-        pretrained=pretrained,
-        config_file=config_file if config_file.exists() else None,
+        pretrained=configured_pretrained(raw, layout.config_file),
+        config_file=layout.config_file if layout.config_file.exists() else None,
     )

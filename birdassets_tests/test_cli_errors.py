@@ -27,6 +27,7 @@ CASES = [
     ("demo", ["demo"], "no-demo", "no demo tasks configured"),
     ("ui", ["ui", "--port", "3999"], "bad-toml", "birdassets.toml: not valid TOML"),
     ("query", ["query", "selec 1"], "with-db", 'syntax error at or near "selec"'),
+    ("query", ["query", "-- only a comment"], "with-db", "the query returned no result set"),
     ("query", ["query", "select * from leaderboard"], "fresh", "metrics database does not exist yet"),
     ("query", ["query", "select 1"], "bad-toml", "birdassets.toml: not valid TOML"),
     ("train", ["train", "--task", "nosuch"], "fresh", "unknown data set 'nosuch'; configured: ['demo-clear'"),

@@ -215,6 +215,7 @@ def test_changing_a_preset_makes_mel_dataset_and_downstream_stale(home, tmp_path
     from dagster._core.loader import LoadingContextForTest
 
     other = tmp_path / "home"
+    (other / "dagster").mkdir(parents=True)
 
     def configure(hop_length: int):
         settings = load_settings(home_with_own_preset(other, home, hop_length))
@@ -297,6 +298,7 @@ def test_a_new_or_reconfigured_task_flows_without_a_click(home, tmp_path):
     """A task added to birdassets.toml is built by the task sensor (no click), automation then asks for its
     embeddings on the registered checkpoint; once built the sensor is quiet, and a preset edit rebuilds it."""
     other = tmp_path / "home"
+    (other / "dagster").mkdir(parents=True)
 
     def configure(hop_length: int):
         return build_definitions(load_settings(home_with_own_preset(other, home, hop_length, runs=home / "runs")))

@@ -16,7 +16,6 @@ from pathlib import Path
 from birdassets.cli.errors import UserError
 
 PRESETS_HELP = "TOML file with [presets.<name>] tables (user presets)"
-DETECTION_SUFFIXES = (".json", ".csv")
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -146,14 +145,15 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 def cmd_detect(args: argparse.Namespace) -> int:
     from birdassets.detection import DetectionConfig, detect_recordings, make_scorer
+    from birdassets.detection.export import EXPORT_SUFFIXES
     from birdassets.settings import load_settings
     from birdassets.sources.folder import find_audio
 
     folder = Path(args.folder)
     if not folder.is_dir():
         raise UserError(f"{folder} is not a folder")
-    if Path(args.out).suffix.lower() not in DETECTION_SUFFIXES:
-        raise UserError(f"{args.out}: detections are written as .json or .csv")
+    if Path(args.out).suffix.lower() not in EXPORT_SUFFIXES:
+        raise UserError(f"{args.out}: detections are written as {' or '.join(EXPORT_SUFFIXES)}")
     try:
         config = DetectionConfig(clip_s=args.clip, hop_s=args.hop, threshold=args.threshold,
                                  min_num_positive_calls=args.min_positive)

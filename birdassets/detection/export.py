@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 WINDOW_COLUMNS = ["file", "start_s", "duration_s", "confidence", "local_prediction", "global_prediction",
                   "global_confidence"]
 """Columns of the one-row-per-window table (CSV export, DuckDB ``detections``)."""
+EXPORT_SUFFIXES = (".json", ".csv")
+"""The file types detections are exported as."""
 
 
 def write_detections(result: DetectionResult, path: str | Path) -> Path:
@@ -33,5 +35,5 @@ def write_detections(result: DetectionResult, path: str | Path) -> Path:
     elif path.suffix.lower() == ".json":
         text = json.dumps(result.to_dict(), indent=1)
     else:
-        raise ValueError(f"{path}: detections are written as .json or .csv")
+        raise ValueError(f"{path}: detections are written as {' or '.join(EXPORT_SUFFIXES)}")
     return write_text(path, text)

@@ -176,9 +176,11 @@ def read_frame(path: Path, sql: str, params: Params, lock_timeout_s: float) -> p
     with connection(path, read_only=True, lock_timeout_s=lock_timeout_s) as con:
         try:
             result = con.execute(sql, params) if params is not None else con.execute(sql)
-            return result.df()
         except duckdb.Error as err:
             raise StoreError(f"{path}: read-only query failed: {err}\nSQL: {sql}") from err
+        if result is None or result.description is None:  # e.g. only a comment: no result set
+            raise StoreError(f"{path}: the query returned no result set (nothing to show)\nSQL: {sql}")
+        return result.df()
 
 
 def query_readonly(
