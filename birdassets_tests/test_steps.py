@@ -10,11 +10,12 @@ import pytest
 from flax import nnx
 
 from birdassets import steps
+from birdassets.folds import FoldConfig, assign_folds
 from birdassets.frontends.presets import get_preset
 from birdassets.models.vit import ViTEncoder, save_checkpoint, vit_config
 from birdassets.settings import load_settings
 from birdassets.sources.demo import DemoTaskSpec, generate
-from birdassets.sources.manifest import Manifest
+from birdassets.sources.manifest import Manifest, multi_hot
 from birdassets.store import query_readonly
 
 pytestmark = pytest.mark.slow
@@ -102,3 +103,19 @@ def test_the_recorded_dataset_and_checkpoint_rows_describe_the_evaluation(settin
     assert (checkpoint["checkpoint"], checkpoint["run"], checkpoint["step"]) == (CHECKPOINT, "ssl-b", 3)
     saved = pd.read_parquet(settings.layout.scores_dir(TASK, CHECKPOINT) / "scores.parquet")
     assert saved["value"].notna().all() and ((saved["value"] >= 0) & (saved["value"] <= 1)).all()
+
+
+def test_the_folds_step_stratifies_each_training_window_on_its_recordings_primary_label(settings):
+    """The step's wiring, recomputed by hand: train windows in window-index order, their multi-hot labels, the
+    index of their recording's primary label, n_folds 5 and seed 42 (the settings' defaults)."""
+    windows = steps.TaskData.load(settings, TASK).mel.windows()
+    train = windows[windows["split"] == "train"].reset_index(drop=True)
+    manifest = Manifest.read(settings.layout.manifest_path(TASK))
+    classes = list(manifest.classes)
+    primary_by_recording = manifest.table.set_index("recording_id")["primary_label"]
+    primary = np.array([classes.index(primary_by_recording[r]) for r in train["recording_id"]])
+    expected = assign_folds(train["recording_id"].to_numpy(), multi_hot(train["labels"], classes), primary,
+                            FoldConfig(n_folds=5, seed=42))
+    saved = pd.read_parquet(settings.layout.folds_path(TASK))
+    assert saved["window_id"].tolist() == train["window_id"].tolist()
+    np.testing.assert_array_equal(saved["fold"].to_numpy(), expected)

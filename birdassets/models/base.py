@@ -14,7 +14,8 @@ find a pretrained model, validate a checkpoint from metadata alone, load it and 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -153,13 +154,19 @@ class LoadedEncoder:
     Attributes:
         encoder: satisfies :class:`Encoder`.
         ref: where it came from.
-        details: the family's JSON-safe description (:attr:`EncoderFamily.describe`), e.g. a ViT's
-            ``{"config": {...}, "n_params": int}`` or BirdNET's ``{"input": {"name", "sample_rate", "clip_s"}}``.
+        describe: the family's :attr:`EncoderFamily.describe`, called once, on first use of :attr:`details`
+            (a ViT's reads the checkpoint's metadata: only the encoder asset needs it).
     """
 
     encoder: Encoder
     ref: EncoderRef
-    details: dict[str, Any]
+    describe: Callable[[EncoderRef], dict[str, Any]] = field(repr=False, compare=False)
+
+    @cached_property
+    def details(self) -> dict[str, Any]:
+        """The family's JSON-safe description, e.g. a ViT's ``{"config": {...}, "n_params": int}`` or BirdNET's
+        ``{"input": {"name", "sample_rate", "clip_s"}}``."""
+        return self.describe(self.ref)
 
     @property
     def family(self) -> str:

@@ -14,12 +14,13 @@ imported when first asked for, so reading the registry costs no TensorFlow, JAX 
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from birdassets.checkpoints.refs import CheckpointError, resolve_checkpoint
+from birdassets.checkpoints.refs import COMMIT_MARKER, CheckpointError, resolve_checkpoint
 from birdassets.models.base import EncoderFamily, EncoderRef, LoadedEncoder
 
 EMBED_BATCH = 64
@@ -115,10 +116,18 @@ def resolve_encoder(checkpoint_roots: Iterable[str | Path], key: str) -> Encoder
             raise CheckpointError(f"pretrained encoder {key!r} is not available: {error}") from error
         return EncoderRef(key=key, family=family.name, run=key, step=None, path=Path(path))
     ref = resolve_checkpoint(checkpoint_roots, key)
+    committed = (ref.step_dir / COMMIT_MARKER).stat().st_mtime_ns
+    family = get_family(saved_family(ref.run_dir, ref.step, committed), where=str(ref.step_dir)).name
+    return EncoderRef(key=key, family=family, run=ref.run, step=ref.step, path=ref.step_dir)
+
+
+@functools.lru_cache(maxsize=4096)
+def saved_family(run_dir: Path, step: int, committed_ns: int) -> str:
+    """The family named in a finalized step's metadata, read once per process for each commit of that step
+    (``committed_ns``: when its commit marker was written; a finalized step is never rewritten in place)."""
     from birdassets.checkpoints.orbax_io import read_family  # Orbax (and JAX) only when a step is read
 
-    family = get_family(read_family(ref.run_dir, ref.step), where=str(ref.step_dir)).name
-    return EncoderRef(key=key, family=family, run=ref.run, step=ref.step, path=ref.step_dir)
+    return read_family(run_dir, step)
 
 
 def validate_encoder(checkpoint_roots: Iterable[str | Path], key: str) -> dict[str, Any]:
@@ -140,4 +149,4 @@ def load_encoder(checkpoint_roots: Iterable[str | Path], key: str, batch_size: i
     ref = resolve_encoder(checkpoint_roots, key)
     family = get_family(ref.family)
     encoder = family.load(ref, batch_size)
-    return LoadedEncoder(encoder=encoder, ref=ref, details=family.describe(ref))
+    return LoadedEncoder(encoder=encoder, ref=ref, describe=family.describe)
