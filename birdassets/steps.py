@@ -30,12 +30,12 @@ import pandas as pd
 
 from birdassets import artifacts
 from birdassets.atomic import write_json
-from birdassets.detection import DetectionConfig, DetectionResult, detect_recordings, make_scorer
 from birdassets.datasets.mel_tfds import MelDataset, build_mel_dataset, dataset_dir
+from birdassets.detection import DetectionConfig, DetectionResult, detect_recordings, make_scorer
 from birdassets.embeddings import EmbeddingSet, collapse_stats, compute_embeddings, read_embeddings, write_embeddings
-from birdassets.layout import safe_name
 from birdassets.folds import FoldConfig, assign_folds, fold_table, folds_hash
 from birdassets.frontends.presets import MelPreset
+from birdassets.layout import safe_name
 from birdassets.lineage import Lineage, code_version
 from birdassets.models.base import EncoderRef, LoadedEncoder
 from birdassets.models.registry import EMBED_BATCH, load_encoder, resolve_encoder
