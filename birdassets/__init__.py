@@ -2,9 +2,13 @@
 
 The package has two layers:
 
-* a Dagster-free core library (``audio``, ``frontends``, ``sources``, ``datasets``, ``folds``,
-  ``models``, ``checkpoints``, ``embeddings``, ``probes``, ``metrics``, ``store``), and
-* a thin Dagster layer (``birdassets.defs`` and ``birdassets.definitions``) whose assets call the core.
+* a Dagster-free core: one step function per asset (``birdassets.steps``) over the library (``audio``,
+  ``frontends``, ``sources``, ``datasets``, ``folds``, ``checkpoints``, ``models``, ``embeddings``, ``probes``,
+  ``scoring``, ``metrics``, ``detection``, ``store``, ``train``), and
+* a thin Dagster layer (``birdassets.defs`` and ``birdassets.definitions``) whose assets each call a step and
+  turn its report into metadata.
+
+The README's "How the code is laid out" walks through every package.
 """
 
 __version__ = "0.1.0"

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from birdassets.atomic import atomic_dir, atomic_path, write_json
+from birdassets.atomic import atomic_dir, atomic_path
 from birdassets.lineage import Lineage
 
 PROBE_SUMMARY = "summary.parquet"
@@ -125,11 +125,12 @@ def load_probe(directory: Path, probe: str, what: str) -> tuple[dict, tuple[str,
 
 
 def write_scores(directory: Path, scores: pd.DataFrame, class_scores: pd.DataFrame, lineage: Lineage) -> Path:
-    """Publish a task x checkpoint's score tables and lineage (each file atomically; lineage last, so a
-    lineage file always describes the tables beside it)."""
-    write_parquet(directory / SCORES, scores)
-    write_parquet(directory / CLASS_SCORES, class_scores)
-    write_json(directory / LINEAGE, dataclasses.asdict(lineage))
+    """Publish a task x checkpoint's score tables and lineage as one folder, so the lineage always describes
+    the tables beside it."""
+    with atomic_dir(directory) as staging:
+        scores.to_parquet(staging / SCORES, index=False)
+        class_scores.to_parquet(staging / CLASS_SCORES, index=False)
+        (staging / LINEAGE).write_text(lineage.to_json())
     return directory
 
 

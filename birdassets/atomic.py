@@ -3,7 +3,9 @@
 Every file birdassets publishes (parquet, npy/npz, JSON, CSV, TFDS folders, checkpoints' side files) goes through
 this module. Content is written to a temporary sibling (same folder, so the final ``os.replace`` is a rename on
 one file system), flushed to disk, and renamed over the target. A crash leaves at most a hidden
-``.<name>.<random>.tmp`` file or a ``<name>.incomplete`` folder behind, which no reader ever opens.
+``.<stem>.<random>.tmp<suffix>`` file or a ``.<name>.<random>.incomplete`` folder behind, which no reader opens.
+Folders are replaced with two renames (old aside, new in): a reader at that instant finds no folder, never part of
+one.
 
 Typical use::
 
@@ -26,10 +28,17 @@ from pathlib import Path
 from typing import Any
 
 STAGING_SUFFIX = ".incomplete"
-"""A folder being built next to its final place: ``<name>.incomplete``."""
+"""A folder being built next to its final place: ``.<name>.<random>.incomplete``."""
 
 
 def _current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (``os.umask`` sets it process-wide)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -80,27 +89,31 @@ def write_json(path: str | os.PathLike, value: Any, **dumps_kwargs: Any) -> Path
 
 
 @contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """A fresh staging folder ``<path>.incomplete`` to fill; it replaces ``path`` when the block succeeds.
+def atomic_dir(path: str | os.PathLike, *, replace: bool = True) -> Iterator[Path]:
+    """A fresh staging folder beside ``path`` to fill; it becomes ``path`` when the block succeeds.
 
-    A stale staging folder from a crashed run is removed first. An existing ``path`` is moved aside and
-    deleted only after the new folder is in place, so a crash never leaves neither. On an exception the
-    staging folder is removed and ``path`` is untouched.
+    Each call stages in a folder of its own (``.<name>.<random>.incomplete``), so concurrent writers never touch
+    each other's work. With ``replace=False`` an existing ``path`` wins (content-addressed folders: a concurrent
+    build that finished first is kept, and this one is dropped). On an exception the staging folder is removed
+    and ``path`` is untouched.
     """
     path = Path(path)
-    staging = path.with_name(path.name + STAGING_SUFFIX)
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=STAGING_SUFFIX))
     try:
         yield staging
-    except BaseException:
+        if replace or not path.exists():
+            publish_dir(staging, path)
+    finally:
         shutil.rmtree(staging, ignore_errors=True)
-        raise
-    publish_dir(staging, path)
 
 
 def publish_dir(staging: str | os.PathLike, path: str | os.PathLike) -> Path:
-    """Move a finished ``staging`` folder to ``path``, replacing what was there; returns ``path``."""
+    """Move a finished ``staging`` folder to ``path``, replacing what was there; returns ``path``.
+
+    The old folder is moved aside before the new one moves in and deleted after, so a crash never leaves
+    neither (at worst the old one under ``.<name>.old-<pid>``).
+    """
     staging, path = Path(staging), Path(path)
     old = None
     if path.exists():

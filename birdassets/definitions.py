@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dagster as dg
 
-from birdassets.defs.assets.task_data import build_data_assets
+from birdassets.defs.assets.task_data import build_task_data_assets
 from birdassets.defs.assets.on_demand import detections_asset
-from birdassets.defs.assets.encoding import build_model_assets
-from birdassets.defs.assets.results import build_scoring_assets
+from birdassets.defs.assets.encoding import build_encoding_assets
+from birdassets.defs.assets.results import build_results_assets
 from birdassets.defs.checks import build_checks
 from birdassets.defs.jobs import BENCHMARK_JOB, DATA_JOB, DETECT_JOB, ENCODER_JOB, build_jobs, train_job  # noqa: F401
 from birdassets.defs.partitions import build_partitions
@@ -18,8 +18,8 @@ from birdassets.settings import Settings, load_settings
 def build_definitions(settings: Settings) -> dg.Definitions:
     """All assets, checks, jobs, sensors and the schedule for the data sets configured in ``settings``."""
     partitions = build_partitions(settings)
-    assets = [*build_data_assets(settings, partitions), *build_model_assets(partitions),
-              *build_scoring_assets(partitions), detections_asset(partitions)]
+    assets = [*build_task_data_assets(settings, partitions), *build_encoding_assets(partitions),
+              *build_results_assets(partitions), detections_asset(partitions)]
     jobs = build_jobs(partitions)
     sensors, schedules = build_automation(partitions, jobs, settings)
     return dg.Definitions(

@@ -12,6 +12,7 @@ Typical use::
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -94,6 +95,11 @@ class Lineage:
             raise _invalid(
                 f"Lineage.extra of {self.task}/{self.checkpoint} is not JSON-serialisable: {err}"
             ) from err
+
+    def to_json(self) -> str:
+        """The whole record as indented JSON (``lineage.json``; ``Lineage(**json.loads(text))`` reads it back)."""
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True, allow_nan=False,
+                          default=_json_default_strict) + "\n"
 
 
 def _json_default_strict(value: Any) -> Any:

@@ -215,6 +215,14 @@ def configured_pretrained(raw: dict, config_file: Path) -> tuple[str, ...]:
     return pretrained
 
 
+def configured_int(raw: dict, key: str, default: int, minimum: int, config_file: Path) -> int:
+    """An integer setting of at least ``minimum`` (``n_folds``, ``fold_seed``)."""
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise SettingsError(f"{config_file}: {key} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
 def load_settings(home: str | Path | None = None) -> Settings:
     """Read ``<home>/birdassets.toml`` (if present) on top of the defaults (the two demo tasks)."""
     home = Path(home).expanduser().resolve() if home is not None else home_from_env()
@@ -228,8 +236,8 @@ def load_settings(home: str | Path | None = None) -> Settings:
         datasets=datasets,
         checkpoint_roots=tuple(dict.fromkeys(roots)),
         probes=tuple(raw.get("probes", DEFAULT_PROBES)),
-        fold_seed=int(raw.get("fold_seed", 42)),
-        n_folds=int(raw.get("n_folds", 5)),
+        fold_seed=configured_int(raw, "fold_seed", 42, 0, layout.config_file),
+        n_folds=configured_int(raw, "n_folds", 5, 2, layout.config_file),
         presets=tuple(presets.values()),
         pretrained=configured_pretrained(raw, layout.config_file),
         config_file=layout.config_file if layout.config_file.exists() else None,

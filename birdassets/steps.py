@@ -70,10 +70,8 @@ class TaskData:
 
 
 def open_store(settings: Settings) -> MetricsStore:
-    """The metrics database of ``settings``, its schema ensured."""
-    store = MetricsStore(settings.layout.db_path)
-    store.ensure_schema()
-    return store
+    """The metrics database of ``settings`` (each write creates the file and schema when missing)."""
+    return MetricsStore(settings.layout.db_path)
 
 
 # ------------------------------------------------------------------------------------- task data
@@ -292,13 +290,13 @@ def record(settings: Settings, task: str, checkpoint: str) -> RecordReport:
     in one transaction (replacing that pair's previous rows)."""
     scores, class_scores, lineage = artifacts.read_scores(settings.layout.scores_dir(task, checkpoint))
     data = TaskData.load(settings, task)
-    ref = resolve_encoder(settings.checkpoint_roots, checkpoint)
+    run = checkpoint if lineage.step is None else checkpoint.rpartition("@")[0]  # pretrained: the key is the run
     store = open_store(settings)
     written = store.record_evaluation(EvaluationRecord(
         lineage=lineage, scores=scores, class_scores=class_scores,
-        dataset=DatasetRow(task, data.dataset.source, str(data.dataset.root), data.manifest.content_hash(),
+        dataset=DatasetRow(task, data.dataset.source, str(data.dataset.root), lineage.manifest_hash,
                            len(data.manifest.table), len(data.manifest.classes)),
-        checkpoint=CheckpointRow(checkpoint, ref.run, ref.step, str(ref.path), ref.family),
+        checkpoint=CheckpointRow(checkpoint, run, lineage.step, lineage.checkpoint_path, lineage.encoder_family),
         run=RunRow(lineage.run_id, "benchmark", f"{task} x {checkpoint}"),
     ))
     board = leaderboard(store, task, checkpoint)
@@ -353,7 +351,7 @@ def detect(settings: Settings, task: str, request: DetectionRequest, run_id: str
     started = time.perf_counter()
     result = detect_recordings(paths, scorer, request.rule)
     seconds = time.perf_counter() - started
-    out, name = settings.layout.detections_dir(task), safe_name(scorer.name)  # names hold dots ("v2.4")
+    out, name = settings.layout.detections_dir(task), safe_name(scorer.name)  # "birdnet-v2.4:...": no with_suffix
     json_path, csv_path = result.write(out / f"{name}.json"), result.write(out / f"{name}.csv")
     rows = open_store(settings).replace_detections(task, result, run_id)
     return DetectionReport(scorer.name, result, json_path, csv_path, rows, seconds)

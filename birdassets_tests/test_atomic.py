@@ -66,3 +66,14 @@ def test_a_killed_writer_leaves_the_previous_version(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
     assert done.returncode == -9
     assert target.read_text() == "old"
+
+
+def test_a_content_addressed_folder_built_twice_keeps_the_first(tmp_path):
+    """replace=False (mel datasets): a build that finishes second leaves the first one in place, untouched."""
+    target = tmp_path / "mel-abc"
+    with atomic_dir(target, replace=False) as first, atomic_dir(target, replace=False) as second:
+        assert first != second  # each writer stages in a folder of its own
+        (first / "x").write_text("first")
+        (second / "x").write_text("second")
+    assert (target / "x").read_text() == "second"  # the inner block finished first and was published
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mel-abc"]

@@ -324,3 +324,6 @@ def test_a_new_or_reconfigured_task_flows_without_a_click(home, tmp_path):
         changed = configure(500)
         (again,) = tick(changed, instance)
         assert again.partition_key == TASK and again.run_key != request.run_key
+        assert run_job(changed, DATA_JOB, TASK, instance).success and tick(changed, instance) == []
+        (back,) = tick(configure(512), instance)  # back to the first preset: built again, under a new key
+        assert back.run_key.startswith(request.run_key.rsplit(":", 1)[0]) and back.run_key != request.run_key

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from flax import nnx
 
@@ -64,3 +66,12 @@ def test_discovery_across_roots_and_ambiguous_runs(tmp_path):
         resolve_checkpoint([tmp_path / "a", tmp_path / "b"], "r1@5")
     with pytest.raises(CheckpointError, match="no finalized step 9"):
         resolve_checkpoint([tmp_path / "a"], "r1@9")
+
+
+@pytest.mark.parametrize("line, named", [("n_folds = \"five\"", "n_folds must be an integer >= 2, got 'five'"),
+                                         ("n_folds = 1", "n_folds must be an integer >= 2, got 1"),
+                                         ("fold_seed = 1.5", "fold_seed must be an integer >= 0, got 1.5")])
+def test_a_bad_fold_setting_names_the_file_and_the_key(tmp_path, line, named):
+    (tmp_path / "birdassets.toml").write_text(line + "\n")
+    with pytest.raises(SettingsError, match=f"birdassets.toml: {re.escape(named)}"):
+        load_settings(tmp_path)

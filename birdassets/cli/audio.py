@@ -102,7 +102,7 @@ def cmd_spectrogram(args: argparse.Namespace) -> int:
     out = args.out if args.out.endswith(".npy") else args.out + ".npy"  # where np.save(args.out) would write
     with atomic_path(out) as tmp, open(tmp, "wb") as handle:
         np.save(handle, result.astype(np.float32))
-    print(f"{args.out}: {args.stage} {list(result.shape)} float32 ({preset.name}, {preset.sample_rate} Hz)")
+    print(f"{out}: {args.stage} {list(result.shape)} float32 ({preset.name}, {preset.sample_rate} Hz)")
     return 0
 
 

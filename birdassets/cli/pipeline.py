@@ -255,7 +255,7 @@ def print_leaderboard(settings, tasks: list[str], checkpoints: list[str] | None 
     from birdassets.store import query_readonly
 
     board = query_readonly(settings.layout.db_path, LEADERBOARD_SQL, [tasks, checkpoints is None, checkpoints or []])
-    print("\nLeaderboard, cmAP on validation folds (mean and std over 5 folds):")
+    print(f"\nLeaderboard, cmAP on validation folds (mean and std over {settings.n_folds} folds):")
     print(format_frame(board, "table"))
 
 

@@ -227,12 +227,13 @@ def build_mel_dataset(
     """Write the TFDS mel dataset and window index for ``manifest`` (idempotent).
 
     The dataset is built in a staging folder and published whole (:func:`birdassets.atomic.atomic_dir`), so a
-    crashed build is never read as whole; an existing complete dataset is returned as is.
+    crashed build is never read as whole; an existing complete dataset is returned as is, and one a concurrent
+    build finished first is kept (the folder is content-addressed: both hold the same windows).
     """
     target = MelDataset(dataset_dir(Path(mel_root), manifest, preset))
     if target.exists():
         return target
-    with atomic_dir(target.root) as staging:
+    with atomic_dir(target.root, replace=False) as staging:
         windows = window_index(manifest, preset)
         stats = _write_tfds(staging, manifest, preset, windows, windows_per_shard)
         windows.to_parquet(staging / WINDOW_INDEX, index=False)  # with path and segment end: waveform encoders re-read the audio

@@ -120,13 +120,13 @@ def detection_metadata(report: steps.DetectionReport) -> dict:
 
 
 def ap_chart_markdown(class_scores: pd.DataFrame, split: str = "valid", width: int = 30) -> str:
-    """A per-class AP bar chart (mean over folds and probes' best) as a Markdown table for the Dagster UI."""
+    """A per-class AP bar chart (mean over folds, one column per probe) as a Markdown table for the Dagster UI."""
     rows = class_scores[class_scores["split"] == split]
     if rows.empty:
         return "_no per-class scores_"
     table = (
         rows.groupby(["class_name", "probe"])
-        .agg(ap=("ap", "mean"), support=("support", "sum"))
+        .agg(ap=("ap", "mean"))
         .reset_index()
         .pivot(index="class_name", columns="probe", values="ap")
     )

@@ -5,7 +5,6 @@ from functools import cached_property
 import dagster as dg
 
 from birdassets.settings import Settings, load_settings
-from birdassets.store import MetricsStore
 
 
 class BirdassetsHome(dg.ConfigurableResource):
@@ -16,8 +15,3 @@ class BirdassetsHome(dg.ConfigurableResource):
     @cached_property
     def settings(self) -> Settings:
         return load_settings(self.home)
-
-    def store(self) -> MetricsStore:
-        store = MetricsStore(self.settings.layout.db_path)
-        store.ensure_schema()
-        return store

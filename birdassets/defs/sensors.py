@@ -34,13 +34,21 @@ def checkpoint_sensor(partitions: Partitions, encoder_job: dg.JobDefinition) -> 
     return checkpoint_sensor
 
 
-def built_fingerprint(instance: dg.DagsterInstance, task: str) -> str | None:
-    """The task fingerprint the latest ``raw_audio`` materialization of ``task`` was built under."""
+def latest_build(instance: dg.DagsterInstance, task: str) -> tuple[str | None, int]:
+    """``(task fingerprint, storage id)`` of the latest ``raw_audio`` materialization of ``task`` (``(None, 0)``
+    when there is none)."""
     latest = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey("raw_audio"), asset_partitions=[task]), limit=1
     ).records
-    entry = latest[0].asset_materialization.metadata.get("task_fingerprint") if latest else None
-    return entry.value if entry is not None else None
+    if not latest:
+        return None, 0
+    entry = latest[0].asset_materialization.metadata.get("task_fingerprint")
+    return (entry.value if entry is not None else None), latest[0].storage_id
+
+
+def built_fingerprint(instance: dg.DagsterInstance, task: str) -> str | None:
+    """The task fingerprint the latest ``raw_audio`` materialization of ``task`` was built under."""
+    return latest_build(instance, task)[0]
 
 
 def task_sensor(data_job: dg.JobDefinition) -> dg.SensorDefinition:
@@ -51,8 +59,10 @@ def task_sensor(data_job: dg.JobDefinition) -> dg.SensorDefinition:
         settings = birdassets.settings
         for task in settings.task_names:
             fingerprint = settings.task_fingerprint(task)
-            if built_fingerprint(context.instance, task) != fingerprint:
-                yield dg.RunRequest(partition_key=task, run_key=f"data:{task}:{fingerprint}")
+            built, build_id = latest_build(context.instance, task)
+            if built != fingerprint:  # one request per configuration and build: no retry loop on failure,
+                key = f"data:{task}:{fingerprint}:{build_id}"  # yet A -> B -> A rebuilds under A again
+                yield dg.RunRequest(partition_key=task, run_key=key)
 
     return task_sensor
 

@@ -77,7 +77,7 @@ class WaveformSpec:
 
 @runtime_checkable
 class Encoder(Protocol):
-    """A frozen encoder: mel windows in, embeddings out.
+    """A frozen encoder: windows in (mel or waveform, as its ``input_spec`` says), embeddings out.
 
     Attributes:
         name: human-readable encoder name (e.g. ``"vit-small"``).

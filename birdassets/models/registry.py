@@ -116,7 +116,10 @@ def resolve_encoder(checkpoint_roots: Iterable[str | Path], key: str) -> Encoder
             raise CheckpointError(f"pretrained encoder {key!r} is not available: {error}") from error
         return EncoderRef(key=key, family=family.name, run=key, step=None, path=Path(path))
     ref = resolve_checkpoint(checkpoint_roots, key)
-    committed = (ref.step_dir / COMMIT_MARKER).stat().st_mtime_ns
+    try:
+        committed = (ref.step_dir / COMMIT_MARKER).stat().st_mtime_ns
+    except FileNotFoundError as error:  # deleted since it was listed (e.g. checkpoint rotation)
+        raise CheckpointError(f"checkpoint {ref.step_dir} disappeared while being read") from error
     family = get_family(saved_family(ref.run_dir, ref.step, committed), where=str(ref.step_dir)).name
     return EncoderRef(key=key, family=family, run=ref.run, step=ref.step, path=ref.step_dir)
 

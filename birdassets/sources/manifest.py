@@ -153,7 +153,13 @@ class Manifest:
         return multi_hot((self.table if table is None else table)["labels"], self.classes)
 
     def content_hash(self) -> str:
-        """sha256 over the rows (paths excluded: the same data moved elsewhere hashes the same) and classes."""
+        """sha256 over the rows (paths excluded: the same data moved elsewhere hashes the same) and classes;
+        computed once per manifest (a manifest is not modified after construction)."""
+        if "_content_hash" not in self.__dict__:
+            object.__setattr__(self, "_content_hash", self._hash_rows())
+        return self.__dict__["_content_hash"]
+
+    def _hash_rows(self) -> str:
         stable = self.table.drop(columns=["path"]).copy()
         stable["labels"] = stable["labels"].map(lambda labels: "|".join(labels))
         payload = json.dumps(

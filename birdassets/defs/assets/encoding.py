@@ -43,5 +43,5 @@ def probe_asset(partitions: Partitions) -> dg.AssetsDefinition:
     return probe
 
 
-def build_model_assets(partitions: Partitions) -> list[dg.AssetsDefinition]:
+def build_encoding_assets(partitions: Partitions) -> list[dg.AssetsDefinition]:
     return [encoder_asset(partitions), embeddings_asset(partitions), probe_asset(partitions)]

@@ -40,5 +40,5 @@ def metrics_db_asset(partitions: Partitions) -> dg.AssetsDefinition:
     return metrics_db
 
 
-def build_scoring_assets(partitions: Partitions) -> list[dg.AssetsDefinition]:
+def build_results_assets(partitions: Partitions) -> list[dg.AssetsDefinition]:
     return [scores_asset(partitions), metrics_db_asset(partitions)]

@@ -65,5 +65,5 @@ def folds_asset(partitions: Partitions) -> dg.AssetsDefinition:
     return folds
 
 
-def build_data_assets(settings: Settings, partitions: Partitions) -> list[dg.AssetsDefinition]:
+def build_task_data_assets(settings: Settings, partitions: Partitions) -> list[dg.AssetsDefinition]:
     return [raw_audio_asset(partitions), mel_dataset_asset(partitions, settings), folds_asset(partitions)]
