@@ -103,10 +103,6 @@ def read_probe_predictions(directory: Path, probe: str) -> ProbePredictions:
         return ProbePredictions(**{f.name: saved[f.name] for f in dataclasses.fields(ProbePredictions)})
 
 
-def read_probe_summary(directory: Path) -> pd.DataFrame:
-    return pd.read_parquet(directory / PROBE_SUMMARY)
-
-
 def load_probe(directory: Path, probe: str, what: str) -> tuple[dict, tuple[str, ...]]:
     """The trained parameters of ``probe`` (leading fold axis) and its classes, for
     :func:`birdassets.probes.predict_probe`; ``what`` names the task x checkpoint in errors."""
