@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import json
+
 import duckdb
 import pytest
 import yaml
@@ -66,7 +68,7 @@ def test_help_and_query_from_outside_the_source_tree(venv, outside):
     home.mkdir()
     duckdb.connect(str(home / "birdassets.duckdb")).close()  # an empty metrics database
     done = run(venv / "bin" / "birdassets", "query", "select 1 as answer", "--format", "json", **outside)
-    assert done.stdout.strip() == '[{"answer": 1}]'
+    assert json.loads(done.stdout) == [{"answer": 1}]
 
 
 def test_prepare_instance_installs_the_packaged_config_with_nux_off(venv, outside):

@@ -1,6 +1,7 @@
 """The metrics store: one DuckDB file holding every score with its lineage (Dagster-free).
 
-- :mod:`.connection`  errors, opening with lock backoff, read-only queries, write transactions
+- :mod:`.connection`  errors, opening with lock backoff, guarded readers, write transactions
+- :mod:`.reads`       one reading statement per call: whole (``query_readonly``) or streamed in chunks
 - :mod:`.schema`      tables and views (SQL)
 - :mod:`.records`     what a write hands over: :class:`EvaluationRecord` and its rows
 - :mod:`.validation`  checks run before the file is opened
@@ -12,12 +13,13 @@ from __future__ import annotations
 
 from birdassets.lineage import Lineage
 from birdassets.store.connection import (
+    DEFAULT_LOCK_TIMEOUT_S,
     StoreError,
     StoreLockedError,
     StoreNotFoundError,
     StoreValidationError,
-    query_readonly,
 )
+from birdassets.store.reads import SqlRefusedError, query_readonly, stream_query
 from birdassets.store.records import CheckpointRow, DatasetRow, EvaluationRecord, RunRow
 from birdassets.store.schema import SCHEMA_VERSION, SPLITS
 from birdassets.store.validation import CLASS_SCORE_COLUMNS, QUARANTINE_FIELDS, SCORE_COLUMNS
@@ -25,6 +27,7 @@ from birdassets.store.writers import MetricsStore
 
 __all__ = [
     "CLASS_SCORE_COLUMNS",
+    "DEFAULT_LOCK_TIMEOUT_S",
     "QUARANTINE_FIELDS",
     "SCHEMA_VERSION",
     "SCORE_COLUMNS",
@@ -35,9 +38,11 @@ __all__ = [
     "Lineage",
     "MetricsStore",
     "RunRow",
+    "SqlRefusedError",
     "StoreError",
     "StoreLockedError",
     "StoreNotFoundError",
     "StoreValidationError",
     "query_readonly",
+    "stream_query",
 ]

@@ -25,7 +25,8 @@ import pandas as pd
 
 from birdassets.lineage import Lineage
 from birdassets.store import statements, validation
-from birdassets.store.connection import ConnectionWrapper, Params, read_frame, utc_now, write_transaction
+from birdassets.store.connection import DEFAULT_LOCK_TIMEOUT_S, ConnectionWrapper, utc_now, write_transaction
+from birdassets.store.reads import Params, read_frame
 from birdassets.store.records import CheckpointRow, DatasetRow, EvaluationRecord, RunRow
 
 
@@ -33,7 +34,8 @@ class MetricsStore:
     """Read/write access to one metrics database file (created on first write).
 
     Every method opens and closes its own connection; writes run in one transaction each.
-    ``lock_timeout_s`` bounds how long opening waits for another process's lock.
+    ``lock_timeout_s`` bounds how long opening waits, retrying with backoff, for another process
+    to release the file (default :data:`.connection.DEFAULT_LOCK_TIMEOUT_S`).
     ``wrap_connection`` (see :data:`.connection.ConnectionWrapper`) replaces each read-write
     connection the writes use; None (the default) uses DuckDB's connection as is.
     """
@@ -42,7 +44,7 @@ class MetricsStore:
         self,
         path: str | Path,
         *,
-        lock_timeout_s: float = 60.0,
+        lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
         wrap_connection: ConnectionWrapper | None = None,
     ) -> None:
         if lock_timeout_s < 0 or not math.isfinite(lock_timeout_s):
