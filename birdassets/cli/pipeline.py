@@ -4,7 +4,7 @@
   task on the persistent instance under ``BIRDASSETS_HOME``, print the leaderboard.
 * ``birdassets benchmark [--task T ...] [--checkpoint C ...]``: run the chain (data, encoder, embeddings, probes,
   scores, DuckDB) through Dagster for configured tasks and checkpoints, print their leaderboard rows.
-* ``birdassets ui``: the Dagster UI (webserver + daemon) on this project.
+(``birdassets ui`` is :mod:`birdassets.cli.ui`.)
 
 The instance config is the ``dagster.yaml`` shipped inside the package (:data:`INSTANCE_CONFIG`);
 :func:`prepare_instance` installs it as ``$BIRDASSETS_HOME/dagster/dagster.yaml``.
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from importlib import resources
 from pathlib import Path
@@ -33,7 +32,7 @@ LEADERBOARD_SQL = (
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
-    """Add ``demo``, ``benchmark`` and ``ui``."""
+    """Add ``demo`` and ``benchmark``."""
     demo = commands.add_parser("demo", help="generate the demo data and run the whole benchmark through Dagster")
     demo.set_defaults(func=cmd_demo)
 
@@ -46,11 +45,6 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                            help="'<run>@<step>' under a checkpoint root, or a pretrained encoder such as birdnet-v2.4 "
                            "(repeat for several; default: every checkpoint found)")
     benchmark.set_defaults(func=cmd_benchmark)
-
-    ui = commands.add_parser("ui", help="start the Dagster UI on this project")
-    ui.add_argument("--host", default="127.0.0.1")
-    ui.add_argument("--port", type=int, default=3000)
-    ui.set_defaults(func=cmd_ui, quiet=False)  # `dagster dev` keeps its own logging
 
 
 def instance_config() -> str:
@@ -258,18 +252,3 @@ def print_leaderboard(settings, tasks: list[str], checkpoints: list[str] | None 
     print(f"\nLeaderboard, cmAP on validation folds (mean and std over {settings.n_folds} folds):")
     print(format_frame(board, "table"))
 
-
-def cmd_ui(args: argparse.Namespace) -> int:
-    from birdassets.settings import load_settings
-
-    settings = load_settings()
-    prepare_instance(settings)
-    beside = Path(sys.executable).with_name("dagster")  # this environment's, even in a venv not activated
-    dagster = str(beside) if beside.exists() else "dagster"
-    command = [dagster, "dev", "-m", "birdassets.definitions", "--host", args.host, "--port", str(args.port)]
-    print(f"DAGSTER_HOME={os.environ['DAGSTER_HOME']}\n$ {' '.join(command)}", flush=True)
-    try:
-        os.execvp(command[0], command)
-    except FileNotFoundError as error:
-        raise UserError(f"cannot start {dagster} ({error}); install dagster-webserver") from error
-    return 0  # not reached

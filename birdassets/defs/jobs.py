@@ -4,14 +4,16 @@ root, so the checkpoint sensor registers each new step and the benchmark follows
 
 import dataclasses
 import typing
+from pathlib import Path
 
 import dagster as dg
 import pydantic
 
 from birdassets.defs.partitions import Partitions
 from birdassets.defs.resources import BirdassetsHome
+from birdassets.settings import SettingsError
 from birdassets.steps import ensure_mel_dataset
-from birdassets.train.config import TrainConfig
+from birdassets.train.config import TrainConfig, TrainConfigError, run_directory
 from birdassets.train.loop import train
 
 DATA_JOB = "data_job"
@@ -43,7 +45,8 @@ DEMO_TRAINING = {"run": "demo-sup", "task": "demo-pretrain", "objective": "super
 
 #: Launchpad config of a training run: the run name plus every field of TrainConfig (derived from it, so a
 #: new training setting is settable from the UI without touching this file). ``output_dir`` is not offered:
-#: the run always writes into ``<first checkpoint root>/<run>``, where the checkpoint sensor looks.
+#: the run always writes into ``<first checkpoint root>/<run>``, where the checkpoint sensor looks; ``run`` must
+#: be a plain name (:func:`~birdassets.train.config.run_directory`), checked when the run starts.
 TrainRunConfig = pydantic.create_model(
     "TrainRunConfig",
     __base__=dg.Config,
@@ -56,12 +59,32 @@ TrainRunConfig = pydantic.create_model(
 )
 
 
-@dg.op(description="Train (or resume) an encoder into <first checkpoint root>/<run>/.")
+def checked_run(config: TrainRunConfig, settings) -> tuple[TrainConfig, Path]:
+    """The training settings and run folder of a launch, checked before anything is read or written.
+
+    Raises:
+        dg.Failure: naming the run config key: ``run`` not a plain name (``/tmp/x``, ``../x``) or resolving
+            outside the checkpoint roots, ``task`` not a configured data set, or an invalid training setting.
+    """
+    try:
+        run_dir = run_directory(config.run, settings.checkpoint_roots)
+    except TrainConfigError as error:
+        raise dg.Failure(f"{TRAIN_JOB} run config: {error}") from error
+    try:
+        settings.dataset(config.task)
+    except SettingsError as error:
+        raise dg.Failure(f"{TRAIN_JOB} run config `task`: {error}") from error
+    try:
+        return TrainConfig(**config.model_dump(exclude={"run"})), run_dir
+    except TrainConfigError as error:
+        raise dg.Failure(f"{TRAIN_JOB} run config: {error}") from error
+
+
+@dg.op(description="Train (or resume) an encoder into <first checkpoint root>/<run>/ (run: a plain name).")
 def train_encoder(context: dg.OpExecutionContext, config: TrainRunConfig, birdassets: BirdassetsHome) -> dg.Output:
     settings = birdassets.settings
-    train_config = TrainConfig(**config.model_dump(exclude={"run"}))
+    train_config, run_dir = checked_run(config, settings)
     dataset = ensure_mel_dataset(settings, train_config.task)
-    run_dir = settings.checkpoint_roots[0] / config.run
     result = train(train_config, dataset, run_dir, progress=False, log=context.log.info)
     last = result.history[-1] if result.history else {}
     return dg.Output(

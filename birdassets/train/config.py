@@ -6,9 +6,12 @@ import dataclasses
 import json
 import numbers
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from birdassets.layout import safe_name
 
 OBJECTIVES = ("mae", "supervised")
 PRECISIONS = ("float32", "bfloat16")
@@ -124,3 +127,22 @@ class TrainConfig:
             return cls(**raw)
         except TrainConfigError as error:
             raise TrainConfigError(f"{path}: {error}") from error
+
+
+def run_directory(run: str, roots: Sequence[Path]) -> Path:
+    """``<first root>/<run>``: the folder of the training run named ``run`` (``train_job``'s ``run`` setting).
+
+    Raises:
+        TrainConfigError: ``run`` is not a plain name (one path component of letters, digits, ``_ . @ -``; not
+            ``.`` or ``..``), so an absolute path or ``../x`` never leaves the roots; or the folder is a link that
+            resolves outside every root in ``roots``.
+    """
+    if not isinstance(run, str) or run in ("", ".", "..") or safe_name(run) != run:
+        raise TrainConfigError(f"run {run!r} must be a plain name (letters, digits and _ . @ -, not '.' or '..'): "
+                               f"the run is written to <checkpoint root>/<run> under {roots[0]}")
+    path = roots[0] / run
+    resolved = path.resolve()
+    if not any(resolved.is_relative_to(root.resolve()) for root in roots):
+        raise TrainConfigError(f"run {run!r}: {path} resolves to {resolved}, outside every checkpoint root "
+                               f"({', '.join(str(root) for root in roots)})")
+    return path
