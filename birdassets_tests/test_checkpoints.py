@@ -125,7 +125,7 @@ def test_finalized_steps_ignores_unfinished_saves(tmp_path: Path) -> None:
     # a real step directory whose commit marker is gone
     shutil.copytree(run / "2", run / "11")
     (run / "11" / COMMIT_MARKER).unlink()
-    # the same copy with its marker kept is a valid finalized step
+    # the same copy with its marker kept is finalized, but its metadata names step 2: restore refuses it
     shutil.copytree(run / "2", run / "12")
     # not a step at all
     (run / "notes").mkdir()
@@ -133,8 +133,10 @@ def test_finalized_steps_ignores_unfinished_saves(tmp_path: Path) -> None:
 
     assert finalized_steps(run) == [2, 12]
     assert latest_step(run) == 12
-    restored, _, step = restore_encoder(run)
-    assert step == 12
+    with pytest.raises(CheckpointError, match="run/12: its metadata says step 2 but the folder is named 12"):
+        restore_encoder(run)
+    restored, _, step = restore_encoder(run, 2)
+    assert step == 2
     _assert_same_params(model, restored)
     assert (run / "7.orbax-checkpoint-tmp-123" / "state").is_dir()  # readers never clean up a live save
     for unfinished in (7, 9, 11):
@@ -235,7 +237,8 @@ def test_read_encoder_shapes_reads_metadata_only(tmp_path: Path) -> None:
 
     assert read_encoder_shapes(run, 1) == before
     assert read_config(run, 1) == CONFIG
-    with pytest.raises(CheckpointError, match=f"cannot restore the encoder of checkpoint {step_dir}"):
+    with pytest.raises(CheckpointError, match=f"{step_dir}/state/ocdbt.process_0/d/.* listed in its checksum "
+                       "manifest cannot be read"):  # the manifest names the first missing file before Orbax reads
         restore_encoder(run, 1)
     # let the aborted tensorstore reads finish while this test's warning filter is active (see pytestmark)
     time.sleep(0.5)

@@ -31,6 +31,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from birdassets.checkpoints.discovery import step_problem
+from birdassets.checkpoints.integrity import MANIFEST_FILE, MANIFEST_FLAG, check_finite, verify_manifest, write_manifest
 from birdassets.checkpoints.refs import CheckpointError, check_step, finalized_step_dir, latest_step
 
 STATE_ITEM = "state"
@@ -38,6 +40,8 @@ METADATA_ITEM = "metadata"
 CONFIG_ITEM = "config"
 RESERVED_METADATA = ("step", "family")
 """Keys of the ``metadata`` item that :func:`stamp_items` sets; callers' extra metadata may not."""
+ANNOUNCE_MANIFEST = {MANIFEST_FLAG: MANIFEST_FILE}
+"""``custom_metadata`` of every step saved here: its ``_CHECKPOINT_METADATA`` says a checksum manifest follows."""
 
 
 def item_handlers() -> dict[str, ocp.CheckpointHandler]:
@@ -128,6 +132,9 @@ def save_step(
         metadata: JSON-serialisable extra entries of the ``metadata`` item (not ``step``/``family``).
         config: the family's JSON config.
 
+    The step's array files get a checksum manifest (:mod:`birdassets.checkpoints.integrity`) once Orbax has
+    finalized it.
+
     Raises:
         ValueError: bad step or family, reserved keys in ``metadata``, or items that are not JSON
             (NaN included).
@@ -146,13 +153,15 @@ def save_step(
         raise CheckpointError(f"checkpoint {step_dir} already exists")
     run_dir.mkdir(parents=True, exist_ok=True)
     with open_manager(run_dir, create=True) as manager:
-        saved = manager.save(step, args=save_args(state, metadata_json, config_json))
+        saved = manager.save(step, args=save_args(state, metadata_json, config_json),
+                             custom_metadata=ANNOUNCE_MANIFEST)
         manager.wait_until_finished()
     if not saved:
         raise CheckpointError(
             f"orbax declined to save {step_dir}: step {step} is not newer than the latest step "
             f"{latest_step(run_dir)} in {run_dir}"
         )
+    write_manifest(step_dir)
     return step_dir
 
 
@@ -254,13 +263,14 @@ def restore_subtree(run_dir: str | os.PathLike, step: int, subtree: str, target:
             the other subtrees of ``state`` are never read.
 
     Returns:
-        the subtree as a nested dict of ``np.ndarray``, checked to have ``target``'s shapes.
+        the subtree as a nested dict of ``np.ndarray``, checked to have ``target``'s shapes and finite values.
 
     Raises:
-        CheckpointError: unreadable data, or stored shapes that differ from ``target``'s.
+        CheckpointError: a step discovery would skip, a file that fails its checksum (named), unreadable
+            data, stored shapes that differ from ``target``'s, or NaN/inf weights (parameter and count named).
     """
     run_dir = Path(run_dir)
-    step, step_dir = finalized_step_dir(run_dir, step)
+    step, step_dir = verified_step_dir(run_dir, step)
     restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
     args = ocp.args.PyTreeRestore(item={subtree: target}, restore_args={subtree: restore_args}, partial_restore=True)
     try:
@@ -271,4 +281,21 @@ def restore_subtree(run_dir: str | os.PathLike, step: int, subtree: str, target:
     values = restored[STATE_ITEM][subtree]
     if flatten_shapes(values) != flatten_shapes(target):  # callers validate first; never return a silent reshape
         raise CheckpointError(f"restored {subtree} shapes in {step_dir} differ from the expected ones")
+    check_finite(values, where=str(step_dir))
     return values
+
+
+def verified_step_dir(run_dir: str | os.PathLike, step: int | None) -> tuple[int, Path]:
+    """``(step, step_dir)`` of a finalized step that discovery accepts and whose files match its checksum
+    manifest (hashed once here; a foreign step without a manifest passes, its weights are checked for NaN/inf
+    after the restore).
+
+    Raises:
+        CheckpointError: the reason discovery would skip it, or the first file that fails its checksum.
+    """
+    step, step_dir = finalized_step_dir(run_dir, step)
+    problem = step_problem(step_dir, step)
+    if problem:
+        raise CheckpointError(f"checkpoint {step_dir}: {problem}")
+    verify_manifest(step_dir)
+    return step, step_dir

@@ -1,4 +1,5 @@
-"""Checkpoint references: names, finalized steps and discovery under the checkpoint roots (no Orbax, no models).
+"""Checkpoint references: names and finalized steps (no Orbax, no models); discovery under the roots is in
+:mod:`birdassets.checkpoints.discovery`.
 
 A checkpoint root holds one folder per training run, each an Orbax ``CheckpointManager`` directory::
 
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +25,8 @@ STEP_METADATA_FILE = "_CHECKPOINT_METADATA"
 STEP_NAME = re.compile(r"0|[1-9][0-9]*")
 """A step folder's name: a canonical non-negative integer."""
 
-_FORBIDDEN_RUN_CHARS = "|[],"
+_FORBIDDEN_RUN_CHARS = "|[],/\\"
+"""Not allowed in a run name: partition-key separators, and path separators (a run is one folder under a root)."""
 
 
 class CheckpointError(ValueError):
@@ -40,7 +41,10 @@ def _check_run_name(run: str) -> None:
         raise ValueError(f"run name must be a non-empty string without surrounding spaces, got {run!r}")
     bad = sorted({ch for ch in run if ch in _FORBIDDEN_RUN_CHARS or not ch.isprintable()})
     if bad:
-        raise ValueError(f"run name {run!r} contains forbidden characters {bad} (not allowed: '|', '[', ']', ',')")
+        raise ValueError(f"run name {run!r} contains forbidden characters {bad} "
+                         "(not allowed: '|', '[', ']', ',', '/', '\\')")
+    if run in (".", ".."):
+        raise ValueError(f"run name {run!r} is not a folder name under a checkpoint root")
 
 
 def check_step(step: int) -> int:
@@ -58,7 +62,7 @@ def checkpoint_key(run: str, step: int) -> str:
     """Partition key of a checkpoint, ``"<run>@<step>"`` (e.g. ``"demo-vit@0"``).
 
     Raises:
-        ValueError: empty run name, forbidden characters (``| [ ] ,``), or negative / non-int step.
+        ValueError: empty run name, ``.``/``..``, forbidden characters (``| [ ] , / \\``), or negative / non-int step.
     """
     _check_run_name(run)
     return f"{run}@{check_step(step)}"
@@ -118,22 +122,47 @@ def finalized_steps(run_dir: str | os.PathLike) -> list[int]:
     Pure filesystem scan (no Orbax manager): a step counts only if its directory is named by a
     canonical non-negative integer and holds both ``_CHECKPOINT_METADATA`` and Orbax's
     ``commit_success.txt`` commit marker. In-flight saves (``<step>.orbax-checkpoint-tmp-*``) and
-    step directories without the marker (a crash before finalize) are ignored. A missing
-    ``run_dir`` has no steps.
+    step directories without the marker (a crash before finalize) are ignored, and so is a step entry that
+    cannot be inspected (a symlink loop). A missing ``run_dir`` has no steps.
+
+    Raises:
+        CheckpointError: ``run_dir`` exists but cannot be listed.
+    """
+    return sorted(int(entry.name) for entry in step_entries(run_dir) if is_finalized(entry.path))
+
+
+def step_entries(run_dir: str | os.PathLike, unreadable: list[tuple[Path, str]] | None = None) -> list[os.DirEntry]:
+    """Entries of ``run_dir`` named as steps (canonical integers) that are folders; a missing ``run_dir`` has none.
+
+    An entry that cannot be inspected (a symlink loop, no permission) is left out, and appended to
+    ``unreadable`` as ``(path, reason)`` when given (discovery reports it).
+
+    Raises:
+        CheckpointError: ``run_dir`` itself cannot be listed (a symlink loop, no permission), naming it.
     """
     try:
         entries = list(os.scandir(run_dir))
     except (FileNotFoundError, NotADirectoryError):
         return []
-    steps = []
+    except OSError as err:
+        raise CheckpointError(f"checkpoint folder {run_dir} cannot be listed: {err.strerror or err}") from None
+    found = []
     for entry in entries:
-        if not STEP_NAME.fullmatch(entry.name) or not entry.is_dir():
+        if not STEP_NAME.fullmatch(entry.name):
             continue
-        if os.path.isfile(os.path.join(entry.path, COMMIT_MARKER)) and os.path.isfile(
-            os.path.join(entry.path, STEP_METADATA_FILE)
-        ):
-            steps.append(int(entry.name))
-    return sorted(steps)
+        try:
+            if entry.is_dir():
+                found.append(entry)
+        except OSError as err:  # a symlink loop (ELOOP) or an unreadable target
+            if unreadable is not None:
+                unreadable.append((Path(entry.path), f"cannot be read: {err.strerror or err}"))
+    return found
+
+
+def is_finalized(step_dir: str | os.PathLike) -> bool:
+    """The step folder holds Orbax's ``_CHECKPOINT_METADATA`` and ``commit_success.txt`` commit marker."""
+    return os.path.isfile(os.path.join(step_dir, COMMIT_MARKER)) and os.path.isfile(
+        os.path.join(step_dir, STEP_METADATA_FILE))
 
 
 def latest_step(run_dir: str | os.PathLike) -> int | None:
@@ -160,40 +189,3 @@ def finalized_step_dir(run_dir: str | os.PathLike, step: int | None) -> tuple[in
             f"(finalized steps in {run_dir}: {steps})"
         )
     return int(step), run_dir / str(step)
-
-
-# --------------------------------------------------------------------------- discovery
-
-
-def discover_checkpoints(roots: Iterable[str | Path]) -> list[CheckpointRef]:
-    """Every finalized step of every run under ``roots``, sorted by (run, step)."""
-    refs = []
-    for root in roots:
-        root = Path(root)
-        if not root.is_dir():
-            continue
-        for run_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-            for step in finalized_steps(run_dir):
-                try:
-                    refs.append(CheckpointRef(run=run_dir.name, step=step, run_dir=run_dir))
-                except ValueError:  # a folder whose name cannot be a run name: not ours
-                    break
-    return sorted(refs, key=lambda ref: (ref.run, ref.step))
-
-
-def resolve_checkpoint(roots: Iterable[str | Path], key: str) -> CheckpointRef:
-    """The finalized checkpoint named ``key`` (``"<run>@<step>"``) under ``roots``.
-
-    Raises:
-        CheckpointError: no root holds that finalized step, or more than one does.
-    """
-    run, step = parse_checkpoint_key(key)
-    roots = [Path(root) for root in roots]
-    matches = [root / run for root in roots if step in finalized_steps(root / run)]
-    if not matches:
-        raise CheckpointError(
-            f"checkpoint {key!r}: no finalized step {step} of run {run!r} under {[str(r) for r in roots]}"
-        )
-    if len(matches) > 1:
-        raise CheckpointError(f"checkpoint {key!r}: run {run!r} exists in several roots: {[str(m) for m in matches]}")
-    return CheckpointRef(run=run, step=step, run_dir=matches[0])

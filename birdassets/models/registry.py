@@ -20,7 +20,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from birdassets.checkpoints.refs import COMMIT_MARKER, CheckpointError, resolve_checkpoint
+from birdassets.checkpoints.discovery import resolve_checkpoint
+from birdassets.checkpoints.refs import COMMIT_MARKER, CheckpointError
 from birdassets.models.base import EncoderFamily, EncoderRef, LoadedEncoder
 
 EMBED_BATCH = 64
