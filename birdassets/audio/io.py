@@ -24,6 +24,14 @@ while the file's last frames cannot be decoded either. A decode that stops early
 frames *do* decode is **corrupt** (damage in the middle). Truncated files are never silently
 shortened: :func:`probe`/:func:`verify` reject them and :func:`load` raises on a short read.
 
+Plausibility (also decided here): a header's sample rate must lie within [:data:`MIN_SAMPLE_RATE`,
+:data:`MAX_SAMPLE_RATE`] Hz; the frames it claims must fit in the file's bytes (uncompressed: ``frames x
+channels x bytes per sample``; compressed: at most :data:`MAX_FRAMES_PER_BYTE` frames per byte); every decoded
+sample must be finite and within +-:data:`MAX_SAMPLE_MAGNITUDE` (a bad value is refused with the count, never
+zeroed or clipped). A path that is not a regular file
+(FIFO, device, socket) is refused from ``os.stat`` alone, never opened; a symbolic link is followed and a
+problem names its target. Messages describe a file in our own words and never quote its bytes.
+
 MP3 frame counts come from the Xing/LAME header when there is one and are estimated from the file
 size otherwise, so an MP3 may decode up to :data:`MP3_SHORTFALL_FRAMES` (or 1 %) fewer frames than
 ``probe`` reported without counting as truncated; :func:`verify` then reports the decoded count.
@@ -58,6 +66,20 @@ TAIL_FRAMES = 4096
 """Frames decoded at the end of a file by the tail check."""
 MP3_SHORTFALL_FRAMES = 2 * 1152
 """MP3 decodes may fall this many frames (two MPEG-1 layer III frames), or 1 %, short of the header's count."""
+MAX_SAMPLE_MAGNITUDE = 1e6
+"""Largest absolute sample value accepted (float files; integer PCM decodes to [-1, 1]). Float audio is nominally
+within [-1, 1]; integer-scaled floats reach 32768; larger finite values are garbage that overflows float32
+resampling and spectrograms into inf/NaN, so they are refused like NaN/inf."""
+MIN_SAMPLE_RATE = 1_000
+"""Lowest sample rate (Hz) a header may declare; below it the header is taken as corrupt."""
+MAX_SAMPLE_RATE = 384_000
+"""Highest sample rate (Hz) a header may declare (the highest rate recorders and DACs offer)."""
+MAX_FRAMES_PER_BYTE = 8192
+"""Most frames a byte of a compressed stream may hold: FLAC's densest frame (65535 frames of constant
+silence in ~16 bytes) holds ~4096; Vorbis/Opus silence ~300. A header claiming more is lying."""
+_PCM_BYTES = {"PCM_S8": 1, "PCM_U8": 1, "ULAW": 1, "ALAW": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4,
+              "FLOAT": 4, "DOUBLE": 8}  # bytes per sample of the uncompressed subtypes
+_COMPRESSED_FORMATS = {"FLAC", "OGG", "MPEG", "MP3"}  # containers whose subtype names the decoded samples only
 
 _BLOCK_FRAMES = 1 << 16
 _HEAD_BYTES = 64
@@ -138,11 +160,13 @@ def sniff(head: bytes) -> str | None:
 
 
 def _describe_head(head: bytes) -> str:
+    """What a file's first bytes look like, in our own words: never the bytes themselves (they may be anyone's
+    file, e.g. a link to ``/etc/passwd``, and the description goes into the quarantine table)."""
     if not head:
         return "no bytes"
     printable = sum(32 <= b < 127 or b in (9, 10, 13) for b in head) / len(head)
     if printable > 0.95:
-        return f"text {head[:24].decode('ascii', 'replace')!r}"
+        return "text"
     if head[:8] == b"\x89PNG\r\n\x1a\n":
         return "a PNG image"
     if head[:3] == b"\xff\xd8\xff":
@@ -151,7 +175,7 @@ def _describe_head(head: bytes) -> str:
         return "a PDF document"
     if head[:4] == b"PK\x03\x04":
         return "a ZIP archive"
-    return f"bytes {head[:8].hex(' ')}"
+    return "unrecognised binary data"
 
 
 # --------------------------------------------------------------------------------- structural checks
@@ -264,12 +288,24 @@ def _wav_problem(path: Path, handle: BinaryIO, size: int, frames: int) -> AudioE
 # ------------------------------------------------------------------------------------------ probing
 
 
-def probe(path: str | Path) -> AudioInfo:
-    """Read an audio file's header without decoding its samples (see the module docstring).
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def regular_file_size(path: str | Path) -> int:
+    """Size in bytes of the regular file at ``path`` (symbolic links followed), from ``os.stat`` alone.
+
+    A FIFO, device, socket or folder is refused without being opened (opening a FIFO blocks until a
+    writer comes; reading a device may never end).
 
     Raises:
-        AudioError: the file is missing, empty, unreadable, not audio, corrupt, has a header but no
-            frames, or is visibly truncated; ``error.reason`` says which.
+        AudioError: ``missing`` (nothing there, or a broken link), ``unreadable`` (cannot be stat'ed, or
+            not a regular file), ``empty`` (0 bytes).
     """
     path = Path(path)
     try:
@@ -280,48 +316,55 @@ def probe(path: str | Path) -> AudioInfo:
     except OSError as error:
         raise AudioError(path, f"cannot be accessed ({error.strerror or error})", UNREADABLE) from error
     if not stat.S_ISREG(status.st_mode):
-        raise AudioError(path, "is not a regular file", UNREADABLE)
+        kind = next((name for is_kind, name in _FILE_KINDS if is_kind(status.st_mode)), "a special file")
+        raise AudioError(path, f"is {kind}, not a regular file (skipped without opening it)", UNREADABLE)
     if status.st_size == 0:
         raise AudioError(path, "is empty (0 bytes)", EMPTY)
+    return status.st_size
+
+
+def link_target(path: str | Path) -> str | None:
+    """The fully resolved target of ``path`` when ``path`` itself is a symbolic link, else ``None``."""
+    path = Path(path)
+    return os.path.realpath(path) if path.is_symlink() else None
+
+
+def probe(path: str | Path) -> AudioInfo:
+    """Read an audio file's header without decoding its samples (see the module docstring).
+
+    Raises:
+        AudioError: the file is missing, empty, unreadable, not a regular file, not audio, corrupt, has a
+            header but no frames, an implausible rate or frame count, or is visibly truncated;
+            ``error.reason`` says which. For a symbolic link the problem starts with its target.
+    """
+    path = Path(path)
+    try:
+        return _probe(path)
+    except AudioError as error:
+        target = link_target(path)
+        if target is None:
+            raise
+        raise AudioError(path, f"symbolic link to {target}: {error.problem}", error.reason) from error
+
+
+def _probe(path: Path) -> AudioInfo:
+    size = regular_file_size(path)
     try:
         with open(path, "rb") as handle:
             head = handle.read(_HEAD_BYTES)
-            try:
-                info = sf.info(str(path))
-            except Exception as error:  # libsndfile raises LibsndfileError / RuntimeError
-                container = sniff(head)
-                if container is None:
-                    raise AudioError(
-                        path,
-                        f"not an audio file: it starts with {_describe_head(head)}, no audio container signature",
-                        NOT_AUDIO,
-                    ) from error
-                raise AudioError(
-                    path, f"looks like {container} but cannot be parsed ({_libsndfile_message(error)})"
-                ) from error
-            if info.samplerate <= 0 or info.channels <= 0:
-                raise AudioError(path, f"invalid header (rate={info.samplerate} Hz, channels={info.channels})")
+            info = _header(path, head)
             frames = max(0, int(info.frames))
             if str(info.format) in _WAV_FORMATS and head[:4] in (b"RIFF", b"RF64", b"BW64"):
-                problem = _wav_problem(path, handle, status.st_size, frames)
+                problem = _wav_problem(path, handle, size, frames)
                 if problem is not None:
                     raise problem
+            problem = _implausible(path, info, frames, size)
+            if problem is not None:
+                raise problem
             if frames == 0:
-                if str(info.format) == "OGG":
-                    pages = _ogg_pages(handle, status.st_size)
-                    if not pages.complete or not pages.ends_stream:
-                        where = f"after {pages.pages} pages" if pages.complete else f"inside page {pages.pages + 1}"
-                        raise AudioError(
-                            path,
-                            f"truncated: the Ogg stream breaks off {where} ({status.st_size} bytes) "
-                            "before any audio frame",
-                            TRUNCATED,
-                        )
-                raise AudioError(path, f"valid {info.format} header but no audio frames", HEADER_ONLY)
+                raise _no_frames(path, handle, size, str(info.format))
     except PermissionError as error:
         raise AudioError(path, f"cannot be read ({error.strerror or 'permission denied'})", UNREADABLE) from error
-    except IsADirectoryError as error:
-        raise AudioError(path, "is a directory", UNREADABLE) from error
     return AudioInfo(
         path=str(path),
         sample_rate=int(info.samplerate),
@@ -332,19 +375,71 @@ def probe(path: str | Path) -> AudioInfo:
     )
 
 
+def _header(path: Path, head: bytes):
+    """libsndfile's header facts (``soundfile._SoundFileInfo``); an :class:`AudioError` when it cannot parse it."""
+    try:
+        info = sf.info(str(path))
+    except Exception as error:  # libsndfile raises LibsndfileError / RuntimeError
+        container = sniff(head)
+        if container is None:
+            raise AudioError(
+                path, f"not an audio file: it starts with {_describe_head(head)}, no audio container signature",
+                NOT_AUDIO,
+            ) from error
+        raise AudioError(path, f"looks like {container} but cannot be parsed ({_libsndfile_message(error)})") from error
+    if info.samplerate <= 0 or info.channels <= 0:
+        raise AudioError(path, f"invalid header (rate={info.samplerate} Hz, channels={info.channels})")
+    return info
+
+
+def _implausible(path: Path, info, frames: int, size: int) -> AudioError | None:
+    """A header whose sample rate is outside [MIN_SAMPLE_RATE, MAX_SAMPLE_RATE] or whose frames cannot fit in
+    ``size`` bytes (see the module docstring); ``None`` when it is plausible."""
+    if not MIN_SAMPLE_RATE <= info.samplerate <= MAX_SAMPLE_RATE:
+        return AudioError(
+            path,
+            f"implausible sample rate in the header: {info.samplerate} Hz "
+            f"(expected {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz)",
+            CORRUPT,
+        )
+    sample_bytes = None if str(info.format) in _COMPRESSED_FORMATS else _PCM_BYTES.get(str(info.subtype))
+    most = size // (sample_bytes * info.channels) if sample_bytes else size * MAX_FRAMES_PER_BYTE
+    if frames > most:
+        return AudioError(
+            path,
+            f"truncated: the header claims {frames} frames ({frames / info.samplerate:.3f} s) but the file's "
+            f"{size} bytes can hold at most {most}",
+            TRUNCATED,
+        )
+    return None
+
+
+def _no_frames(path: Path, handle: BinaryIO, size: int, container: str) -> AudioError:
+    """The error for a header that declares no frames: a truncated Ogg stream, or a header-only file."""
+    if container == "OGG":
+        pages = _ogg_pages(handle, size)
+        if not pages.complete or not pages.ends_stream:
+            where = f"after {pages.pages} pages" if pages.complete else f"inside page {pages.pages + 1}"
+            return AudioError(
+                path, f"truncated: the Ogg stream breaks off {where} ({size} bytes) before any audio frame", TRUNCATED
+            )
+    return AudioError(path, f"valid {container} header but no audio frames", HEADER_ONLY)
+
+
 def _libsndfile_message(error: BaseException) -> str:
-    text = str(error).strip()
+    """libsndfile's description of ``error`` from its fixed table of messages (by error code), printable ASCII
+    only; never the exception's own text (it repeats the path and, for other decoders, may quote file bytes)."""
     code = getattr(error, "code", None)
     if code == 7:  # SFE_BAD_FILE: what the MP3 reader says when mpg123 finds no MPEG frame
         return "the decoder found no decodable frame"
-    if code is not None:
+    described = ""
+    if isinstance(code, int) and code:
         try:
-            described = sf._ffi.string(sf._snd.sf_error_number(code)).decode(errors="replace")
+            described = sf._ffi.string(sf._snd.sf_error_number(code)).decode("ascii", errors="replace")
         except Exception:  # noqa: BLE001 - best effort only
             described = ""
-        if described and described not in text:
-            text = f"{text} {described}".strip()
-    return text or type(error).__name__
+    described = "".join(c for c in described if 32 <= ord(c) < 127).strip()[:200]
+    return described or f"{type(error).__name__} from the decoder"
 
 
 def _tolerance(info: AudioInfo) -> int:
@@ -365,13 +460,67 @@ def _tail_decodes(path: Path, info: AudioInfo) -> bool:
     return got >= want - _tolerance(info)
 
 
+@dataclass
+class _BadSamples:
+    """Sample values no audio holds, seen while decoding: NaN/inf, and finite ones beyond
+    :data:`MAX_SAMPLE_MAGNITUDE`; ``first_frame`` is the first frame holding one (-1: none)."""
+
+    nonfinite: int = 0
+    huge: int = 0
+    first_frame: int = -1
+
+    def add(self, block: np.ndarray, first_frame: int) -> None:
+        """Count the bad values of ``block [frames, channels]`` whose first row is frame ``first_frame``."""
+        finite = np.isfinite(block)
+        good = finite & (np.abs(np.where(finite, block, 0.0)) <= MAX_SAMPLE_MAGNITUDE)
+        if good.all():
+            return
+        if self.first_frame < 0:
+            self.first_frame = first_frame + int(np.argmin(good.all(axis=1)))
+        nonfinite = int(finite.size - np.count_nonzero(finite))
+        self.nonfinite += nonfinite
+        self.huge += int(good.size - np.count_nonzero(good)) - nonfinite
+
+    @property
+    def count(self) -> int:
+        return self.nonfinite + self.huge
+
+    def problem(self, frames: int, sample_rate: int) -> str:
+        """The refusal, with the counts (the samples are never silently zeroed or clipped)."""
+        parts = [f"{self.nonfinite} non-finite (NaN/inf) sample values"] if self.nonfinite else []
+        if self.huge:
+            parts.append(f"{self.huge} sample values beyond +-{MAX_SAMPLE_MAGNITUDE:g} (not audio)")
+        return (
+            f"corrupt: {' and '.join(parts)} in {frames} frames, the first at frame {self.first_frame} "
+            f"({self.first_frame / sample_rate:.3f} s); refused, not zeroed"
+        )
+
+
+def _decode_stream(path: Path, frames: int) -> tuple[int, str | None, _BadSamples]:
+    """Decode up to ``frames`` frames in blocks, keeping nothing: ``(frames decoded, the decoder's failure or
+    None, the bad sample values seen)``."""
+    decoded, failure, bad_samples = 0, None, _BadSamples()
+    try:
+        with sf.SoundFile(str(path)) as handle:
+            while decoded < frames:
+                block = handle.read(min(_BLOCK_FRAMES, frames - decoded), dtype="float32", always_2d=True)
+                if len(block) == 0:
+                    break
+                bad_samples.add(block, decoded)
+                decoded += len(block)
+    except Exception as error:  # noqa: BLE001 - libsndfile raises LibsndfileError / RuntimeError
+        failure = _libsndfile_message(error)
+    return decoded, failure, bad_samples
+
+
 def verify(path: str | Path, decode: Literal["full", "tail"] = "full") -> AudioInfo:
     """:func:`probe`, then prove the file decodes (see the module docstring for the rules).
 
     Args:
         path: audio file.
         decode: ``"full"`` decodes every frame (streamed, ``65536``-frame blocks, nothing kept) and
-            also rejects NaN/inf samples; ``"tail"`` decodes only the last :data:`TAIL_FRAMES` frames
+            also rejects NaN/inf samples (the message counts them); ``"tail"`` decodes only the last
+            :data:`TAIL_FRAMES` frames
             (catches truncation, not damage in the middle).
 
     Returns:
@@ -404,25 +553,9 @@ def verify(path: str | Path, decode: Literal["full", "tail"] = "full") -> AudioI
         if not _tail_decodes(path, info):
             raise AudioError(path, f"truncated: the last frames of {info.frames} declared cannot be decoded", TRUNCATED)
         return info
-    decoded, failure = 0, None
-    try:
-        with sf.SoundFile(str(path)) as handle:
-            while decoded < info.frames:
-                block = handle.read(min(_BLOCK_FRAMES, info.frames - decoded), dtype="float32", always_2d=True)
-                if len(block) == 0:
-                    break
-                if not np.isfinite(block).all():
-                    bad = decoded + int(np.argmin(np.isfinite(block).all(axis=1)))
-                    raise AudioError(
-                        path,
-                        f"corrupt: non-finite (NaN/inf) samples from frame {bad} ({bad / info.sample_rate:.3f} s)",
-                        CORRUPT,
-                    )
-                decoded += len(block)
-    except AudioError:
-        raise
-    except Exception as error:  # noqa: BLE001 - libsndfile raises LibsndfileError / RuntimeError
-        failure = _libsndfile_message(error)
+    decoded, failure, bad_samples = _decode_stream(path, info.frames)
+    if bad_samples.count:
+        raise AudioError(path, bad_samples.problem(decoded, info.sample_rate), CORRUPT)
     if decoded >= info.frames - _tolerance(info):
         return dataclasses.replace(info, frames=decoded) if decoded != info.frames else info
     stopped = (
@@ -435,6 +568,19 @@ def verify(path: str | Path, decode: Literal["full", "tail"] = "full") -> AudioI
 
 
 # ------------------------------------------------------------------------------------------ decoding
+
+
+def require_finite(path: str | Path, what: str, array: np.ndarray) -> np.ndarray:
+    """``array`` unchanged when every value is finite; else an :class:`AudioError` (``corrupt``) naming the file
+    it was computed from, ``what`` it is and how many values are NaN/inf. Used on everything derived from
+    audio before it is written (spectrograms, embeddings, confidences), so no NaN reaches an output file."""
+    values = np.asarray(array)
+    bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+    if bad:
+        raise AudioError(path, f"corrupt: {what} has {bad} non-finite (NaN/inf) values of {values.size}", CORRUPT)
+    return array
+
+
 
 
 def mixdown(audio: np.ndarray) -> np.ndarray:
@@ -472,8 +618,10 @@ def load(
 
     Raises:
         AudioError: the file fails :func:`probe`; decoding fails (``"corrupt"``); fewer frames decode
-            than the header promises for the segment (``"truncated"``); or the segment starts past
-            the end (``"out_of_range"``). The message names the file.
+            than the header promises for the segment (``"truncated"``); a decoded sample is NaN/inf or
+            resampling gives one, or a sample exceeds :data:`MAX_SAMPLE_MAGNITUDE` (``"corrupt"``, with the
+            count); or the segment starts past the end
+            (``"out_of_range"``). The message names the file. The waveform returned is always finite.
     """
     info = probe(path)
     start = max(0, round(start_s * info.sample_rate))
@@ -499,8 +647,28 @@ def load(
             f"[{start / info.sample_rate:.3f}, {stop / info.sample_rate:.3f}] s",
             TRUNCATED,
         )
+    bad_samples = _BadSamples()
+    for first in range(0, audio.shape[0], _BLOCK_FRAMES):  # in blocks: the temporaries stay small
+        bad_samples.add(audio[first : first + _BLOCK_FRAMES], start + first)
+    if bad_samples.count:
+        raise AudioError(path, bad_samples.problem(audio.shape[0], int(rate)), CORRUPT)
     mono = mixdown(audio)
     if sample_rate is not None and sample_rate != rate:
-        mono = resample(mono, rate, sample_rate)
+        mono = _resampled(path, mono, int(rate), sample_rate)
         rate = sample_rate
     return mono, int(rate)
+
+
+def _resampled(path: str | Path, mono: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """:func:`resample`, with a failure or a non-finite result (finite but huge samples) named as the file's."""
+    try:
+        out = resample(mono, rate_in, rate_out)
+    except Exception as error:  # noqa: BLE001 - soxr raises RuntimeError / ValueError / MemoryError
+        problem = f"corrupt: resampling {rate_in} -> {rate_out} Hz failed ({type(error).__name__})"
+        raise AudioError(path, problem) from error
+    bad = int(out.size - np.count_nonzero(np.isfinite(out)))
+    if bad:
+        raise AudioError(
+            path, f"corrupt: resampling {rate_in} -> {rate_out} Hz gave {bad} non-finite values (samples too large)"
+        )
+    return out

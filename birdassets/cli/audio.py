@@ -1,19 +1,26 @@
 """Commands on audio files, without Dagster.
 
-* ``birdassets spectrogram AUDIO --out X.npy``: a file's mel spectrogram (stage B, or stage C of its first window).
+* ``birdassets spectrogram AUDIO... --out X.npy``: a file's mel spectrogram (stage B, or stage C of its first
+  window); several files or folders: one ``.npy`` per file in the folder ``--out``.
 * ``birdassets ingest FOLDER``: what ingestion makes of a folder: counts and quarantined files with reasons.
-* ``birdassets embed --encoder birdnet --out OUT.npz AUDIO...``: BirdNET embeddings and logits of files.
+* ``birdassets embed --encoder birdnet --out OUT.npz AUDIO...``: BirdNET embeddings and logits of files (or folders).
 * ``birdassets detect FOLDER --target LABEL --out OUT.json``: OrcaHello-style sliding-window detection.
+
+A bad audio file never stops ``spectrogram``, ``embed`` or ``detect``: each prints one line
+``birdassets <command>: <path>: <problem>`` on stderr per bad file, writes the outputs of the good ones and
+exits with status 2 (:data:`~birdassets.cli.errors.USER_ERROR_STATUS`) when any file failed. Nothing
+non-finite is written: every array is checked (:func:`birdassets.audio.io.require_finite`) first.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
-from birdassets.cli.errors import UserError
+from birdassets.cli.errors import USER_ERROR_STATUS, UserError
 
 PRESETS_HELP = "TOML file with [presets.<name>] tables (user presets)"
 
@@ -21,11 +28,12 @@ PRESETS_HELP = "TOML file with [presets.<name>] tables (user presets)"
 def add_parser(commands: argparse._SubParsersAction) -> None:
     """Add ``spectrogram``, ``ingest``, ``embed`` and ``detect``."""
     spectrogram = commands.add_parser("spectrogram", help="write a file's mel spectrogram (stage B or C) as .npy")
-    spectrogram.add_argument("audio")
+    spectrogram.add_argument("audio", nargs="+", help="audio files or folders")
     spectrogram.add_argument("--preset", default="birdclef2025", help="built-in or user preset name")
     spectrogram.add_argument("--presets", help=PRESETS_HELP)
     spectrogram.add_argument("--stage", choices=("mel_db", "model_input"), default="mel_db")
-    spectrogram.add_argument("--out", required=True)
+    spectrogram.add_argument("--out", required=True, help="the .npy file (one audio file), else a folder that "
+                             "receives <file name>.npy per file")
     spectrogram.set_defaults(func=cmd_spectrogram)
 
     ingest = commands.add_parser("ingest", help="check a folder of recordings: counts, quarantined files and reasons")
@@ -36,7 +44,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     ingest.set_defaults(func=cmd_ingest)
 
     embed = commands.add_parser("embed", help="BirdNET embeddings [windows, 1024] and logits of audio files")
-    embed.add_argument("audio", nargs="+")
+    embed.add_argument("audio", nargs="+", help="audio files or folders")
     embed.add_argument("--encoder", choices=("birdnet",), default="birdnet")
     embed.add_argument("--out", required=True, help="output .npz (embeddings, logits, start_s, file)")
     embed.set_defaults(func=cmd_embed)
@@ -83,27 +91,88 @@ def load_birdnet():
         raise UserError(str(error)) from error
 
 
+def report_bad_file(command: str, path: str | Path, problem: str) -> None:
+    """One line on stderr for a file a command could not use: ``birdassets <command>: <path>: <problem>``."""
+    print(f"birdassets {command}: {path}: {problem}", file=sys.stderr)
+
+
+def audio_inputs(names: list[str]) -> list[Path]:
+    """The files named, each folder replaced by the audio files under it (:func:`~birdassets.sources.folder.
+    find_audio`); a name that is neither stays (decoding then names its problem)."""
+    from birdassets.sources.folder import find_audio
+
+    files: list[Path] = []
+    for name in names:
+        files.extend(find_audio(name)[0] if Path(name).is_dir() else [Path(name)])
+    if not files:
+        raise UserError(f"no audio files in {' '.join(names)}")
+    return files
+
+
+def spectrogram_outputs(names: list[str], files: list[Path], out: str) -> dict[Path, Path]:
+    """Where each file's array goes: ``out`` (``.npy`` added) for one file named alone, else
+    ``out/<file name>.npy`` (a repeated name gets ``#2``, ... as recording ids do)."""
+    from birdassets.sources.ingest import unique_ids
+
+    if len(names) == 1 and len(files) == 1 and not Path(names[0]).is_dir():
+        return {files[0]: Path(out if out.endswith(".npy") else out + ".npy")}  # where np.save(out) would write
+    if out.endswith(".npy"):
+        raise UserError(f"{out}: with several audio files --out is a folder (one <file name>.npy per file)")
+    return {file: Path(out) / f"{name}.npy" for file, name in zip(files, unique_ids(f.name for f in files))}
+
+
 def cmd_spectrogram(args: argparse.Namespace) -> int:
+    from birdassets.audio.io import AudioError
+
+    (preset,) = resolve_presets([args.preset], args.presets)
+    outputs = spectrogram_outputs(args.audio, audio_inputs(args.audio), args.out)
+    frontend, failed = None, 0
+    for path, out in outputs.items():
+        try:
+            if frontend is None:
+                frontend = _mel_frontend(path, preset)
+            shape = _write_spectrogram(path, out, frontend, args.stage)
+        except AudioError as error:
+            report_bad_file("spectrogram", path, error.problem)
+            failed += 1
+            continue
+        print(f"{out}: {args.stage} {shape} float32 ({preset.name}, {preset.sample_rate} Hz)")
+    return USER_ERROR_STATUS if failed else 0
+
+
+def _mel_frontend(path: Path, preset):
+    """The TensorFlow frontend, built once the first file has decoded (``path`` is probed first so that a bad
+    single file is named before TensorFlow loads)."""
+    from birdassets.audio.io import probe
+
+    probe(path)
+    from birdassets.frontends.tf_mel import TFMelFrontend
+
+    return TFMelFrontend(preset)
+
+
+def _write_spectrogram(path: Path, out: Path, frontend, stage: str) -> list[int]:
+    """Decode ``path``, compute its ``stage`` array, check it is finite, write it to ``out``; its shape.
+
+    Raises:
+        AudioError: the file cannot be decoded, or its array has NaN/inf values (then nothing is written).
+    """
     import numpy as np
 
     from birdassets.atomic import atomic_path
-    from birdassets.audio.io import load
-
-    (preset,) = resolve_presets([args.preset], args.presets)
-    audio, _ = load(args.audio, preset.sample_rate)
-    from birdassets.frontends.tf_mel import TFMelFrontend  # TensorFlow: once the input is known to be good
+    from birdassets.audio.io import load, require_finite
     from birdassets.frontends.windowing import cut_windows
 
-    frontend = TFMelFrontend(preset)
-    if args.stage == "mel_db":  # stage B over the whole file: [frames, mels]
+    preset = frontend.preset
+    audio, _ = load(path, preset.sample_rate)
+    if stage == "mel_db":  # stage B over the whole file: [frames, mels]
         result = frontend.mel_db(audio[None]).numpy()[0]
     else:  # stage C of the first stage-A window (zero-padded if the file is shorter than a clip)
         result = frontend.model_input(cut_windows(audio, [0.0], preset)).numpy()[0]
-    out = args.out if args.out.endswith(".npy") else args.out + ".npy"  # where np.save(args.out) would write
+    require_finite(path, f"its {stage} spectrogram", result)
     with atomic_path(out) as tmp, open(tmp, "wb") as handle:
         np.save(handle, result.astype(np.float32))
-    print(f"{out}: {args.stage} {list(result.shape)} float32 ({preset.name}, {preset.sample_rate} Hz)")
-    return 0
+    return list(result.shape)
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -126,21 +195,36 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    from birdassets.audio.io import probe
+    from birdassets.audio.io import AudioError, probe
     from birdassets.models.birdnet.recordings import embed_recordings, save_embeddings_npz
 
-    for path in args.audio:  # a missing or broken file is named before the model loads
-        probe(path)
+    failed: list[str] = []
+
+    def bad(path, problem: str) -> None:
+        report_bad_file("embed", path, problem)
+        failed.append(str(path))
+
+    good = []
+    for path in audio_inputs(args.audio):  # a missing or broken file is named before the model loads
+        try:
+            probe(path)
+            good.append(path)
+        except AudioError as error:
+            bad(path, error.problem)
+    if not good:
+        return USER_ERROR_STATUS
     encoder = load_birdnet()
     started = time.perf_counter()
-    result = embed_recordings(args.audio, encoder)
+    result = embed_recordings(good, encoder, on_error=lambda error: bad(error.path, error.problem))
     seconds = time.perf_counter() - started
-    out = save_embeddings_npz(result, args.out)
-    windows = len(result["start_s"])
-    print(f"{out}: embeddings {list(result['embeddings'].shape)}, logits {list(result['logits'].shape)} from "
-          f"{len(args.audio)} file(s), {windows} windows of 3 s in {seconds:.1f} s "
-          f"({windows * 3.0 / max(seconds, 1e-9):.0f}x real time)")
-    return 0
+    embedded = len(set(result["file"].tolist()))
+    if embedded:
+        out = save_embeddings_npz(result, args.out)
+        windows = len(result["start_s"])
+        print(f"{out}: embeddings {list(result['embeddings'].shape)}, logits {list(result['logits'].shape)} from "
+              f"{embedded} file(s), {windows} windows of 3 s in {seconds:.1f} s "
+              f"({windows * 3.0 / max(seconds, 1e-9):.0f}x real time)")
+    return USER_ERROR_STATUS if failed else 0
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
@@ -165,6 +249,6 @@ def cmd_detect(args: argparse.Namespace) -> int:
     positives = sum(r.global_prediction for r in result.recordings)
     print(f"{out}: {len(result.recordings)} recording(s), {positives} with a detection of {scorer.name}; "
           f"{len(result.failed)} unreadable")
-    for path, reason in result.failed:
-        print(f"  unreadable: {path}: {reason}")
-    return 0
+    for path, reason in result.failed:  # reason: "<path>: <problem>" (an AudioError's message)
+        report_bad_file("detect", path, reason.removeprefix(f"{path}: "))
+    return USER_ERROR_STATUS if result.failed else 0

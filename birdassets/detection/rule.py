@@ -13,8 +13,9 @@ Differences from the legacy OrcaHello live system, on purpose: confidences are t
 model_v1 port does the same), not the legacy rolling mean of two windows resampled to one row per second, and
 ``global_confidence`` is on a 0-1 scale (legacy: 0-100).
 
-Windows of all recordings are scored in large batches; one unreadable recording is reported in
-``DetectionResult.failed`` and never stops the others.
+Windows of all recordings are scored in large batches; one unreadable recording (or one whose windows the
+scorer gives a NaN/inf confidence) is reported in ``DetectionResult.failed`` and never stops the others;
+no non-finite confidence reaches a result.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from birdassets.audio.io import AudioError, load
+from birdassets.audio.io import AudioError, load, require_finite
 from birdassets.detection.export import WINDOW_COLUMNS, write_detections
 from birdassets.detection.scorers import WindowScorer
 from birdassets.frontends.windowing import WindowSpec, cut_windows, window_starts
@@ -170,7 +171,8 @@ def detect_recordings(paths: Sequence[str | Path], scorer: WindowScorer, config:
     """Score the sliding windows of every recording and apply the decision rule.
 
     Each recording is decoded once at ``scorer.sample_rate``; windows from all recordings are scored
-    together in batches of :data:`SCORE_BATCH_WINDOWS`. Undecodable recordings go to ``failed``.
+    together in batches of :data:`SCORE_BATCH_WINDOWS`. Undecodable recordings, and recordings with a
+    non-finite confidence, go to ``failed`` as ``(path, message naming the path)``.
     """
     spec = config.windows(scorer.sample_rate)
     readable, failed = [], []
@@ -184,6 +186,11 @@ def detect_recordings(paths: Sequence[str | Path], scorer: WindowScorer, config:
     per_recording = np.split(confidence, np.cumsum([len(w.start_s) for w in readable])[:-1]) if readable else []
     recordings = []
     for recording, conf in zip(readable, per_recording, strict=True):
+        try:
+            require_finite(recording.file, "the scorer's window confidences", conf)
+        except AudioError as error:
+            failed.append((recording.file, str(error)))
+            continue
         prediction, global_confidence = decide(conf, config.threshold, config.min_num_positive_calls)
         recordings.append(
             RecordingDetections(

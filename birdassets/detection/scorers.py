@@ -178,18 +178,33 @@ def make_scorer(settings, encoder: str, targets: Sequence[str], probe: str | Non
     from birdassets.models.registry import BIRDNET_KEY, load_encoder
 
     key = BIRDNET_KEY if encoder == "birdnet" else encoder
+    task, name = parse_probe(settings, probe) if probe is not None else ("", "")
     loaded = load_encoder(settings.checkpoint_roots, key)
     if probe is None:
         if key != BIRDNET_KEY:
             raise ValueError(f"encoder {key!r} has no class logits: name a trained probe (--probe TASK:PROBE)")
         return BirdNetScorer(loaded.encoder, targets)
-    task, _, name = probe.partition(":")
-    if not task or not name:
-        raise ValueError(f"probe {probe!r} must be '<task>:<probe>', e.g. 'demo-clear:linear'")
     params, classes = load_probe(settings.layout.probes_dir(task, key), name, f"{task} x {key}")
     mel = isinstance(loaded.encoder.input_spec, InputSpec)
     preset = settings.task_preset(task) if mel else None  # mel encoders need the frontend
     return ProbeScorer(loaded.encoder, params, classes, targets, preset=preset, label=f"{task}/{name}")
+
+
+def parse_probe(settings, probe: str) -> tuple[str, str]:
+    """``"<task>:<probe>"`` as ``(task, probe)``: a configured task and one of the configured probes, so the
+    name can never point at a file outside the benchmark's probes folder.
+
+    Raises:
+        ValueError: not of that form, or a probe that is not configured.
+        SettingsError: an unknown task.
+    """
+    task, _, name = probe.partition(":")
+    if not task or not name:
+        raise ValueError(f"probe {probe!r} must be '<task>:<probe>', e.g. 'demo-clear:linear'")
+    settings.dataset(task)  # an unknown task is refused, naming the configured ones
+    if name not in settings.probes:
+        raise ValueError(f"probe {probe!r}: unknown probe {name!r}; configured: {list(settings.probes)}")
+    return task, name
 
 
 def resolve_labels(labels: Sequence[str], targets: Sequence[str]) -> np.ndarray:

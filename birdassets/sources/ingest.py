@@ -18,21 +18,28 @@ Reason codes:
 ===============  ======================================================================================
 ``missing``      listed by the source (e.g. ``train.csv``) or a broken symlink, but no file is there
 ``empty``        0 bytes
-``unreadable``   exists but cannot be opened (permissions, not a regular file)
+``unreadable``   exists but cannot be opened (permissions), or is not a regular file (a FIFO, device or
+                 socket: refused from ``os.stat`` alone, never opened, so a FIFO cannot hang ingestion)
 ``not_audio``    no audio container signature and libsndfile cannot open it (text, image, ... named .wav)
 ``corrupt``      an audio container that cannot be parsed, damage inside the stream, NaN/inf samples,
-                 or an unfinalised WAV header
+                 an unfinalised WAV header, or a sample rate outside 1-384 kHz
+                 (:data:`~birdassets.audio.io.MIN_SAMPLE_RATE`, :data:`~birdassets.audio.io.MAX_SAMPLE_RATE`)
 ``header_only``  a valid header with no audio frames
-``truncated``    the stream ends before the length its header declares
-                 (see :mod:`birdassets.audio.io` for exactly how that is decided)
+``truncated``    the stream ends before the length its header declares, or the header claims more frames
+                 than the file's bytes can hold (see :mod:`birdassets.audio.io` for exactly how)
 ``too_short``    decodes, but lasts less than ``min_duration_s`` (the task preset's ``min_last_s``:
                  no window could be cut from it)
 ===============  ======================================================================================
+
+A symbolic link is followed and checked as its target; a quarantined link's detail starts with
+``symbolic link to <target>:``. Details are our own words: they never quote a file's bytes (a link
+``x.wav -> /etc/passwd`` is "not an audio file: it starts with text").
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -45,7 +52,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from birdassets.atomic import atomic_path
-from birdassets.audio.io import FILE_PROBLEMS, AudioError, AudioInfo, verify
+from birdassets.audio.io import FILE_PROBLEMS, AudioError, AudioInfo, link_target, verify
 from birdassets.sources.manifest import Manifest, ManifestError, file_sha256
 
 TOO_SHORT = "too_short"
@@ -109,20 +116,29 @@ def _size(path: Path) -> int | None:
 
 
 def _sha256(path: Path) -> str | None:
+    """The file's sha256, or ``None`` when it is not a regular file (never opened: a FIFO would block) or
+    cannot be read."""
     try:
-        return file_sha256(path)
+        return file_sha256(path) if stat.S_ISREG(path.stat().st_mode) else None
     except OSError:
         return None
 
 
 def _problem_record(path: Path, error: Exception) -> QuarantineRecord:
-    """The quarantine record for a file whose checking raised ``error``."""
+    """The quarantine record for a file whose checking raised ``error``.
+
+    The detail is always our own message (:class:`~birdassets.audio.io.AudioError` never quotes a file's
+    bytes); an unexpected exception contributes only its type, since its text may quote what it read.
+    """
     if isinstance(error, AudioError):
         reason = error.reason if error.reason in REASONS else "corrupt"
         return QuarantineRecord(str(path), reason, error.problem, _size(path), _sha256(path))
+    target = link_target(path)
+    link = f"symbolic link to {target}: " if target else ""
     if isinstance(error, OSError):
-        return QuarantineRecord(str(path), "unreadable", f"cannot be read ({error})", _size(path), None)
-    detail = f"checking failed ({type(error).__name__}: {error})"
+        detail = f"{link}cannot be read ({error.strerror or type(error).__name__})"
+        return QuarantineRecord(str(path), "unreadable", detail, _size(path), None)
+    detail = f"{link}checking failed ({type(error).__name__}; a bug in the checks, please report it)"
     return QuarantineRecord(str(path), "corrupt", detail, _size(path), _sha256(path))
 
 

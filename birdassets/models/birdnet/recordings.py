@@ -4,18 +4,22 @@ Each file is decoded to 48 kHz mono, cut into :data:`~birdassets.models.birdnet.
 (non-overlapping 3 s windows from 0 s, the last partial window zero-padded when >= 1 s long), and the
 windows of consecutive files are run through the encoder together in full batches, so short files do not
 waste padded rows. At most about ``flush_windows`` windows of audio (576 kB each) are held at once.
+
+A file that cannot be decoded (or whose windows give non-finite embeddings or logits) either stops the call with
+its :class:`~birdassets.audio.io.AudioError`, or, given ``on_error``, is reported there and left out while the
+others are embedded. Nothing non-finite is ever returned or written.
 """
 
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 
 from birdassets.atomic import atomic_path
-from birdassets.audio.io import AudioError, load
+from birdassets.audio.io import CORRUPT, AudioError, load
 from birdassets.frontends.windowing import cut_windows, window_starts
 from birdassets.models.birdnet.encoder import BIRDNET_WINDOWS, BirdNetEncoder
 
@@ -74,8 +78,8 @@ def _file_windows(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return cut_windows(audio, starts, spec), np.asarray(starts, np.float32)
 
 
-def embed_recordings(paths: Iterable[str | Path], encoder: BirdNetEncoder, *,
-                     flush_windows: int = 256) -> dict[str, np.ndarray]:
+def embed_recordings(paths: Iterable[str | Path], encoder: BirdNetEncoder, *, flush_windows: int = 256,
+                     on_error: Callable[[AudioError], None] | None = None) -> dict[str, np.ndarray]:
     """Embed every BirdNET window of every file, in file order then time order.
 
     Args:
@@ -84,13 +88,16 @@ def embed_recordings(paths: Iterable[str | Path], encoder: BirdNetEncoder, *,
             ``dim`` and a 48 kHz ``input_spec``).
         flush_windows: pending windows that trigger an encoder call (rounded down to whole encoder
             batches); bounds memory, not results.
+        on_error: called with the error of each file that cannot be used, which is then left out;
+            ``None``: the first such error is raised.
 
     Returns:
         ``{"embeddings": [windows, dim] float32, "logits": [windows, classes] float32,
         "start_s": [windows] float32 seconds from the start of the file, "file": [windows] str}``.
 
     Raises:
-        AudioError: a file cannot be decoded; the message names the file.
+        AudioError: (without ``on_error``) a file cannot be decoded, or its windows give non-finite embeddings
+            or logits; the message names the file.
     """
     spec = BIRDNET_WINDOWS
     if encoder.input_spec.sample_rate != spec.sample_rate or encoder.input_spec.clip_samples != spec.clip_samples:
@@ -99,19 +106,43 @@ def embed_recordings(paths: Iterable[str | Path], encoder: BirdNetEncoder, *,
     starts: list[np.ndarray] = []
     files: list[str] = []
     for path in paths:
-        windows, file_starts = _file_windows(path)
+        try:
+            windows, file_starts = _file_windows(path)
+        except AudioError as error:
+            if on_error is None:
+                raise
+            on_error(error)
+            continue
         starts.append(file_starts)
         files.extend([str(path)] * len(file_starts))
         inference.add(windows)
     inference.flush(final=True)
     classes = int(getattr(encoder, "classes", 0))
-    return {
+    return _finite_rows({
         "embeddings": np.concatenate(inference.embeddings) if inference.embeddings
         else np.zeros((0, encoder.dim), np.float32),
         "logits": np.concatenate(inference.logits) if inference.logits else np.zeros((0, classes), np.float32),
         "start_s": np.concatenate(starts) if starts else np.zeros(0, np.float32),
         "file": np.asarray(files, dtype=str),
-    }
+    }, on_error)
+
+
+def _finite_rows(result: dict[str, np.ndarray], on_error: Callable[[AudioError], None] | None) -> dict[str, np.ndarray]:
+    """``result`` without the rows of files with any non-finite embedding or logit (each such file reported to
+    ``on_error``, or raised without it)."""
+    finite = np.isfinite(result["embeddings"]).all(axis=1) & np.isfinite(result["logits"]).all(axis=1)
+    if finite.all():
+        return result
+    bad_files = list(dict.fromkeys(result["file"][~finite].tolist()))
+    for file in bad_files:
+        windows = int(np.count_nonzero(~finite & (result["file"] == file)))
+        error = AudioError(file, f"corrupt: BirdNET gave non-finite embeddings or logits for {windows} of its "
+                           "windows; the file is left out", CORRUPT)
+        if on_error is None:
+            raise error
+        on_error(error)
+    keep = ~np.isin(result["file"], bad_files)
+    return {key: value[keep] for key, value in result.items()}
 
 
 def save_embeddings_npz(result: dict[str, np.ndarray], out_path: str | Path) -> Path:
@@ -121,7 +152,8 @@ def save_embeddings_npz(result: dict[str, np.ndarray], out_path: str | Path) -> 
     are stored as fixed-width unicode (no pickle needed).
 
     Raises:
-        ValueError: a key is missing or the arrays disagree on the number of windows.
+        ValueError: a key is missing, the arrays disagree on the number of windows, or a number is NaN/inf
+            (nothing non-finite is ever written).
     """
     out_path = Path(out_path)
     missing = [key for key in RESULT_KEYS if key not in result]
@@ -130,6 +162,9 @@ def save_embeddings_npz(result: dict[str, np.ndarray], out_path: str | Path) -> 
     lengths = {key: len(result[key]) for key in RESULT_KEYS}
     if len(set(lengths.values())) != 1:
         raise ValueError(f"{out_path}: arrays disagree on the number of windows: {lengths}")
+    for key in ("embeddings", "logits", "start_s"):
+        if not np.isfinite(result[key]).all():
+            raise ValueError(f"{out_path}: refusing to write non-finite {key}")
     with atomic_path(out_path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
         # what np.savez writes (one .npy per key); by hand, because np.savez cannot take a key named "file"
         for key, value in result.items():
