@@ -7,8 +7,10 @@ Everything lives under one folder, ``BIRDASSETS_HOME`` (environment variable; de
 
     include_demo = true                       # keep the two demo tasks (default true)
     checkpoint_roots = ["/runs/ssl"]          # folders holding <run>/<step>/ Orbax checkpoints
-    probes = ["linear", "mlp", "centroid"]
+    probes = ["linear", "mlp", "centroid"]    # also "linear-asl"
     pretrained = ["birdnet-v2.4"]             # pretrained encoders to benchmark when installed ([] for none)
+    n_folds = 5                               # cross-validation folds (>= 2)
+    fold_seed = 42                            # seed of the fold assignment (>= 0)
 
     [[datasets]]
     name = "birdclef-2025"                    # the task partition key
@@ -23,6 +25,11 @@ Everything lives under one folder, ``BIRDASSETS_HOME`` (environment variable; de
     [presets.birdset-hop256.model_input]
     mean = -5.1
 
+Every key, its type, range, allowed values and default are declared once in :mod:`birdassets.toml_schema`
+(the README's table of settings is rendered from it). :func:`load_settings` checks the file against it before using
+any value: a wrong type (``probes = "linear"``), an out-of-range number, an unknown probe, source or key, or broken
+TOML is a :class:`SettingsError` of one line naming the file and each key (``datasets[1].root``).
+
 Settings are read once per process by :func:`load_settings`; the Dagster definitions are built from them
 (static task partitions must be known when the code location loads).
 """
@@ -32,23 +39,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from birdassets.frontends.presets import MelPreset, PresetError, get_preset, presets_from_tables
 from birdassets.layout import Layout
-from birdassets.models.registry import PRETRAINED
 from birdassets.sources.registry import SOURCES, default_preset
+from birdassets.toml_schema import DEFAULT_PROBES, KNOWN_PRETRAINED, TASK_NAME, default, schema_problems
 
 HOME_ENV = "BIRDASSETS_HOME"
 DEMO_TASK_NAMES = ("demo-clear", "demo-noisy")
 DEMO_PRETRAIN = "demo-pretrain"
-DEFAULT_PROBES = ("linear", "mlp", "centroid")
-#: pretrained encoders benchmarked like checkpoints when installed (see birdassets.models.registry.PRETRAINED)
-KNOWN_PRETRAINED = tuple(PRETRAINED)
-_TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
 class SettingsError(ValueError):
@@ -78,7 +80,7 @@ class DatasetConfig:
     benchmark: bool = True
 
     def __post_init__(self) -> None:
-        if not _TASK_NAME.match(self.name):
+        if not TASK_NAME.match(self.name):
             raise SettingsError(f"dataset name {self.name!r} must use letters, digits, '-', '_' or '.'")
         if self.source not in SOURCES:
             raise SettingsError(f"dataset {self.name!r}: unknown source {self.source!r}; expected one of {tuple(SOURCES)}")
@@ -92,8 +94,8 @@ class Settings:
     datasets: tuple[DatasetConfig, ...]
     checkpoint_roots: tuple[Path, ...]
     probes: tuple[str, ...] = DEFAULT_PROBES
-    fold_seed: int = 42
-    n_folds: int = 5
+    fold_seed: int = default("fold_seed")
+    n_folds: int = default("n_folds")
     presets: tuple[MelPreset, ...] = ()
     pretrained: tuple[str, ...] = KNOWN_PRETRAINED
     config_file: Path | None = field(default=None, compare=False)
@@ -146,49 +148,60 @@ def demo_datasets(home: Path) -> tuple[DatasetConfig, ...]:
     return (*tasks, pretrain)
 
 
-SETTINGS_KEYS = frozenset({"include_demo", "checkpoint_roots", "probes", "datasets", "fold_seed", "n_folds",
-                           "presets", "pretrained"})
-"""The top-level keys of ``birdassets.toml``."""
+def toml_error(error: tomllib.TOMLDecodeError, text: str) -> str:
+    """tomllib's message, with the line and column also at the end of the document (tomllib names none there)."""
+    message = str(error)
+    if message.endswith("(at end of document)"):
+        line, column = text.count("\n") + 1, len(text) - text.rfind("\n")
+        message = message.removesuffix(")") + f", line {line}, column {column})"
+    return message
 
 
-def read_config_file(config_file: Path) -> dict:
-    """The TOML table of ``config_file`` (empty when there is none), its top-level keys checked."""
+def parse_config_file(config_file: Path) -> dict:
+    """The TOML table of ``config_file`` (empty when there is none); unreadable or broken TOML is a
+    :class:`SettingsError` of one line naming the file (and tomllib's line and column)."""
     if not config_file.exists():
         return {}
     try:
-        raw = tomllib.loads(config_file.read_text())
+        text = config_file.read_bytes().decode("utf-8")
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise SettingsError(f"{config_file}: not valid TOML ({error})") from error
-    unknown = sorted(set(raw) - SETTINGS_KEYS)
-    if unknown:
-        raise SettingsError(f"{config_file}: unknown keys {unknown}; expected some of {sorted(SETTINGS_KEYS)}")
+        raise SettingsError(f"{config_file}: not valid TOML: {toml_error(error, text)}") from None
+    except UnicodeDecodeError as error:
+        raise SettingsError(f"{config_file}: not valid TOML: not UTF-8 text (byte {error.start})") from None
+    except OSError as error:
+        raise SettingsError(f"{config_file}: cannot read the settings ({error.strerror})") from None
+
+
+def read_config_file(config_file: Path) -> dict:
+    """The TOML table of ``config_file`` (empty when there is none), checked against the schema
+    (:mod:`birdassets.toml_schema`): every problem in one message naming the file and each key."""
+    raw = parse_config_file(config_file)
+    problems = schema_problems(raw)
+    if problems:
+        raise SettingsError(f"{config_file}: " + "; ".join(problems))
     return raw
 
 
-def dataset_from_entry(entry: dict, index: int, config_file: Path) -> DatasetConfig:
-    """One ``[[datasets]]`` entry; errors name the file and the entry."""
-    try:
-        return DatasetConfig(
-            name=entry["name"],
-            source=entry["source"],
-            root=Path(entry["root"]).expanduser(),
-            preset=entry.get("preset", default_preset(entry.get("source"))),
-            birdset_config=entry.get("birdset_config"),
-            benchmark=bool(entry.get("benchmark", True)),
-        )
-    except KeyError as error:
-        raise SettingsError(f"{config_file}: datasets[{index}] lacks key {error}") from error
-    except SettingsError as error:
-        raise SettingsError(f"{config_file}: datasets[{index}]: {error}") from error
+def dataset_from_entry(entry: dict) -> DatasetConfig:
+    """One ``[[datasets]]`` entry, already checked against the schema."""
+    return DatasetConfig(
+        name=entry["name"],
+        source=entry["source"],
+        root=Path(entry["root"]).expanduser(),
+        preset=entry.get("preset", default_preset(entry["source"])),
+        birdset_config=entry.get("birdset_config"),
+        benchmark=entry.get("benchmark", True),
+    )
 
 
 def configured_datasets(raw: dict, home: Path, config_file: Path) -> tuple[DatasetConfig, ...]:
     """The demo data sets (unless ``include_demo = false``) and the file's ``[[datasets]]``, names unique."""
-    datasets = list(demo_datasets(home)) if raw.get("include_demo", True) else []
-    datasets += [dataset_from_entry(entry, i, config_file) for i, entry in enumerate(raw.get("datasets", []))]
+    datasets = list(demo_datasets(home)) if raw.get("include_demo", default("include_demo")) else []
+    datasets += [dataset_from_entry(entry) for entry in raw.get("datasets", [])]
     names = [d.name for d in datasets]
     if len(set(names)) != len(names):
-        raise SettingsError(f"{config_file}: duplicate dataset names in {names}")
+        raise SettingsError(f"{config_file}: datasets: duplicate dataset names in {names}")
     return tuple(datasets)
 
 
@@ -206,25 +219,13 @@ def configured_presets(raw: dict, datasets: tuple[DatasetConfig, ...], config_fi
     return presets
 
 
-def configured_pretrained(raw: dict, config_file: Path) -> tuple[str, ...]:
-    """The pretrained encoders to benchmark when installed (default: every known one)."""
-    pretrained = tuple(raw.get("pretrained", KNOWN_PRETRAINED))
-    unknown = sorted(set(pretrained) - set(KNOWN_PRETRAINED))
-    if unknown:
-        raise SettingsError(f"{config_file}: unknown pretrained encoders {unknown}; known: {KNOWN_PRETRAINED}")
-    return pretrained
-
-
-def configured_int(raw: dict, key: str, default: int, minimum: int, config_file: Path) -> int:
-    """An integer setting of at least ``minimum`` (``n_folds``, ``fold_seed``)."""
-    value = raw.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise SettingsError(f"{config_file}: {key} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
 def load_settings(home: str | Path | None = None) -> Settings:
-    """Read ``<home>/birdassets.toml`` (if present) on top of the defaults (the two demo tasks)."""
+    """Read ``<home>/birdassets.toml`` (if present) on top of the defaults (the two demo tasks).
+
+    Raises:
+        SettingsError: the file is unreadable, not TOML, or breaks the schema (:mod:`birdassets.toml_schema`);
+            the message is one line naming the file and each offending key.
+    """
     home = Path(home).expanduser().resolve() if home is not None else home_from_env()
     layout = Layout(home)
     raw = read_config_file(layout.config_file)
@@ -236,9 +237,9 @@ def load_settings(home: str | Path | None = None) -> Settings:
         datasets=datasets,
         checkpoint_roots=tuple(dict.fromkeys(roots)),
         probes=tuple(raw.get("probes", DEFAULT_PROBES)),
-        fold_seed=configured_int(raw, "fold_seed", 42, 0, layout.config_file),
-        n_folds=configured_int(raw, "n_folds", 5, 2, layout.config_file),
+        fold_seed=raw.get("fold_seed", default("fold_seed")),
+        n_folds=raw.get("n_folds", default("n_folds")),
         presets=tuple(presets.values()),
-        pretrained=configured_pretrained(raw, layout.config_file),
+        pretrained=tuple(raw.get("pretrained", KNOWN_PRETRAINED)),
         config_file=layout.config_file if layout.config_file.exists() else None,
     )
