@@ -3,12 +3,12 @@
 import dagster as dg
 
 from birdassets import __version__, steps
+from birdassets.defs.automation import EAGER
 from birdassets.defs.metadata import embeddings_metadata, encoder_metadata, path, table_metadata
 from birdassets.defs.partitions import Partitions, split_evaluation_key
 from birdassets.defs.resources import BirdassetsHome
 
 GROUP = "models"
-EAGER = dg.AutomationCondition.eager()
 
 
 def encoder_asset(partitions: Partitions) -> dg.AssetsDefinition:

@@ -3,18 +3,12 @@
 import dagster as dg
 
 from birdassets import __version__, steps
+from birdassets.defs.automation import EAGER, REBENCHMARK
 from birdassets.defs.metadata import record_metadata, scores_metadata
 from birdassets.defs.partitions import Partitions, split_evaluation_key
 from birdassets.defs.resources import BirdassetsHome
-from birdassets.defs.sensors import WEEKLY_CRON
 
 GROUP = "evaluation"
-#: eager, plus the weekly re-benchmark (Sunday 03:00) even when nothing upstream changed
-REBENCHMARK = dg.AutomationCondition.eager() | (
-    dg.AutomationCondition.cron_tick_passed(WEEKLY_CRON).since_last_handled()
-    & ~dg.AutomationCondition.in_progress()
-    & ~dg.AutomationCondition.any_deps_missing()
-).with_label("weekly re-benchmark")
 
 
 def scores_asset(partitions: Partitions) -> dg.AssetsDefinition:
@@ -30,7 +24,7 @@ def scores_asset(partitions: Partitions) -> dg.AssetsDefinition:
 
 def metrics_db_asset(partitions: Partitions) -> dg.AssetsDefinition:
     @dg.asset(group_name=GROUP, partitions_def=partitions.evaluation, deps=["scores"], code_version=__version__,
-              automation_condition=dg.AutomationCondition.eager(), pool="duckdb", kinds={"duckdb"})
+              automation_condition=EAGER, pool="duckdb", kinds={"duckdb"})
     def metrics_db(context: dg.AssetExecutionContext, birdassets: BirdassetsHome) -> dg.MaterializeResult:
         """The task x checkpoint's scores, per-class scores, lineage, data set, checkpoint and run, recorded
         in DuckDB in one transaction."""

@@ -7,13 +7,13 @@ A task that is new or reconfigured (source, root, preset parameters) is built by
 import dagster as dg
 
 from birdassets import __version__, steps
+from birdassets.defs.automation import EAGER
 from birdassets.defs.metadata import folds_metadata, ingest_metadata, mel_metadata
 from birdassets.defs.partitions import Partitions
 from birdassets.defs.resources import BirdassetsHome
 from birdassets.settings import Settings
 
 GROUP = "data"
-EAGER = dg.AutomationCondition.eager()
 
 
 def presets_version(settings: Settings) -> str:
