@@ -184,7 +184,7 @@ def test_detect_with_a_benchmark_probe_on_the_demo_soundscapes(demo_home, tmp_pa
     assert on and off and np.mean(on) > np.mean(off) + 0.2
     bad = birdassets(home, "detect", str(tmp_path), "--encoder", "demo-sup@200", "--probe", "demo-clear:nope",
                      "--target", target, "--out", str(out))
-    assert bad.returncode == 2 and "no trained 'nope' probe" in bad.stderr
+    assert bad.returncode == 2 and "unknown probe 'nope'" in bad.stderr
 
 
 def test_benchmark_command_reruns_a_chosen_slice_and_prints_its_rows(demo_home):

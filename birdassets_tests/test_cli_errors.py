@@ -27,7 +27,7 @@ CASES = [
     ("demo", ["demo"], "no-demo", "no demo tasks configured"),
     ("ui", ["ui", "--port", "3999"], "bad-toml", "birdassets.toml: not valid TOML"),
     ("query", ["query", "selec 1"], "with-db", 'syntax error at or near "selec"'),
-    ("query", ["query", "-- only a comment"], "with-db", "the query returned no result set"),
+    ("query", ["query", "-- only a comment"], "with-db", "no SQL statement given"),
     ("query", ["query", "select * from leaderboard"], "fresh", "metrics database does not exist yet"),
     ("query", ["query", "select 1"], "bad-toml", "birdassets.toml: not valid TOML"),
     ("train", ["train", "--task", "nosuch"], "fresh", "unknown data set 'nosuch'; configured: ['demo-clear'"),
@@ -43,7 +43,7 @@ CASES = [
      "fresh", "missing.toml: preset file not found"),
     ("ingest", ["ingest", "{tmp}/nowhere"], "fresh", "nowhere: recordings folder does not exist"),
     ("ingest", ["ingest", "{tmp}/recordings"], "bad-toml", "birdassets.toml: not valid TOML"),
-    ("embed", ["embed", "--out", "{tmp}/x.npz", "{tmp}/a.wav", "{tmp}/missing.wav"], "fresh",
+    ("embed", ["embed", "--out", "{tmp}/x.npz", "{tmp}/missing.wav"], "fresh",  # alone: a good file is embedded
      "missing.wav: file does not exist"),
     ("detect", ["detect", "{tmp}/recordings", "--encoder", "nosuch@3", "--target", "x", "--out", "{tmp}/d.json"],
      "fresh",

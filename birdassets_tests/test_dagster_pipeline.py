@@ -126,8 +126,10 @@ def test_new_checkpoint_flows_from_sensor_to_duckdb(home, defs, instance):
 
     sensor = defs.resolve_sensor_def("checkpoint_sensor")
     result = sensor(dg.build_sensor_context(instance=instance, definitions=defs, resources=resources(home)))
-    assert [r.partition_keys for r in result.dynamic_partitions_requests] == [["ssl-a@0"]]
-    assert [r.partition_key for r in result.run_requests] == ["ssl-a@0"]
+    # only ssl-a's finalized step (other tests of this module may have left other runs under the root)
+    requested = [key for r in result.dynamic_partitions_requests for key in r.partition_keys]
+    assert [key for key in requested if key.startswith("ssl-a@")] == ["ssl-a@0"]
+    assert [r.partition_key for r in result.run_requests if r.partition_key.startswith("ssl-a@")] == ["ssl-a@0"]
 
     # apply the tick the way the daemon does: register the partition, launch the requested run
     instance.add_dynamic_partitions(CHECKPOINT_PARTITIONS_NAME, ["ssl-a@0"])
@@ -185,13 +187,19 @@ def test_mismatched_checkpoint_fails_naming_the_layers(home, defs, instance):
     assert "192" in message and "384" in message
 
 
-def test_weekly_schedule_requests_every_task_and_checkpoint(defs, instance):
+def test_weekly_schedule_requests_every_task_and_checkpoint(defs, tmp_path):
+    """On an instance of its own (not the checkpoints other tests registered): nothing to re-benchmark
+    without checkpoints, then exactly one run per task x checkpoint, keyed by the tick's date."""
     schedule = defs.resolve_schedule_def("weekly_rebenchmark")
-    context = dg.build_schedule_context(instance=instance, scheduled_execution_time=datetime(2026, 11, 22, 3, tzinfo=timezone.utc))
-    requests = list(schedule(context))
-    keys = {r.partition_key for r in requests}
-    for checkpoint in instance.get_dynamic_partitions(CHECKPOINT_PARTITIONS_NAME):
-        assert evaluation_key(TASK, checkpoint) in keys
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as own:
+        tick = datetime(2026, 11, 22, 3, tzinfo=timezone.utc)
+        assert list(schedule(dg.build_schedule_context(instance=own, scheduled_execution_time=tick)) or []) == []
+        own.add_dynamic_partitions(CHECKPOINT_PARTITIONS_NAME, ["ssl-a@0", "ssl-b@5"])
+        requests = list(schedule(dg.build_schedule_context(instance=own, scheduled_execution_time=tick)))
+    assert sorted((r.partition_key, r.run_key) for r in requests) == [
+        (evaluation_key(TASK, "ssl-a@0"), "rebenchmark:2026-11-22:mini:ssl-a@0"),
+        (evaluation_key(TASK, "ssl-b@5"), "rebenchmark:2026-11-22:mini:ssl-b@5"),
+    ]
 
 
 def home_with_own_preset(other: Path, home: Path, hop_length: int, runs: Path | None = None) -> Path:
@@ -301,13 +309,13 @@ def test_a_new_or_reconfigured_task_flows_without_a_click(home, tmp_path):
     (other / "dagster").mkdir(parents=True)
 
     def configure(hop_length: int):
-        return build_definitions(load_settings(home_with_own_preset(other, home, hop_length, runs=home / "runs")))
+        return build_definitions(load_settings(home_with_own_preset(other, home, hop_length, runs=other / "runs")))
 
     def tick(defs, instance):
         context = dg.build_sensor_context(instance=instance, definitions=defs, resources=resources(other))
         return defs.resolve_sensor_def("task_sensor").evaluate_tick(context).run_requests
 
-    write_step(home / "runs" / "ssl-c", 0)
+    write_step(other / "runs" / "ssl-c", 0)  # its own root: the module's shared root stays as other tests expect
     with dg.instance_for_test(temp_dir=str(other / "dagster")) as instance:
         defs = configure(512)
         instance.add_dynamic_partitions(CHECKPOINT_PARTITIONS_NAME, ["ssl-c@0"])

@@ -149,3 +149,71 @@ def test_probe_scorer_detects_with_a_probe_trained_on_birdnet_embeddings(tmp_pat
     on_call = (recording.start_s >= 5.0) & (recording.start_s + 2.0 <= 8.0)  # clips inside the 5-8 s call
     assert recording.local_predictions[on_call].all() and recording.global_prediction == 1
     assert not recording.local_predictions[recording.start_s + 2.0 <= 3.0].any()  # the 1.5 kHz call: not "high"
+
+
+class FixedLogitsEncoder:
+    """A stand-in for BirdNET with the encoder interface the scorer uses (``name``, ``labels``, ``input_spec``,
+    ``infer``): window ``k`` (its first sample is ``k``) gets logit row ``LOGITS[k]`` of three classes."""
+
+    name = "fixed"
+    labels = ("Aa aa_Target A", "Bb bb_Target B", "Cc cc_Other")
+    input_spec = type("Spec", (), {"sample_rate": 100, "clip_samples": 4})()
+    LOGITS = np.array([[2.0, -1.0, 9.0],    # targets max 2.0, mean 0.5 (the loud "Other" must be ignored)
+                       [-3.0, 1.0, 9.0]])   # targets max 1.0, mean -1.0
+
+    def infer(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rows = self.LOGITS[windows[:, 0].astype(int)]
+        return np.zeros((len(windows), 1), np.float32), rows
+
+
+def test_birdnet_scorer_takes_the_max_over_target_classes_not_the_mean():
+    from birdassets.detection import BirdNetScorer
+
+    scorer = BirdNetScorer(FixedLogitsEncoder(), ["Target A", "Bb bb"])
+    clips = np.array([[0, 0, 0, 0], [1, 1, 1, 1]], np.float32)  # window 0, window 1
+    # sigmoid(2.0) and sigmoid(1.0); a mean over targets would give sigmoid(0.5) = 0.6225, sigmoid(-1) = 0.2689
+    np.testing.assert_allclose(scorer.score(clips), [0.8807970779778823, 0.7310585786300049], rtol=1e-12)
+    assert scorer.name == "fixed:Aa aa_Target A|Bb bb_Target B"
+
+
+class FirstSampleScorer:
+    """Confidence of a window from its first sample ``v``: ``CONFIDENCE[round(10 v)]`` (exact binary fractions)."""
+
+    name = "first-sample"
+    sample_rate = RATE
+    CONFIDENCE = {1: 0.5, 2: 0.75, 3: 0.5, 4: 0.25}
+
+    def score(self, clips: np.ndarray) -> np.ndarray:
+        return np.array([self.CONFIDENCE[round(10 * float(c[0]))] for c in clips])
+
+
+def test_a_window_exactly_at_the_threshold_is_not_a_detection(tmp_path):
+    """OrcaHello's rule (detection/rule.py): local prediction = confidence strictly above the threshold."""
+    wave = np.repeat(np.array([0.1, 0.2, 0.3, 0.4, 0.5], np.float32), RATE)  # second k holds (k + 1) / 10
+    path = write_recording(tmp_path / "steps.wav", wave, RATE)  # 16-bit: round(10 v) still recovers k + 1
+    config = DetectionConfig(clip_s=2.0, hop_s=1.0, threshold=0.5, min_num_positive_calls=2)
+    result = detect_recordings([path], FirstSampleScorer(), config)
+    (recording,) = result.recordings
+    np.testing.assert_array_equal(recording.start_s, [0.0, 1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(recording.confidence, [0.5, 0.75, 0.5, 0.25])
+    np.testing.assert_array_equal(recording.local_predictions, [0, 1, 0, 0])  # 0.5 is not above 0.5
+    assert recording.to_dict()["local_predictions"] == [0, 1, 0, 0]
+    assert result.windows_frame()["local_prediction"].tolist() == [0, 1, 0, 0]
+    assert (recording.global_prediction, recording.global_confidence) == (0, 0.75)  # one positive of the 2 needed
+    assert decide(np.array([0.5, 0.5, 0.75]), 0.5, 2) == (0, 0.75)
+
+
+@pytest.mark.parametrize("probe, problem", [
+    ("../../../../tmp/elsewhere:linear", "unknown data set"),  # a task is a configured name, never a path
+    ("demo-clear:../../secret", "unknown probe"),  # a probe is a configured probe name
+    ("demo-clear", "must be '<task>:<probe>'"),
+])
+def test_a_probe_name_never_reaches_outside_the_probes_folder(probe, problem, tmp_path, monkeypatch):
+    """``--probe`` is checked against the settings before any encoder loads or any file is opened."""
+    from birdassets.detection import make_scorer
+    from birdassets.settings import load_settings
+
+    monkeypatch.setenv("BIRDASSETS_HOME", str(tmp_path))
+    with pytest.raises(Exception, match=problem.replace("(", r"\(").replace(".", r"\.")) as raised:
+        make_scorer(load_settings(), "nosuch-run@0", ["A"], probe)
+    assert type(raised.value).__name__ in {"ValueError", "SettingsError"}  # both are one-line user errors

@@ -19,6 +19,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
@@ -433,6 +434,28 @@ def test_weight_decay_applies_to_kernels_only():
     for key, update in leaves(updates).items():
         expected = -0.1 * 0.5 * leaves(tree)[key] if decays[key] else np.zeros_like(update)
         np.testing.assert_allclose(update, expected, rtol=1e-6, atol=1e-9, err_msg=key)
+
+
+def first_adam_moment(grads: dict, grad_clip: float) -> dict:
+    """What AdamW receives after clipping, read from its first moment after one step: ``mu = (1 - b1) g``."""
+    params = jax.tree.map(jnp.zeros_like, grads)
+    tx = make_optimizer(lr=1e-3, warmup_steps=0, total_steps=10, weight_decay=0.0, grad_clip=grad_clip)
+    _, state = tx.update(grads, tx.init(params), params)
+    mu = optax.tree_utils.tree_get(state, "mu")
+    return jax.tree.map(lambda m: np.asarray(m, np.float64) / 0.1, mu)  # optax's default b1 = 0.9
+
+
+def test_large_gradients_are_clipped_to_the_configured_global_norm_small_ones_pass_unchanged():
+    # w: 12 entries of 5 and b: 4 entries of 10 -> global norm sqrt(12 * 25 + 4 * 100) = sqrt(700) = 26.458
+    big = {"w": jnp.full((3, 4), 5.0, jnp.float32), "b": jnp.full((4,), 10.0, jnp.float32)}
+    seen = first_adam_moment(big, grad_clip=1.0)
+    assert math.sqrt(sum(float(np.sum(v ** 2)) for v in seen.values())) == pytest.approx(1.0, rel=1e-5)
+    np.testing.assert_allclose(seen["w"], np.full((3, 4), 5.0 / math.sqrt(700.0)), rtol=1e-5)  # direction kept
+    np.testing.assert_allclose(seen["b"], np.full(4, 10.0 / math.sqrt(700.0)), rtol=1e-5)
+    small = {"w": jnp.full((3, 4), 0.05, jnp.float32), "b": jnp.full((4,), 0.1, jnp.float32)}  # norm 0.26 < 1
+    seen = first_adam_moment(small, grad_clip=1.0)
+    np.testing.assert_allclose(seen["w"], np.full((3, 4), 0.05), rtol=1e-5)
+    np.testing.assert_allclose(seen["b"], np.full(4, 0.1), rtol=1e-5)
 
 
 def test_learning_rate_warms_up_linearly_then_decays_by_cosine_to_zero():

@@ -2,16 +2,18 @@
 
 * ``birdassets demo`` — generate the demo data, write a checkpoint, materialize every asset for every demo
   task through Dagster on the persistent instance under ``BIRDASSETS_HOME``, print the leaderboard.
-* ``birdassets ui`` — the Dagster UI (webserver + daemon) on this project.
-* ``birdassets query "SQL" [--format table|csv|json]`` — read-only SQL on the metrics database.
+* ``birdassets ui [--read-only]`` — the Dagster UI (webserver + daemon) on this project, guarded against web pages.
+* ``birdassets query "SQL" [--format table|csv|json] [--limit N]`` — one read-only statement on the metrics
+  database, streamed.
 * ``birdassets train`` — train (or resume) an encoder; one flag per ``TrainConfig`` field.
-* ``birdassets spectrogram AUDIO --out X.npy`` — a file's mel spectrogram (stage B or C).
+* ``birdassets spectrogram AUDIO... --out X.npy`` — a file's mel spectrogram (stage B or C); several files or
+  folders: one ``.npy`` each in the folder ``--out``.
 * ``birdassets ingest FOLDER`` — what ingestion makes of a folder: counts and quarantined files with reasons.
 * ``birdassets embed --encoder birdnet --out OUT.npz AUDIO...`` — BirdNET embeddings and logits of files.
 * ``birdassets detect FOLDER --encoder birdnet --target LABEL ...`` — OrcaHello-style sliding-window detection.
 * ``birdassets bench frontend|birdnet`` — speed benchmarks.
 
-One module per command group (:mod:`~birdassets.cli.pipeline`, :mod:`~birdassets.cli.query`,
+One module per command group (:mod:`~birdassets.cli.pipeline`, :mod:`~birdassets.cli.ui`, :mod:`~birdassets.cli.query`,
 :mod:`~birdassets.cli.train`, :mod:`~birdassets.cli.audio`, :mod:`~birdassets.cli.speed`), each adding its
 commands with ``add_parser(subparsers)``; :mod:`~birdassets.cli.errors` turns user errors into one line and
 exit status 2; :mod:`~birdassets.cli.format` formats tables. Commands import the library inside their
@@ -24,10 +26,10 @@ import argparse
 import os
 import warnings
 
-from birdassets.cli import audio, pipeline, query, speed, train
+from birdassets.cli import audio, pipeline, query, speed, train, ui
 from birdassets.cli.errors import run_command
 
-COMMAND_GROUPS = (pipeline, query, train, audio, speed)
+COMMAND_GROUPS = (pipeline, ui, query, train, audio, speed)
 """Modules that add commands, in ``--help`` order."""
 
 
@@ -52,7 +54,7 @@ def quiet() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run ``birdassets ARGV`` (default: ``sys.argv[1:]``); returns the exit status.
 
-    Commands run quietly (:func:`quiet`) unless their parser sets ``quiet=False`` (``ui``).
+    Commands run quietly (:func:`quiet`) unless their parser sets ``quiet=False``.
     """
     args = build_parser().parse_args(argv)
     if getattr(args, "quiet", True):
