@@ -71,3 +71,11 @@ def cli(capsys, monkeypatch, tmp_path):
         return SimpleNamespace(returncode=code, stdout=captured.out, stderr=captured.err)
 
     return run
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Name the shuffled order's seed even under ``-q`` (which hides pytest-randomly's header line), so a failure
+    that depends on the order can be replayed with ``-p randomly --randomly-seed=N``."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if seed is not None and not config.getoption("randomly_dont_reorganize", False):
+        terminalreporter.write_line(f"tests ran in a shuffled order: --randomly-seed={seed}")

@@ -65,6 +65,13 @@ def run_chain(settings) -> dict[str, object]:
     return reports
 
 
+@pytest.fixture(scope="module")
+def chained(settings):
+    """``settings`` after one run of the whole chain (whatever order the tests run in)."""
+    run_chain(settings)
+    return settings
+
+
 def test_every_step_runs_without_dagster_and_reads_the_manifest_once(settings, manifest_reads):
     reports = run_chain(settings)
     layout = settings.layout
@@ -86,7 +93,8 @@ def test_every_step_runs_without_dagster_and_reads_the_manifest_once(settings, m
     assert classes == 6 and per_class == 5 * 2 * 2 * classes  # folds x splits x probes x classes
 
 
-def test_rerunning_the_chain_gives_the_same_rows_and_scores(settings):
+def test_rerunning_the_chain_gives_the_same_rows_and_scores(chained):
+    settings = chained
     before = query_readonly(settings.layout.db_path, "select * from scores order by fold, split, probe, metric")
     run_chain(settings)
     after = query_readonly(settings.layout.db_path, "select * from scores order by fold, split, probe, metric")
@@ -98,7 +106,8 @@ def test_rerunning_the_chain_gives_the_same_rows_and_scores(settings):
     assert leftovers == []
 
 
-def test_the_recorded_dataset_and_checkpoint_rows_describe_the_evaluation(settings):
+def test_the_recorded_dataset_and_checkpoint_rows_describe_the_evaluation(chained):
+    settings = chained
     dataset = query_readonly(settings.layout.db_path, "select * from datasets").iloc[0]
     manifest = Manifest.read(settings.layout.manifest_path(TASK))
     assert (dataset["task"], dataset["manifest_hash"]) == (TASK, manifest.content_hash())
@@ -108,7 +117,8 @@ def test_the_recorded_dataset_and_checkpoint_rows_describe_the_evaluation(settin
     assert saved["value"].notna().all() and ((saved["value"] >= 0) & (saved["value"] <= 1)).all()
 
 
-def test_the_folds_step_stratifies_each_training_window_on_its_recordings_primary_label(settings):
+def test_the_folds_step_stratifies_each_training_window_on_its_recordings_primary_label(chained):
+    settings = chained
     """The step's wiring, recomputed by hand: train windows in window-index order, their multi-hot labels, the
     index of their recording's primary label, n_folds 5 and seed 42 (the settings' defaults)."""
     windows = steps.TaskData.load(settings, TASK).mel.windows()
