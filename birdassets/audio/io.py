@@ -471,10 +471,10 @@ class _BadSamples:
 
     def add(self, block: np.ndarray, first_frame: int) -> None:
         """Count the bad values of ``block [frames, channels]`` whose first row is frame ``first_frame``."""
-        finite = np.isfinite(block)
-        good = finite & (np.abs(np.where(finite, block, 0.0)) <= MAX_SAMPLE_MAGNITUDE)
+        good = np.abs(block) <= MAX_SAMPLE_MAGNITUDE  # False for NaN and inf too: one pass for good audio
         if good.all():
             return
+        finite = np.isfinite(block)
         if self.first_frame < 0:
             self.first_frame = first_frame + int(np.argmin(good.all(axis=1)))
         nonfinite = int(finite.size - np.count_nonzero(finite))

@@ -14,7 +14,6 @@ No Orbax here: files and numpy arrays only.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -25,6 +24,7 @@ import numpy as np
 
 from birdassets.atomic import write_json
 from birdassets.checkpoints.refs import STEP_METADATA_FILE, CheckpointError
+from birdassets.sources.manifest import file_sha256
 
 MANIFEST_FILE = "checksums.json"
 """The checksum manifest in a step folder."""
@@ -33,19 +33,8 @@ MANIFEST_FLAG = "birdassets_checksums"
 HASHED_ITEM = "state"
 """The item whose files the manifest covers (the arrays)."""
 ALGORITHM = "sha256"
-CHUNK_BYTES = 1 << 20
-"""Bytes read per ``update`` while hashing (1 MiB: streaming, constant memory)."""
 MAX_NAMED = 5
 """Parameters named in a non-finite refusal (the rest are counted)."""
-
-
-def file_digest(path: Path) -> str:
-    """sha256 hex digest of a file, read in :data:`CHUNK_BYTES` chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def hashed_files(step_dir: Path) -> list[str]:
@@ -63,7 +52,7 @@ def hashed_files(step_dir: Path) -> list[str]:
 def write_manifest(step_dir: str | os.PathLike) -> Path:
     """Hash every array file of a finalized step and publish ``<step_dir>/checksums.json`` atomically."""
     step_dir = Path(step_dir)
-    files = {name: file_digest(step_dir / name) for name in hashed_files(step_dir)}
+    files = {name: file_sha256(step_dir / name) for name in hashed_files(step_dir)}
     return write_json(step_dir / MANIFEST_FILE, {"algorithm": ALGORITHM, "files": files}, indent=1, sort_keys=True)
 
 
@@ -115,7 +104,7 @@ def verify_manifest(step_dir: str | os.PathLike) -> bool:
     for name, digest in sorted(expected.items()):
         path = step_dir / name
         try:
-            found = file_digest(path)
+            found = file_sha256(path)
         except OSError as err:
             raise CheckpointError(f"checkpoint {step_dir}: {path} listed in its checksum manifest cannot be read "
                                   f"({err.strerror or err}); refusing to restore") from None
