@@ -581,8 +581,6 @@ def require_finite(path: str | Path, what: str, array: np.ndarray) -> np.ndarray
     return array
 
 
-
-
 def mixdown(audio: np.ndarray) -> np.ndarray:
     """Average channels: ``[samples, channels]`` (or ``[samples]``) -> ``[samples]`` float32."""
     audio = np.asarray(audio, dtype=np.float32)
@@ -666,9 +664,4 @@ def _resampled(path: str | Path, mono: np.ndarray, rate_in: int, rate_out: int) 
     except Exception as error:  # noqa: BLE001 - soxr raises RuntimeError / ValueError / MemoryError
         problem = f"corrupt: resampling {rate_in} -> {rate_out} Hz failed ({type(error).__name__})"
         raise AudioError(path, problem) from error
-    bad = int(out.size - np.count_nonzero(np.isfinite(out)))
-    if bad:
-        raise AudioError(
-            path, f"corrupt: resampling {rate_in} -> {rate_out} Hz gave {bad} non-finite values (samples too large)"
-        )
-    return out
+    return require_finite(path, f"resampling {rate_in} -> {rate_out} Hz (samples too large)", out)
