@@ -11,4 +11,9 @@ The package has two layers:
 The README's "How the code is laid out" walks through every package.
 """
 
+import os
+
+# Keras 3 runs on JAX in birdassets (the supervised models); set here, before anything can import Keras.
+os.environ["KERAS_BACKEND"] = "jax"
+
 __version__ = "0.1.0"

@@ -8,8 +8,11 @@ from birdassets.defs.assets.task_data import build_task_data_assets
 from birdassets.defs.assets.on_demand import detections_asset
 from birdassets.defs.assets.encoding import build_encoding_assets
 from birdassets.defs.assets.results import build_results_assets
+from birdassets.defs.assets.supervised import build_supervised_assets
 from birdassets.defs.checks import build_checks
-from birdassets.defs.jobs import BENCHMARK_JOB, DATA_JOB, DETECT_JOB, ENCODER_JOB, build_jobs, train_job  # noqa: F401
+from birdassets.defs.jobs import (  # noqa: F401
+    BENCHMARK_JOB, DATA_JOB, DETECT_JOB, ENCODER_JOB, SUPERVISED_JOB, build_jobs, train_job,
+)
 from birdassets.defs.partitions import build_partitions
 from birdassets.defs.resources import BirdassetsHome
 from birdassets.defs.sensors import build_automation
@@ -19,7 +22,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     """All assets, checks, jobs, sensors and the schedule for the data sets configured in ``settings``."""
     partitions = build_partitions(settings)
     assets = [*build_task_data_assets(settings, partitions), *build_encoding_assets(partitions),
-              *build_results_assets(partitions), detections_asset(partitions)]
+              *build_results_assets(partitions), detections_asset(partitions), *build_supervised_assets(partitions)]
     jobs = build_jobs(partitions)
     sensors, schedules = build_automation(partitions, jobs, settings)
     return dg.Definitions(

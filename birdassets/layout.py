@@ -15,6 +15,7 @@
       probes/<task>/<checkpoint>/       probe predictions and parameters
       scores/<task>/<checkpoint>/       score tables + lineage before they enter DuckDB
       detections/<task>/                JSON and CSV exports of the detections asset
+      models/<task>/<model>/            supervised Keras models: fold_<k>.keras, model.json, predictions, history
       birdassets.duckdb                 scores, per-class scores, lineage
 
 Steps read and write only through a :class:`Layout`; partition keys become single path components
@@ -89,3 +90,12 @@ class Layout:
 
     def detections_dir(self, task: str) -> Path:
         return self.home / "detections" / task
+
+    @property
+    def models_root(self) -> Path:
+        """Where supervised Keras models live (``models/<task>/<model>/``)."""
+        return self.home / "models"
+
+    def models_dir(self, task: str, model: str) -> Path:
+        """A supervised model family trained on ``task``: one ``.keras`` file per fold and its records."""
+        return self.models_root / task / safe_name(model)

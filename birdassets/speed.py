@@ -1,18 +1,23 @@
-"""Speed benchmarks (``birdassets bench frontend|birdnet``): speed targets live here, never in timed unit tests.
+"""Speed benchmarks (``birdassets bench frontend|birdnet|submission``): speed targets live here, never in timed
+unit tests.
 
 ``bench_frontend`` times stage B of each preset on the same synthetic signal, side by side with librosa
 computing the same quantity in the same process, warm (every implementation runs once before timing) and
-best of ``repeats``. librosa runs on the float32 waveform, as a user would call it.
+best of ``repeats``. librosa runs on the float32 waveform, as a user would call it. ``bench_submission`` times a
+supervised model's Kaggle submission path on OGG soundscapes and projects it onto Kaggle's test set.
 """
 
 from __future__ import annotations
 
+import math
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import soundfile as sf
 
 from birdassets.frontends.presets import MelPreset
 from birdassets.frontends.windowing import cut_windows, window_starts
@@ -149,3 +154,61 @@ def _preserve_all_tensors(model: Path, windows: np.ndarray, batch_size: int, thr
         return out
 
     return run
+
+
+KAGGLE_TEST_SOUNDSCAPES = 700
+"""Soundscapes in a BirdCLEF hidden test set (about 700 one-minute files)."""
+KAGGLE_SOUNDSCAPE_S = 60.0
+"""Length of each, seconds."""
+KAGGLE_CPU_LIMIT_S = 90 * 60.0
+"""A BirdCLEF CPU notebook's time limit, seconds."""
+BENCH_SOUNDSCAPE_S = 60.0
+"""``bench_submission`` writes its audio as soundscapes of this length (the last one holds the remainder)."""
+
+
+def write_bench_soundscapes(folder: Path, seconds: float, sample_rate: int) -> list[Path]:
+    """:func:`bench_signal` audio of ``seconds`` in total as OGG Vorbis soundscapes of :data:`BENCH_SOUNDSCAPE_S`
+    (a real decode, as on Kaggle): ``folder/bench_<nnn>.ogg``."""
+    paths = []
+    for index in range(math.ceil(seconds / BENCH_SOUNDSCAPE_S)):
+        length = min(BENCH_SOUNDSCAPE_S, seconds - index * BENCH_SOUNDSCAPE_S)
+        paths.append(folder / f"bench_{index:03d}.ogg")
+        sf.write(paths[-1], bench_signal(length, sample_rate, seed=index), sample_rate, format="OGG", subtype="VORBIS")
+    return paths
+
+
+def bench_submission(
+    model_dir: Path, *, seconds: float = BENCH_SOUNDSCAPE_S, repeats: int = 3, batch_size: int | None = None,
+    preset: MelPreset | None = None,
+) -> dict:
+    """Throughput of a model folder's submission path: decode -> mel -> every fold model, batched, warm (one run
+    before timing compiles the frontend and the models), best of ``repeats``; model loading is not timed.
+
+    Returns:
+        ``{"audio_s_per_s", "projected_s", "soundscapes", "audio_seconds", "n_folds", "batch_size"}``:
+        audio seconds per wall second, the wall time projected for :data:`KAGGLE_TEST_SOUNDSCAPES`
+        soundscapes of :data:`KAGGLE_SOUNDSCAPE_S` on this machine, and the windows per forward pass used
+        (``batch_size``, or all the windows when there are fewer).
+    """
+    from birdassets.supervised.submission import (
+        DEFAULT_BATCH_SIZE,
+        load_submission_model,
+        planned_windows,
+        predict_batches,
+    )
+
+    batch_size = batch_size or DEFAULT_BATCH_SIZE
+    model = load_submission_model(model_dir, preset)
+    with tempfile.TemporaryDirectory(prefix="birdassets-bench-submission-") as folder:
+        paths = write_bench_soundscapes(Path(folder), seconds, model.preset.sample_rate)
+        wall = _best_of(lambda: predict_batches(model, paths, batch_size=batch_size), repeats)
+        batch_size = min(batch_size, planned_windows(paths, model.preset))  # what predict_batches ran with
+    audio_s_per_s = seconds / wall
+    return {
+        "audio_s_per_s": audio_s_per_s,
+        "projected_s": KAGGLE_TEST_SOUNDSCAPES * KAGGLE_SOUNDSCAPE_S / audio_s_per_s,
+        "soundscapes": len(paths),
+        "audio_seconds": float(seconds),
+        "n_folds": len(model.models),
+        "batch_size": int(batch_size),
+    }

@@ -24,6 +24,7 @@ import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -38,14 +39,18 @@ from birdassets.frontends.presets import MelPreset
 from birdassets.layout import safe_name
 from birdassets.lineage import Lineage, code_version
 from birdassets.models.base import EncoderRef, LoadedEncoder
-from birdassets.models.registry import EMBED_BATCH, load_encoder, resolve_encoder
+from birdassets.models.registry import EMBED_BATCH, SUPERVISED_FAMILY, load_encoder, resolve_encoder
 from birdassets.probes import PROBES, fit_probe
-from birdassets.scoring import score_probes
+from birdassets.scoring import chance_scores, score_fold_predictions, score_probes
 from birdassets.settings import DatasetConfig, Settings
 from birdassets.sources.ingest import IngestResult, write_quarantine
 from birdassets.sources.manifest import Manifest
 from birdassets.sources.registry import ingest_source
-from birdassets.store import CheckpointRow, DatasetRow, EvaluationRecord, MetricsStore, RunRow
+from birdassets.store import SUPERVISED_MODEL_FIELDS, CheckpointRow, DatasetRow, EvaluationRecord, MetricsStore, RunRow
+from birdassets.supervised.config import SUPERVISED_PROBE, AugmentConfig, ModelConfig, SupervisedConfig, model_key
+
+if TYPE_CHECKING:  # Keras and the training code load only when a model is trained
+    from birdassets.supervised.cross_validation import FoldsResult
 
 
 @dataclass(frozen=True)
@@ -167,7 +172,7 @@ class EncoderReport:
 
 def restore_encoder(settings: Settings, checkpoint: str) -> EncoderReport:
     """Validate (from metadata) and restore the checkpoint's encoder; record what was restored."""
-    loaded = load_encoder(settings.checkpoint_roots, checkpoint)
+    loaded = load_encoder(settings.checkpoint_roots, checkpoint, models_root=settings.layout.models_root)
     ref = loaded.ref
     record = {"checkpoint": checkpoint, "path": str(ref.path), "step": ref.step, "family": ref.family,
               "dim": loaded.encoder.dim, **loaded.details}
@@ -187,7 +192,7 @@ class EmbeddingsReport:
 def embed(settings: Settings, task: str, checkpoint: str) -> EmbeddingsReport:
     """Embed every window of the task with the checkpoint's encoder (batched), publish the arrays."""
     data = TaskData.load(settings, task)
-    loaded = load_encoder(settings.checkpoint_roots, checkpoint)
+    loaded = load_encoder(settings.checkpoint_roots, checkpoint, models_root=settings.layout.models_root)
     embedded, stats = compute_embeddings(loaded.encoder, data.mel, batch_size=EMBED_BATCH)
     directory = write_embeddings(embedded, settings.layout.embeddings_dir(task, checkpoint), stats)
     return EmbeddingsReport(directory, loaded.ref.family, stats, collapse_stats(embedded.embeddings))
@@ -241,8 +246,8 @@ def score(settings: Settings, task: str, checkpoint: str, run_id: str) -> Scores
     """Score every probe's predictions and publish the tables with where they came from."""
     layout = settings.layout
     scores, class_scores = score_probes(layout.probes_dir(task, checkpoint), settings.probes)
-    lineage = evaluation_lineage(TaskData.load(settings, task), resolve_encoder(settings.checkpoint_roots, checkpoint),
-                                 run_id)
+    ref = resolve_encoder(settings.checkpoint_roots, checkpoint, settings.layout.models_root)
+    lineage = evaluation_lineage(TaskData.load(settings, task), ref, run_id)
     directory = artifacts.write_scores(layout.scores_dir(task, checkpoint), scores, class_scores, lineage)
     return ScoresReport(directory, scores, class_scores, lineage)
 
@@ -355,3 +360,128 @@ def detect(settings: Settings, task: str, request: DetectionRequest, run_id: str
     json_path, csv_path = result.write(out / f"{name}.json"), result.write(out / f"{name}.csv")
     rows = open_store(settings).replace_detections(task, result, run_id)
     return DetectionReport(scorer.name, result, json_path, csv_path, rows, seconds)
+
+
+# -------------------------------------------------------------------------------------- supervised
+
+
+@dataclass(frozen=True)
+class SupervisedReport:
+    """``supervised_model``: a model family trained on every fold of a task, its predictions scored.
+
+    ``history``: one row per fold and epoch (train loss, validation BCE and class-wise AUC, seconds);
+    ``scores``/``class_scores``: as :func:`score` makes them, probe ``"supervised"`` (+ ``"chance"``);
+    ``oof``: one row per validation window (``window_id``, ``fold``, ``y_<class>`` 0/1, ``p_<class>``);
+    ``seconds``: wall time of the step.
+    """
+
+    task: str
+    model: str
+    key: str
+    directory: Path
+    history: pd.DataFrame
+    scores: pd.DataFrame
+    class_scores: pd.DataFrame
+    lineage: Lineage
+    oof: pd.DataFrame
+    seconds: float
+
+
+def train_supervised(settings: Settings, task: str, model_config: ModelConfig, train_config: SupervisedConfig,
+                     augment: AugmentConfig, run_id: str, *, oof_out: Path | None = None) -> SupervisedReport:
+    """Train ``model_config``'s family on every fold of the task, publish the model folder
+    (:meth:`~birdassets.layout.Layout.models_dir`) and its scores (``scores/<task>/<key>/``); with ``oof_out``,
+    also the out-of-fold predictions as parquet."""
+    from birdassets.supervised.model_folder import write_model_folder
+    from birdassets.supervised.cross_validation import train_folds
+
+    started = time.perf_counter()
+    data, model = TaskData.load(settings, task), model_config.family
+    windows = data.mel.windows()
+    train_ids = windows.loc[windows["split"] == "train", "window_id"].reset_index(drop=True)
+    fold_of = artifacts.fold_assignment(settings.layout.folds_path(task), train_ids)
+    result = train_folds(data.mel, fold_of, model_config, train_config, augment, settings.checkpoint_roots)
+    directory = settings.layout.models_dir(task, model)
+    lineage = supervised_lineage(data, (model_config, train_config, augment), result, directory, run_id)
+    write_model_folder(directory, result, model_record(data, lineage))
+    scores, class_scores = score_supervised(result)
+    artifacts.write_scores(settings.layout.scores_dir(task, lineage.checkpoint), scores, class_scores, lineage)
+    oof = oof_frame(result)
+    if oof_out is not None:
+        artifacts.write_parquet(Path(oof_out), oof)
+    return SupervisedReport(task, model, lineage.checkpoint, directory, result.history, scores, class_scores,
+                            lineage, oof, time.perf_counter() - started)
+
+
+def score_supervised(result: FoldsResult) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every fold's validation and test scores of the model (probe ``"supervised"``), the chance rows first."""
+    chance = chance_scores(result.fold_of, result.y_train, result.y_test)
+    scores, class_scores = score_fold_predictions(SUPERVISED_PROBE, result.classes, result.fold_of, result.y_train,
+                                                  result.valid_scores, result.y_test, result.test_scores)
+    return pd.concat([chance, scores], ignore_index=True), class_scores
+
+
+def oof_frame(result: FoldsResult) -> pd.DataFrame:
+    """One row per validation window: ``window_id``, ``fold``, then ``y_<class>`` (int 0/1) and ``p_<class>``
+    (float probability) per class, in the task's class order."""
+    truth = {f"y_{name}": result.y_train[:, i].astype(np.int64) for i, name in enumerate(result.classes)}
+    scores = {f"p_{name}": result.valid_scores[:, i].astype(np.float64) for i, name in enumerate(result.classes)}
+    return pd.DataFrame({"window_id": np.asarray(result.train_window_ids, dtype=str),
+                         "fold": np.asarray(result.fold_of, dtype=np.int64), **truth, **scores})
+
+
+def supervised_lineage(data: TaskData, configs: tuple[ModelConfig, SupervisedConfig, AugmentConfig],
+                       result: FoldsResult, directory: Path, run_id: str) -> Lineage:
+    """Where a supervised model's scores came from: data, frontend, folds, the three configs (and their hashes),
+    loss, precision, epochs, seed, code and run."""
+    settings, (model_config, train_config, augment) = data.settings, configs
+    return Lineage(
+        task=data.task, checkpoint=model_key(model_config.family, data.task), step=None,
+        manifest_hash=data.manifest.content_hash(), preset_name=data.preset.name,
+        preset_hash=data.preset.content_hash(),
+        folds_hash=folds_hash(pd.read_parquet(settings.layout.folds_path(data.task))),
+        checkpoint_path=str(directory), encoder_family=SUPERVISED_FAMILY, code_version=code_version(), run_id=run_id,
+        extra={
+            "model_family": model_config.family, "model_config": dataclasses.asdict(model_config),
+            "model_config_hash": model_config.content_hash(), "train_config": dataclasses.asdict(train_config),
+            "train_config_hash": train_config.content_hash(), "augment": dataclasses.asdict(augment),
+            "augment_hash": augment.content_hash(), "augmented": augment.active, "loss": train_config.loss,
+            "precision": result.precision, "epochs": train_config.epochs, "seed": train_config.seed,
+            "debug": train_config.debug, "n_params": int(result.n_params), "train_seconds": float(result.seconds),
+            "mel_dataset": str(data.mel.builder_dir), "fold_seed": settings.fold_seed, "n_folds": result.n_folds,
+        },
+    )
+
+
+def model_record(data: TaskData, lineage: Lineage) -> dict:
+    """The ``model.json`` of a model folder before the training facts are added (key, task, model, preset and
+    the window it cuts, data hashes, the three configs and their hashes, seed)."""
+    extra = lineage.extra
+    configs = ("model_config", "model_config_hash", "train_config", "train_config_hash", "augment", "augment_hash",
+               "seed", "loss", "epochs", "debug")
+    return {"key": lineage.checkpoint, "task": data.task, "model": extra["model_family"], "preset": data.preset.name,
+            "preset_hash": lineage.preset_hash, "sample_rate": data.preset.sample_rate, "clip_s": data.preset.clip_s,
+            "folds_hash": lineage.folds_hash, "manifest_hash": lineage.manifest_hash, "run_id": lineage.run_id,
+            **{name: extra[name] for name in configs}}
+
+
+def record_supervised(settings: Settings, task: str, model: str, run_id: str) -> RecordReport:
+    """Record the trained model's scores, lineage, data set, model row and learning curves in DuckDB, in one
+    transaction (replacing that task x model's previous rows). The rows carry the training run (the lineage's);
+    ``run_id``, the recording run, is named in its ``runs`` row's note."""
+    from birdassets.supervised.model_folder import read_history
+
+    key = model_key(model, task)
+    scores, class_scores, lineage = artifacts.read_scores(settings.layout.scores_dir(task, key))
+    directory = settings.layout.models_dir(task, model)
+    data, history = TaskData.load(settings, task), read_history(directory)  # FileNotFoundError: not trained
+    store = open_store(settings)
+    written = store.record_supervised(EvaluationRecord(
+        lineage=lineage, scores=scores, class_scores=class_scores,
+        dataset=DatasetRow(task, data.dataset.source, str(data.dataset.root), lineage.manifest_hash,
+                           len(data.manifest.table), len(data.manifest.classes)),
+        checkpoint=CheckpointRow(key, key, None, lineage.checkpoint_path, SUPERVISED_FAMILY),
+        run=RunRow(lineage.run_id, "supervised", f"{task} x {model}, recorded by {run_id}"),
+    ), {name: lineage.extra[name] for name in SUPERVISED_MODEL_FIELDS}, history)  # the lineage holds the row
+    board = leaderboard(store, task, key)
+    return RecordReport(settings.layout.db_path, written, len(class_scores), lineage.run_id, board)

@@ -96,10 +96,13 @@ def test_code_location_loads_like_dagster_dev(home):
 def test_assets_jobs_and_automation_are_defined(defs):
     keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
     assert keys == {"raw_audio", "mel_dataset", "folds", "encoder", "embeddings", "probe", "scores", "metrics_db",
-                    "detections"}
+                    "detections", "supervised_model", "supervised_scores"}
     graph = defs.resolve_asset_graph()
     assert isinstance(graph.get(dg.AssetKey("embeddings")).partitions_def, dg.MultiPartitionsDefinition)
     assert graph.get(dg.AssetKey("raw_audio")).partitions_def.get_partition_keys() == [TASK]
+    supervised = graph.get(dg.AssetKey("supervised_model")).partitions_def
+    assert sorted((k.keys_by_dimension["task"], k.keys_by_dimension["model"]) for k in supervised.get_partition_keys()
+                  ) == [("mini", "cnn"), ("mini", "rnn"), ("mini", "vit")]
     assert defs.resolve_sensor_def("checkpoint_sensor").default_status == dg.DefaultSensorStatus.RUNNING
     assert defs.resolve_sensor_def("birdassets_automation").default_status == dg.DefaultSensorStatus.RUNNING
     assert defs.resolve_schedule_def("weekly_rebenchmark").cron_schedule == "0 3 * * 0"

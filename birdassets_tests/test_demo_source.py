@@ -23,6 +23,8 @@ from birdassets.sources.demo import (
     read_demo,
     window_species_plan,
 )
+from birdassets.frontends.presets import get_preset
+from birdassets.sources.birdclef import SAMPLE_SUBMISSION_CSV, UNLABELLED_SOUNDSCAPE_DIR
 from birdassets.sources.manifest import Manifest
 
 CLEAR = DEMO_TASKS["demo-clear"]
@@ -37,15 +39,27 @@ TINY = dataclasses.replace(
     train_length_s=(4.0, 6.0),
     n_test_windows=4,
     windows_per_soundscape=2,
+    unlabelled_soundscapes=1,
+    unlabelled_windows=2,
 )
+# demo-clear as the code wrote it before the unlabelled soundscapes existed (commit a71fdda): they must leave every
+# other file bit-identical, so the demo's leaderboard does not move by a digit
+A71FDDA_DEMO_CLEAR_SHA256 = {
+    "train.csv": "bb888e40c056276cf418ace01955eddbe920f0701652cbd270404666e4d05242",
+    "soundscape_labels.csv": "52496996a6aaae297e96e100ac5acfa9b25915b370f8fc8dc2fc08bec47940aa",
+    "test_soundscapes/demo-clear_sc009.ogg": "3c6509c6cd0ed67aafa08419000b840b8d4368b6195183bf4614c810b98bf1f3",
+    "train_audio/hazchi/hazchi_009.ogg": "aa0ac060d0e7f97a2c56597a186386f9f4dc961a12792e06b59d1b21121426f0",
+}
 
 
 def _read_clean(task, root: Path) -> Manifest:
-    """read_demo, asserting that every generated file was ingested (nothing quarantined)."""
+    """read_demo, asserting that every generated file but the unlabelled soundscapes was ingested (nothing
+    quarantined); those are not read."""
     result = read_demo(task, root, min_duration_s=1.0)
     assert result.quarantine == () and result.reconciles
-    n_files = len(list(root.rglob("*.ogg")))
+    n_files = len([p for p in root.rglob("*.ogg") if p.parent.name != UNLABELLED_SOUNDSCAPE_DIR])
     assert result.found == result.ingested == n_files
+    assert not result.manifest.table["path"].str.contains(UNLABELLED_SOUNDSCAPE_DIR).any()
     return result.manifest
 
 
@@ -176,8 +190,8 @@ def test_generation_is_deterministic(tmp_path: Path) -> None:
     first, second = generate(TINY, tmp_path / "a"), generate(TINY, tmp_path / "b")
     files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(second) for p in second.rglob("*") if p.is_file())
-    assert len([f for f in files if f.suffix == ".ogg"]) == 4 * 2 + 2
-    for name in ("train.csv", "soundscape_labels.csv", "demo_spec.json", COMPLETE_MARKER):
+    assert len([f for f in files if f.suffix == ".ogg"]) == 4 * 2 + 2 + 1
+    for name in ("train.csv", "soundscape_labels.csv", SAMPLE_SUBMISSION_CSV, "demo_spec.json", COMPLETE_MARKER):
         assert (first / name).read_bytes() == (second / name).read_bytes()
     for relative in files:
         if relative.suffix == ".ogg":
@@ -242,3 +256,24 @@ def test_window_plan_covers_every_species_and_respects_counts() -> None:
 def test_spec_digest_tracks_every_field() -> None:
     assert CLEAR.digest() == DemoTaskSpec(name="demo-clear", seed=CLEAR.seed).digest()
     assert CLEAR.digest() != dataclasses.replace(CLEAR, wind_db=CLEAR.wind_db + 1).digest()
+
+
+def test_unlabelled_soundscapes_and_sample_submission_leave_the_rest_bit_identical(
+    clear: tuple[Path, Manifest]
+) -> None:
+    from birdassets.supervised.submission import soundscape_windows
+
+    root, manifest = clear
+    for name, digest in A71FDDA_DEMO_CLEAR_SHA256.items():
+        assert hashlib.sha256((root / name).read_bytes()).hexdigest() == digest, name
+    files = sorted((root / UNLABELLED_SOUNDSCAPE_DIR).glob("*.ogg"))
+    assert [f.name for f in files] == [f"demo-clear_u{u:03d}.ogg" for u in range(3)]
+    for file in files:
+        audio, rate = sf.read(file, dtype="float32")
+        assert (rate, len(audio)) == (32000, 60 * 32000)
+        assert _crude_snr_db(audio, rate) > 15.0  # calls in it, not only noise
+    sample = pd.read_csv(root / SAMPLE_SUBMISSION_CSV)
+    assert list(sample.columns) == ["row_id", *manifest.classes]  # the task's class order
+    assert sample["row_id"].tolist()[:3] == ["demo-clear_u000_5", "demo-clear_u000_10", "demo-clear_u000_15"]
+    assert sample["row_id"].tolist() == soundscape_windows(files, get_preset("birdclef2025"))[0]  # what submit writes
+    assert len(sample) == 3 * 12 and (sample[list(manifest.classes)] == 0).all().all()

@@ -6,12 +6,15 @@
 * ``birdassets query "SQL" [--format table|csv|json] [--limit N]`` — one read-only statement on the metrics
   database, streamed.
 * ``birdassets train`` — train (or resume) an encoder; one flag per ``TrainConfig`` field.
+* ``birdassets birdclef train --task T --model cnn|rnn|vit`` — supervised Keras models trained per fold, to DuckDB.
+* ``birdassets birdclef submit --task T --model M --soundscapes DIR --out submission.csv`` — a Kaggle submission.
 * ``birdassets spectrogram AUDIO... --out X.npy`` — a file's mel spectrogram (stage B or C); several files or
   folders: one ``.npy`` each in the folder ``--out``.
 * ``birdassets ingest FOLDER`` — what ingestion makes of a folder: counts and quarantined files with reasons.
 * ``birdassets embed --encoder birdnet --out OUT.npz AUDIO...`` — BirdNET embeddings and logits of files.
 * ``birdassets detect FOLDER --encoder birdnet --target LABEL ...`` — OrcaHello-style sliding-window detection.
-* ``birdassets bench frontend|birdnet`` — speed benchmarks.
+* ``birdassets bench frontend|birdnet|submission`` — speed benchmarks (``submission``: a trained model's Kaggle
+  submission path, projected onto the test set's CPU limit, stored in DuckDB).
 
 One module per command group (:mod:`~birdassets.cli.pipeline`, :mod:`~birdassets.cli.ui`, :mod:`~birdassets.cli.query`,
 :mod:`~birdassets.cli.train`, :mod:`~birdassets.cli.audio`, :mod:`~birdassets.cli.speed`), each adding its
@@ -26,10 +29,10 @@ import argparse
 import os
 import warnings
 
-from birdassets.cli import audio, pipeline, query, speed, train, ui
+from birdassets.cli import audio, birdclef, pipeline, query, speed, train, ui
 from birdassets.cli.errors import run_command
 
-COMMAND_GROUPS = (pipeline, ui, query, train, audio, speed)
+COMMAND_GROUPS = (pipeline, ui, query, train, birdclef, audio, speed)
 """Modules that add commands, in ``--help`` order."""
 
 

@@ -30,6 +30,8 @@ LIBRARY_USER_ERRORS = (
     ("birdassets.store", "StoreError"),  # metrics database missing or locked; SQL refused
     ("birdassets.train.config", "TrainConfigError"),  # training config file and flags
     ("birdassets.models.birdnet", "BirdNetError"),  # BirdNET not installed
+    ("birdassets.supervised.fold_data", "SupervisedDataError"),  # folds out of step; a fold smaller than one batch
+    ("birdassets.supervised.submission", "SubmissionError"),  # a model folder that cannot make a submission
 )
 """``(module, class)`` of each library exception that means "the input is wrong", never "the code is wrong"."""
 

@@ -1,7 +1,8 @@
 """Commands that run the pipeline through Dagster, and the Dagster instance they share.
 
 * ``birdassets demo``: generate the demo data, train the demo encoder, materialize every asset for every demo
-  task on the persistent instance under ``BIRDASSETS_HOME``, print the leaderboard.
+  task on the persistent instance under ``BIRDASSETS_HOME`` (and a supervised RNN per task in debug mode), print
+  the leaderboard.
 * ``birdassets benchmark [--task T ...] [--checkpoint C ...]``: run the chain (data, encoder, embeddings, probes,
   scores, DuckDB) through Dagster for configured tasks and checkpoints, print their leaderboard rows.
 (``birdassets ui`` is :mod:`birdassets.cli.ui`.)
@@ -26,7 +27,7 @@ INSTANCE_CONFIG = "dagster.yaml"
 LEADERBOARD_SQL = (
     "select task, checkpoint, probe, round(mean, 4) as cmap, round(std, 4) as std, n_folds "
     "from leaderboard where split = 'valid' and metric = 'cmAP' and list_contains(?, task) "
-    "and (? or list_contains(?, checkpoint)) order by task, step, probe"
+    "and (? or list_contains(?, checkpoint)) order by task, step, checkpoint, probe"
 )
 """The leaderboard printed after a run: cmAP on validation folds of some tasks (and, optionally, checkpoints)."""
 
@@ -80,9 +81,10 @@ def register_checkpoints(defs, instance, settings) -> list[str]:
     return [request.partition_key for request in result.run_requests]
 
 
-def run_job(defs, name: str, partition_key, instance) -> float:
+def run_job(defs, name: str, partition_key, instance, ops_config: dict | None = None) -> float:
     """Execute job ``name`` for one partition in this process on ``instance``; returns its wall time in s.
 
+    ``ops_config``: run config of the job's ops (``{"supervised_model": {"config": {...}}}``).
     A failed run stops the command (exit status 1) with each failed step's message.
     """
     started = time.perf_counter()
@@ -90,7 +92,7 @@ def run_job(defs, name: str, partition_key, instance) -> float:
         partition_key=partition_key,
         instance=instance,
         raise_on_error=False,
-        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}, "ops": ops_config or {}},
     )
     if not result.success:
         from birdassets.defs.runs import step_failure_messages
@@ -147,6 +149,20 @@ def run_demo_jobs(defs, instance, settings, tasks: list[str]) -> None:
     new = register_checkpoints(defs, instance, settings)
     for checkpoint in demo_checkpoints(instance, settings, run):
         benchmark_checkpoint(defs, instance, checkpoint, tasks, new)
+    for task in tasks:
+        train_demo_model(defs, instance, task)
+
+
+def train_demo_model(defs, instance, task: str) -> None:
+    """The demo's supervised model of ``task`` (:data:`~birdassets.defs.jobs.DEMO_SUPERVISED`, debug mode),
+    trained on every fold and recorded beside the probes."""
+    from birdassets.defs.jobs import DEMO_SUPERVISED, SUPERVISED_JOB
+    from birdassets.defs.partitions import supervised_key
+
+    model, config = DEMO_SUPERVISED["model"], DEMO_SUPERVISED["config"]
+    seconds = run_job(defs, SUPERVISED_JOB, supervised_key(task, model), instance,
+                      {"supervised_model": {"config": config}})
+    print(f"  materialized supervised_model, supervised_scores  [{task} x {model}, debug]  {seconds:.1f} s")
 
 
 def build_task_data(defs, instance, settings, tasks: list[str], *, always: bool) -> None:
@@ -214,12 +230,14 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 def findable_checkpoints(settings) -> list[str]:
     """What the checkpoint sensor registers: every finalized step under the roots, then the installed
-    pretrained encoders that ``settings`` benchmarks (found without loading TensorFlow or Dagster)."""
+    pretrained encoders that ``settings`` benchmarks, then the trained supervised models (found without loading
+    TensorFlow or Dagster)."""
     from birdassets.checkpoints import discover_checkpoints
-    from birdassets.models.registry import available_pretrained
+    from birdassets.models.registry import available_pretrained, supervised_keys
 
     steps = sorted((ref.key for ref in discover_checkpoints(settings.checkpoint_roots)), key=checkpoint_order)
-    return steps + [key for key in available_pretrained() if key in settings.pretrained]
+    pretrained = [key for key in available_pretrained() if key in settings.pretrained]
+    return steps + pretrained + supervised_keys(settings.layout.models_root)
 
 
 def checkpoint_order(key: str) -> tuple:

@@ -1,4 +1,7 @@
-"""``birdassets bench frontend|birdnet``: speed benchmarks (:mod:`birdassets.speed`), printed as tables."""
+"""``birdassets bench frontend|birdnet|submission``: speed benchmarks (:mod:`birdassets.speed`), printed as tables.
+
+``bench submission --task T --model M`` also stores its figure in DuckDB (``submission_speed``), next to the
+model's scores."""
 
 from __future__ import annotations
 
@@ -24,17 +27,21 @@ def positive(kind: type) -> Callable[[str], float]:
 def add_parser(commands: argparse._SubParsersAction) -> None:
     """Add ``bench``."""
     bench = commands.add_parser("bench", help="speed benchmarks")
-    bench.add_argument("what", choices=("frontend", "birdnet"))
+    bench.add_argument("what", choices=("frontend", "birdnet", "submission"))
     bench.add_argument("--preset", action="append", help="preset to time (repeatable; default: every preset)")
     bench.add_argument("--presets", help=PRESETS_HELP)
     bench.add_argument("--seconds", type=positive(float), default=None,
-                       help="audio length (default: 600 s for frontend, 300 s for birdnet)")
+                       help="audio length (default: 600 s for frontend, 300 s for birdnet, 60 s for submission)")
     bench.add_argument("--repeats", type=positive(int), default=3)
+    bench.add_argument("--task", help="submission: the task the model was trained on")
+    bench.add_argument("--model", help="submission: the supervised model family (cnn, rnn, vit)")
+    bench.add_argument("--batch-size", type=positive(int), default=None, help="submission: windows per forward pass")
     bench.set_defaults(func=cmd_bench)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    return birdnet_speed(args) if args.what == "birdnet" else frontend_speed(args)
+    commands = {"birdnet": birdnet_speed, "frontend": frontend_speed, "submission": submission_speed}
+    return commands[args.what](args)
 
 
 def frontend_speed(args: argparse.Namespace) -> int:
@@ -60,4 +67,29 @@ def birdnet_speed(args: argparse.Namespace) -> int:
     frame = bench_birdnet(seconds=seconds, repeats=args.repeats)
     print(f"BirdNET V2.4 embeddings + logits on {seconds:.0f} s of audio, warm, best of {args.repeats}:")
     print(format_frame(frame, "table"))
+    return 0
+
+
+def submission_speed(args: argparse.Namespace) -> int:
+    """A supervised model's submission path (decode -> mel -> all folds), projected onto Kaggle's test set; the
+    figure is stored in DuckDB (``submission_speed``)."""
+    from birdassets.cli.birdclef import run_id, trained_model
+    from birdassets.cli.errors import UserError
+    from birdassets.speed import KAGGLE_CPU_LIMIT_S, KAGGLE_SOUNDSCAPE_S, KAGGLE_TEST_SOUNDSCAPES, bench_submission
+    from birdassets.store import MetricsStore
+    from birdassets.supervised.config import model_key
+
+    if not args.task or not args.model:
+        raise UserError("bench submission needs --task and --model")
+    settings, model_dir, preset = trained_model(args.task, args.model)
+    seconds = 60.0 if args.seconds is None else args.seconds
+    row = bench_submission(model_dir, seconds=seconds, repeats=args.repeats, batch_size=args.batch_size, preset=preset)
+    key = model_key(args.model, args.task)
+    MetricsStore(settings.layout.db_path).record_submission_speed(args.task, key, row, run_id("bench-submission"))
+    verdict = "fits" if row["projected_s"] <= KAGGLE_CPU_LIMIT_S else "does NOT fit"
+    print(f"{key}: {row['audio_s_per_s']:.1f} audio s per s ({row['n_folds']} folds, "
+          f"batch {row['batch_size']}, {seconds:.0f} s of audio in {row['soundscapes']} OGG soundscape(s), warm, "
+          f"best of {args.repeats})")
+    print(f"Kaggle test set ({KAGGLE_TEST_SOUNDSCAPES} x {KAGGLE_SOUNDSCAPE_S:.0f} s): {row['projected_s'] / 60:.1f} "
+          f"min on this machine; {verdict} in the {KAGGLE_CPU_LIMIT_S / 60:.0f}-minute CPU limit")
     return 0

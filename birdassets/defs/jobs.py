@@ -1,6 +1,7 @@
 """The jobs: asset jobs by asset key (data per task, encoder per checkpoint, the benchmark per task x
-checkpoint, detections per task) and ``train_job``, whose runs write Orbax steps into a watched checkpoint
-root, so the checkpoint sensor registers each new step and the benchmark follows without a click."""
+checkpoint, detections per task, supervised models per task x model family) and ``train_job``, whose runs
+write Orbax steps into a watched checkpoint root, so the checkpoint sensor registers each new step and the
+benchmark follows without a click."""
 
 import dataclasses
 import typing
@@ -20,11 +21,12 @@ DATA_JOB = "data_job"
 ENCODER_JOB = "encoder_job"
 BENCHMARK_JOB = "benchmark_job"
 DETECT_JOB = "detect_job"
+SUPERVISED_JOB = "supervised_job"
 
 
 def build_jobs(partitions: Partitions) -> dict:
     """The asset jobs, selected by asset key: data per task, encoder per checkpoint, the benchmark per
-    task x checkpoint, detections per task."""
+    task x checkpoint, detections per task, supervised training per task x model family."""
     return {
         DATA_JOB: dg.define_asset_job(DATA_JOB, selection=["raw_audio", "mel_dataset", "folds"],
                                       partitions_def=partitions.task),
@@ -32,6 +34,8 @@ def build_jobs(partitions: Partitions) -> dict:
         BENCHMARK_JOB: dg.define_asset_job(BENCHMARK_JOB, selection=["embeddings", "probe", "scores", "metrics_db"],
                                            partitions_def=partitions.evaluation),
         DETECT_JOB: dg.define_asset_job(DETECT_JOB, selection=["detections"], partitions_def=partitions.task),
+        SUPERVISED_JOB: dg.define_asset_job(SUPERVISED_JOB, selection=["supervised_model", "supervised_scores"],
+                                            partitions_def=partitions.supervised),
     }
 
 
@@ -42,6 +46,10 @@ TRAIN_JOB = "train_job"
 DEMO_TRAINING = {"run": "demo-sup", "task": "demo-pretrain", "objective": "supervised", "model": "tiny",
                  "patch_frames": 32, "patch_mels": 32,
                  "num_steps": 200, "warmup_steps": 20, "checkpoint_every": 100, "log_every": 50, "seed": 0}
+
+#: The demo's supervised model per demo task: the RNN family (the one that trains in seconds on a CPU) in debug
+#: mode (at most 1000 windows, 2 epochs), all five folds.
+DEMO_SUPERVISED = {"model": "rnn", "config": {"debug": True}}
 
 #: Launchpad config of a training run: the run name plus every field of TrainConfig (derived from it, so a
 #: new training setting is settable from the UI without touching this file). ``output_dir`` is not offered:

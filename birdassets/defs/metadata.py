@@ -141,3 +141,43 @@ def ap_chart_markdown(class_scores: pd.DataFrame, split: str = "valid", width: i
                 cells.append(f"`{'█' * int(round(value * width)):<{width}}` {value:.3f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+SPARK = "▁▂▃▄▅▆▇█"
+"""Levels of a learning-curve sparkline, lowest first."""
+
+
+def sparkline(values, low: float, high: float) -> str:
+    """``values`` as one character each, scaled to ``[low, high]`` (a flat line when they are equal)."""
+    span = high - low
+    levels = [0 if span <= 0 else int(round((v - low) / span * (len(SPARK) - 1))) for v in values]
+    return "".join(SPARK[min(max(level, 0), len(SPARK) - 1)] for level in levels)
+
+
+def learning_curves_markdown(history: pd.DataFrame) -> str:
+    """Per fold: training loss and validation class-wise AUC over epochs as sparklines (shared scales), with
+    the first and last values and the best epoch, as a Markdown table."""
+    if history.empty:
+        return "_no epochs_"
+    loss_range = (history["train_loss"].min(), history["train_loss"].max())
+    lines = ["| fold | train loss | first -> last | val AUC (0..1) | best epoch | best AUC |", "|---|---|---|---|---|---|"]
+    for fold, rows in history.groupby("fold"):
+        rows = rows.sort_values("epoch")
+        auc = rows["val_auc"].fillna(0.0)
+        best = rows.loc[auc.idxmax()]
+        lines.append(f"| {fold} | `{sparkline(rows['train_loss'], *loss_range)}` | "
+                     f"{rows['train_loss'].iloc[0]:.4f} -> {rows['train_loss'].iloc[-1]:.4f} | "
+                     f"`{sparkline(auc, 0.0, 1.0)}` | {int(best['epoch'])} | {best['val_auc']:.4f} |")
+    return "\n".join(lines)
+
+
+def supervised_metadata(report: steps.SupervisedReport) -> dict:
+    valid = report.scores[(report.scores["split"] == "valid") & (report.scores["probe"] != "chance")]
+    summary = valid.groupby("metric")["value"].agg(["mean", "std"]).reset_index()
+    oof = dict(zip(summary["metric"], summary["mean"], strict=True))
+    return {
+        "checkpoint": report.key, "path": path(report.directory), "seconds": report.seconds,
+        "oof_class_wise_auc": float(oof.get("AUC", float("nan"))), "oof_cmap": float(oof.get("cmAP", float("nan"))),
+        "oof_scores": table_metadata(summary), "learning_curves": dg.MetadataValue.md(learning_curves_markdown(report.history)),
+        "history": table_metadata(report.history), "per_class_ap": dg.MetadataValue.md(ap_chart_markdown(report.class_scores)),
+    }

@@ -9,7 +9,7 @@ from birdassets.defs.automation import WEEKLY_CRON
 from birdassets.defs.jobs import BENCHMARK_JOB, DATA_JOB, ENCODER_JOB
 from birdassets.defs.partitions import CHECKPOINT_PARTITIONS_NAME, Partitions, evaluation_key
 from birdassets.defs.resources import BirdassetsHome
-from birdassets.models.registry import available_pretrained
+from birdassets.models.registry import available_pretrained, supervised_keys
 from birdassets.settings import Settings
 
 SENSOR_INTERVAL_S = 30
@@ -18,14 +18,15 @@ SENSOR_INTERVAL_S = 30
 def checkpoint_sensor(partitions: Partitions, encoder_job: dg.JobDefinition) -> dg.SensorDefinition:
     @dg.sensor(job=encoder_job, minimum_interval_seconds=SENSOR_INTERVAL_S, default_status=dg.DefaultSensorStatus.RUNNING,
                description="Registers new finalized Orbax steps under the checkpoint roots (and installed pretrained "
-               "encoders such as BirdNET) and loads their encoders; folders it cannot use are logged and skipped.")
+               "encoders such as BirdNET, and trained supervised models) and loads their encoders; folders it cannot use are logged and skipped.")
     def checkpoint_sensor(context: dg.SensorEvaluationContext, birdassets: BirdassetsHome) -> dg.SensorResult:
         settings = birdassets.settings
         known = set(context.instance.get_dynamic_partitions(CHECKPOINT_PARTITIONS_NAME))
         discovery = scan_checkpoints(settings.checkpoint_roots)
         for skipped in discovery.skipped:  # one bad folder is reported, never stops the others
             context.log.warning(f"checkpoint folder skipped: {skipped}")
-        found = list(dict.fromkeys([*discovery.keys, *(k for k in available_pretrained() if k in settings.pretrained)]))
+        pretrained = [key for key in available_pretrained() if key in settings.pretrained]
+        found = list(dict.fromkeys([*discovery.keys, *pretrained, *supervised_keys(settings.layout.models_root)]))
         new = [key for key in found if key not in known]
         return dg.SensorResult(
             run_requests=[dg.RunRequest(partition_key=key, run_key=f"encoder:{key}") for key in new],

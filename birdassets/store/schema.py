@@ -24,6 +24,15 @@ Tables
                     and ``local_prediction`` (confidence > threshold).
 ``detection_files`` (version 3) one row per (task, scorer, path): OrcaHello's ``global_prediction``
                     and ``global_confidence``, the window count and the decision rule (``config`` JSON).
+``supervised_models`` (version 4) one row per supervised Keras model (task, checkpoint =
+                    ``"birdclef-<family>.<task>"``): family, config hashes, loss, precision, epochs, seed,
+                    debug, augmented, parameter count and training seconds. Its scores are ordinary
+                    ``scores``/``class_scores`` rows with ``probe = 'supervised'``.
+``supervised_epochs`` (version 4) one row per (task, checkpoint, fold, epoch): train loss, validation
+                    BCE and class-wise AUC (NULL where undefined), seconds.
+``submission_speed`` (version 4) one row per (task, checkpoint): the timed submission path (audio
+                    seconds per second, projected wall time of the Kaggle test set in seconds, what
+                    was timed).
 
 A score row joins its lineage on ``(task, checkpoint)``; both carry the same ``run_id``.
 Timestamps are UTC, stored as naive ``TIMESTAMP``.
@@ -34,6 +43,9 @@ Views
 ``score_by_step``   the same per training run (checkpoint key before its last ``'@'``) and step,
                     ordered by step, i.e. the score curve over training.
 ``latest_lineage``  lineage rows, newest first.
+``supervised_leaderboard`` (version 4) each supervised model with its validation class-wise AUC and
+                    cmAP (mean/std over folds, from ``leaderboard``) and its submission speed (NULL
+                    until timed).
 
 Later schema versions may add tables (``recordings``); changes must stay additive
 (new tables/views, ``CREATE OR REPLACE VIEW``) so :data:`SCHEMA_SQL` can be re-applied to an older
@@ -42,10 +54,11 @@ file.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Version written to ``schema_version``; bump on every schema change (additive only).
 1: runs, checkpoints, datasets, lineage, scores, class_scores and their views; 2: + quarantine;
-3: + detections, detection_files."""
+3: + detections, detection_files; 4: + supervised_models, supervised_epochs, submission_speed,
+supervised_leaderboard."""
 
 SPLITS = ("valid", "test")
 """Allowed values of the ``split`` column."""
@@ -192,6 +205,60 @@ CREATE TABLE IF NOT EXISTS detection_files (
 )
 """
 
+SUPERVISED_MODELS_TABLE = """
+CREATE TABLE IF NOT EXISTS supervised_models (
+    task               VARCHAR   NOT NULL,
+    checkpoint         VARCHAR   NOT NULL,
+    model_family       VARCHAR   NOT NULL,
+    model_config_hash  VARCHAR   NOT NULL,
+    augment_hash       VARCHAR   NOT NULL,
+    train_config_hash  VARCHAR   NOT NULL,
+    loss               VARCHAR   NOT NULL,
+    precision          VARCHAR   NOT NULL,
+    epochs             INTEGER   NOT NULL CHECK (epochs > 0),
+    seed               BIGINT    NOT NULL,
+    debug              BOOLEAN   NOT NULL,
+    augmented          BOOLEAN   NOT NULL,
+    n_params           BIGINT    NOT NULL CHECK (n_params >= 0),
+    train_seconds      DOUBLE    NOT NULL CHECK (train_seconds >= 0),
+    run_id             VARCHAR   NOT NULL,
+    created_at         TIMESTAMP NOT NULL,
+    PRIMARY KEY (task, checkpoint)
+)
+"""
+
+SUPERVISED_EPOCHS_TABLE = """
+CREATE TABLE IF NOT EXISTS supervised_epochs (
+    task        VARCHAR   NOT NULL,
+    checkpoint  VARCHAR   NOT NULL,
+    fold        INTEGER   NOT NULL CHECK (fold >= 0),
+    epoch       INTEGER   NOT NULL CHECK (epoch >= 0),
+    train_loss  DOUBLE,
+    val_loss    DOUBLE,
+    val_auc     DOUBLE    CHECK (val_auc >= 0 AND val_auc <= 1),
+    seconds     DOUBLE    NOT NULL CHECK (seconds >= 0),
+    run_id      VARCHAR   NOT NULL,
+    created_at  TIMESTAMP NOT NULL,
+    PRIMARY KEY (task, checkpoint, fold, epoch)
+)
+"""
+
+SUBMISSION_SPEED_TABLE = """
+CREATE TABLE IF NOT EXISTS submission_speed (
+    task           VARCHAR   NOT NULL,
+    checkpoint     VARCHAR   NOT NULL,
+    audio_s_per_s  DOUBLE    NOT NULL CHECK (audio_s_per_s > 0),
+    projected_s    DOUBLE    NOT NULL CHECK (projected_s >= 0),
+    soundscapes    INTEGER   NOT NULL CHECK (soundscapes >= 0),
+    audio_seconds  DOUBLE    NOT NULL CHECK (audio_seconds >= 0),
+    n_folds        INTEGER   NOT NULL CHECK (n_folds > 0),
+    batch_size     INTEGER   NOT NULL CHECK (batch_size > 0),
+    run_id         VARCHAR   NOT NULL,
+    created_at     TIMESTAMP NOT NULL,
+    PRIMARY KEY (task, checkpoint)
+)
+"""
+
 TABLES = (
     SCHEMA_VERSION_TABLE,
     RUNS_TABLE,
@@ -203,6 +270,9 @@ TABLES = (
     QUARANTINE_TABLE,
     DETECTIONS_TABLE,
     DETECTION_FILES_TABLE,
+    SUPERVISED_MODELS_TABLE,
+    SUPERVISED_EPOCHS_TABLE,
+    SUBMISSION_SPEED_TABLE,
 )
 
 # The run of a checkpoint key "<run>@<step>" is everything before the LAST '@'; a key without '@'
@@ -258,7 +328,49 @@ CREATE OR REPLACE VIEW latest_lineage AS
 SELECT * FROM lineage ORDER BY created_at DESC, task, checkpoint
 """
 
-VIEWS = (LEADERBOARD_VIEW, SCORE_BY_STEP_VIEW, LATEST_LINEAGE_VIEW)
+SUPERVISED_LEADERBOARD_VIEW = """
+CREATE OR REPLACE VIEW supervised_leaderboard AS
+SELECT
+    m.task,
+    m.checkpoint,
+    m.model_family,
+    m.augmented,
+    m.loss,
+    m.precision,
+    m.epochs,
+    m.debug,
+    auc.mean                 AS auc_mean,
+    auc.std                  AS auc_std,
+    cmap.mean                AS cmap_mean,
+    cmap.std                 AS cmap_std,
+    auc.n_folds              AS n_folds,
+    m.n_params,
+    m.train_seconds,
+    speed.audio_s_per_s,
+    speed.projected_s,
+    m.run_id,
+    m.created_at
+FROM supervised_models AS m
+LEFT JOIN leaderboard AS auc
+    ON auc.task = m.task AND auc.checkpoint = m.checkpoint AND auc.probe = 'supervised'
+    AND auc.split = 'valid' AND auc.metric = 'AUC'
+LEFT JOIN leaderboard AS cmap
+    ON cmap.task = m.task AND cmap.checkpoint = m.checkpoint AND cmap.probe = 'supervised'
+    AND cmap.split = 'valid' AND cmap.metric = 'cmAP'
+LEFT JOIN submission_speed AS speed
+    ON speed.task = m.task AND speed.checkpoint = m.checkpoint
+ORDER BY m.task, auc.mean DESC NULLS LAST, m.checkpoint
+"""
+
+VIEWS = (LEADERBOARD_VIEW, SCORE_BY_STEP_VIEW, LATEST_LINEAGE_VIEW, SUPERVISED_LEADERBOARD_VIEW)
+
+VERSION_4_SQL = (
+    SUPERVISED_MODELS_TABLE,
+    SUBMISSION_SPEED_TABLE,
+    SUPERVISED_EPOCHS_TABLE,
+    SUPERVISED_LEADERBOARD_VIEW,
+)
+"""What version 4 added (re-applying :data:`SCHEMA_SQL` to a version-3 file creates exactly these)."""
 
 SCHEMA_SQL = TABLES + VIEWS
 """Every statement that creates the schema, in order; each is idempotent."""

@@ -14,7 +14,8 @@ from typing import Any
 import pandas as pd
 
 from birdassets.lineage import Lineage
-from birdassets.store.records import CheckpointRow, DatasetRow, RunRow
+from birdassets.store.records import CheckpointRow, DatasetRow, EvaluationRecord, RunRow
+from birdassets.store.validation import SUBMISSION_SPEED_FIELDS, SUPERVISED_MODEL_FIELDS  # the columns, defined once
 
 ROWS_IN = "_birdassets_rows_in"
 """Name under which a frame being inserted is registered for one statement."""
@@ -67,6 +68,29 @@ SELECT ?, ?, ?::BIGINT, fold, split, probe, class_name, support,
     ?, ?
 FROM {ROWS_IN}
 """
+
+def upsert_sql(table: str, key: tuple[str, ...], columns: tuple[str, ...]) -> str:
+    """``INSERT INTO table (key, columns, run_id, created_at) VALUES (?, ...)``, replacing the row of ``key``."""
+    names = (*key, *columns, "run_id", "created_at")
+    updates = ", ".join(f"{name} = excluded.{name}" for name in names[len(key):])
+    return (f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
+            f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}")
+
+
+UPSERT_SUPERVISED_MODEL = upsert_sql("supervised_models", ("task", "checkpoint"), tuple(SUPERVISED_MODEL_FIELDS))
+
+INSERT_SUPERVISED_EPOCHS = f"""
+INSERT INTO supervised_epochs (task, checkpoint, fold, epoch, train_loss, val_loss, val_auc, seconds,
+    run_id, created_at)
+SELECT ?, ?, fold, epoch,
+    CASE WHEN isnan(train_loss) THEN NULL ELSE train_loss END,
+    CASE WHEN isnan(val_loss) THEN NULL ELSE val_loss END,
+    CASE WHEN isnan(val_auc) THEN NULL ELSE val_auc END,
+    seconds, ?, ?
+FROM {ROWS_IN}
+"""
+
+UPSERT_SUBMISSION_SPEED = upsert_sql("submission_speed", ("task", "checkpoint"), tuple(SUBMISSION_SPEED_FIELDS))
 
 INSERT_DETECTIONS = f"""
 INSERT INTO detections (task, scorer, path, start_s, duration_s, confidence, local_prediction,
@@ -142,6 +166,40 @@ def replace_evaluation(
     )
     insert_frame(con, scores, INSERT_SCORES, [*key, step, lineage.run_id, now])
     insert_frame(con, class_scores, INSERT_CLASS_SCORES, [*key, step, lineage.run_id, now])
+
+
+def write_record(
+    con: Any, record: EvaluationRecord, scores: pd.DataFrame, class_scores: pd.DataFrame, now: datetime
+) -> None:
+    """Upsert the record's ``datasets``/``checkpoints``/``runs`` rows, replace its evaluation rows."""
+    upsert_dataset(con, record.dataset, now)
+    upsert_checkpoint(con, record.checkpoint, now)
+    upsert_run(con, record.run, now)
+    replace_evaluation(con, record.lineage, scores, class_scores, now)
+
+
+def replace_supervised_model(
+    con: Any, lineage: Lineage, model: dict[str, Any], epochs: pd.DataFrame, now: datetime
+) -> None:
+    """Upsert the ``supervised_models`` row of (task, checkpoint); make its ``supervised_epochs`` rows these.
+
+    ``model``: the fields of :data:`.validation.SUPERVISED_MODEL_FIELDS`; ``epochs``: from
+    :func:`.validation.prepare_epochs`.
+    """
+    key = [lineage.task, lineage.checkpoint]
+    values = [model[name] for name in SUPERVISED_MODEL_FIELDS]
+    con.execute(UPSERT_SUPERVISED_MODEL, [*key, *values, lineage.run_id, now])
+    con.execute("DELETE FROM supervised_epochs WHERE task = ? AND checkpoint = ?", key)
+    insert_frame(con, epochs, INSERT_SUPERVISED_EPOCHS, [*key, lineage.run_id, now])
+
+
+def upsert_submission_speed(
+    con: Any, task: str, checkpoint: str, row: dict[str, Any], run_id: str, now: datetime
+) -> None:
+    """Insert or replace the ``submission_speed`` row of (task, checkpoint) (fields of
+    :data:`.validation.SUBMISSION_SPEED_FIELDS`)."""
+    values = [row[name] for name in SUBMISSION_SPEED_FIELDS]
+    con.execute(UPSERT_SUBMISSION_SPEED, [task, checkpoint, *values, run_id, now])
 
 
 def replace_detections(

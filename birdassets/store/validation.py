@@ -314,3 +314,114 @@ def _check_record_keys(record: EvaluationRecord, where: str) -> None:
                 f"{where}: {what} is {got!r} but the lineage's is {expected!r}; "
                 f"one record describes one evaluation"
             )
+
+
+# --------------------------------------------------------------------------- supervised models
+
+
+def _text(value: object) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+def _flag(value: object) -> bool:
+    return isinstance(value, (bool, np.bool_))
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not _flag(value) and np.isfinite(value)
+
+
+RowSpec = dict[str, tuple[str, Any]]
+"""``{field: (what it must be, predicate)}`` of a row handed over as a dict."""
+
+SUPERVISED_MODEL_FIELDS: RowSpec = {
+    "model_family": ("a non-empty str", _text),
+    "model_config_hash": ("a non-empty str", _text),
+    "augment_hash": ("a non-empty str", _text),
+    "train_config_hash": ("a non-empty str", _text),
+    "loss": ("a non-empty str", _text),
+    "precision": ("a non-empty str", _text),
+    "epochs": ("an int > 0", lambda v: _is_int(v) and v > 0),
+    "seed": ("an int", _is_int),
+    "debug": ("a bool", _flag),
+    "augmented": ("a bool", _flag),
+    "n_params": ("an int >= 0", lambda v: _is_int(v) and v >= 0),
+    "train_seconds": ("a finite number >= 0", lambda v: _number(v) and v >= 0),
+}
+"""The ``model_row`` of :meth:`birdassets.store.MetricsStore.record_supervised` (its task, checkpoint and
+run come from the record's lineage)."""
+
+SUBMISSION_SPEED_FIELDS: RowSpec = {
+    "audio_s_per_s": ("a finite number > 0", lambda v: _number(v) and v > 0),
+    "projected_s": ("a finite number >= 0", lambda v: _number(v) and v >= 0),
+    "soundscapes": ("an int >= 0", lambda v: _is_int(v) and v >= 0),
+    "audio_seconds": ("a finite number >= 0", lambda v: _number(v) and v >= 0),
+    "n_folds": ("an int > 0", lambda v: _is_int(v) and v > 0),
+    "batch_size": ("an int > 0", lambda v: _is_int(v) and v > 0),
+}
+"""The ``row`` of :meth:`birdassets.store.MetricsStore.record_submission_speed`."""
+
+EPOCH_COLUMNS = ("fold", "epoch", "train_loss", "val_loss", "val_auc", "seconds")
+"""Columns of the ``epochs`` frame of ``record_supervised``: one row per (fold, epoch)."""
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value DuckDB binds."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def prepare_row(row: object, spec: RowSpec, what: str, where: str) -> dict[str, Any]:
+    """The fields of ``spec`` from the mapping ``row`` as Python values, each checked; no other key allowed."""
+    if not isinstance(row, dict):
+        raise StoreValidationError(f"{where}: {what} must be a dict, got {type(row).__name__}")
+    missing, unknown = [k for k in spec if k not in row], sorted(set(row) - set(spec))
+    if missing or unknown:
+        raise StoreValidationError(f"{where}: {what} lacks {missing} / has unknown {unknown}; expected {list(spec)}")
+    for name, (expected, valid) in spec.items():
+        if not valid(row[name]):
+            raise StoreValidationError(f"{where}: {what}.{name} must be {expected}, got {row[name]!r}")
+    return {name: _plain(row[name]) for name in spec}
+
+
+def _check_no_infinity(frame: pd.DataFrame, values: np.ndarray, column: str, where: str) -> None:
+    bad = np.isinf(values)
+    if bad.any():
+        raise StoreValidationError(
+            f"{where}: epochs.{column} is infinite in {int(bad.sum())} row(s): "
+            f"{_first_rows(frame, bad, ('fold', 'epoch', column))}"
+        )
+
+
+def prepare_epochs(frame: object, where: str) -> pd.DataFrame:
+    """Validated copy of a training history: :data:`EPOCH_COLUMNS`, one row per (fold, epoch).
+
+    Losses finite or NaN (stored as NULL), ``val_auc`` in [0, 1] or NaN (undefined), ``seconds`` >= 0.
+    """
+    frame = _require_frame(frame, EPOCH_COLUMNS, "epochs", where)
+    if len(frame) == 0:
+        raise StoreValidationError(f"{where}: epochs is empty; a trained model has >= 1 epoch")
+    frame = frame.reset_index(drop=True)
+    clean = {name: _as_integers(frame, name, "epochs", where).astype(np.int64) for name in ("fold", "epoch")}
+    for name in ("train_loss", "val_loss", "val_auc", "seconds"):
+        clean[name] = _as_floats(frame, name, "epochs", where)
+        _check_no_infinity(frame, clean[name], name, where)
+    for mask, problem in (
+        (~np.isnan(clean["val_auc"]) & ((clean["val_auc"] < 0) | (clean["val_auc"] > 1)), "val_auc outside [0, 1]"),
+        (~(clean["seconds"] >= 0), "seconds missing or negative"),
+        (pd.DataFrame(clean)[["fold", "epoch"]].duplicated().to_numpy(), "a repeated (fold, epoch)"),
+    ):
+        if mask.any():
+            raise StoreValidationError(
+                f"{where}: epochs has {problem} in {int(mask.sum())} row(s): "
+                f"{_first_rows(frame, mask, EPOCH_COLUMNS)}"
+            )
+    return pd.DataFrame(clean)[list(EPOCH_COLUMNS)]
+
+
+def prepare_supervised(
+    record: EvaluationRecord, model_row: object, epochs: object, path: Path
+) -> tuple[str, pd.DataFrame, pd.DataFrame, dict[str, Any], pd.DataFrame]:
+    """``(where, scores, class_scores, model_row, epochs)`` of a supervised model, every part checked."""
+    where, scores, class_scores = prepare_record(record, path)
+    model = prepare_row(model_row, SUPERVISED_MODEL_FIELDS, "model_row", where)
+    return where, scores, class_scores, model, prepare_epochs(epochs, where)

@@ -4,6 +4,7 @@ Typical use::
 
     store = MetricsStore(home / "birdassets.duckdb")
     store.record_evaluation(record)   # dataset, checkpoint, run, lineage, scores: one transaction
+    store.record_supervised(record, model_row, epochs)   # ... + a supervised model and its epochs
     store.leaderboard()               # mean/std over folds
 
 A write validates its input first (:mod:`.validation`; nothing is opened if it is rejected), then
@@ -82,11 +83,37 @@ class MetricsStore:
         where, scores, class_scores = validation.prepare_record(record, self.path)
         now = utc_now()
         with self._transaction(f"record_evaluation {where}") as con:
-            statements.upsert_dataset(con, record.dataset, now)
-            statements.upsert_checkpoint(con, record.checkpoint, now)
-            statements.upsert_run(con, record.run, now)
-            statements.replace_evaluation(con, record.lineage, scores, class_scores, now)
+            statements.write_record(con, record, scores, class_scores, now)
         return len(scores)
+
+    def record_supervised(self, record: EvaluationRecord, model_row: dict, epochs: pd.DataFrame) -> int:
+        """Write one supervised model whole: its evaluation (as :meth:`record_evaluation`) and its
+        ``supervised_models`` and ``supervised_epochs`` rows, in ONE transaction.
+
+        ``model_row``: exactly the keys of :data:`.validation.SUPERVISED_MODEL_FIELDS` (task, checkpoint and
+        run come from ``record.lineage``); ``epochs``: its training history, one row per (fold, epoch), columns
+        :data:`.validation.EPOCH_COLUMNS`. Everything is validated before the file is opened; the model row is
+        upserted and the (task, checkpoint)'s epoch rows replaced, so re-recording never duplicates. Returns
+        the number of ``scores`` rows written.
+        """
+        where, scores, class_scores, model, history = validation.prepare_supervised(
+            record, model_row, epochs, self.path
+        )
+        now = utc_now()
+        with self._transaction(f"record_supervised {where}") as con:
+            statements.write_record(con, record, scores, class_scores, now)
+            statements.replace_supervised_model(con, record.lineage, model, history, now)
+        return len(scores)
+
+    def record_submission_speed(self, task: str, checkpoint: str, row: dict, run_id: str) -> None:
+        """Insert or replace the ``submission_speed`` row of (task, checkpoint); ``row``: exactly the keys of
+        :data:`.validation.SUBMISSION_SPEED_FIELDS` (audio seconds per second, projected seconds, ...)."""
+        for value, name in ((task, "task"), (checkpoint, "checkpoint"), (run_id, "run_id")):
+            validation.require_name(value, name, self.path)
+        where = f"{self.path} [submission speed of task={task!r}, checkpoint={checkpoint!r}]"
+        speed = validation.prepare_row(row, validation.SUBMISSION_SPEED_FIELDS, "row", where)
+        with self._transaction(f"record_submission_speed {where}") as con:
+            statements.upsert_submission_speed(con, task, checkpoint, speed, run_id, utc_now())
 
     def write_evaluation(
         self, lineage: Lineage, scores: pd.DataFrame, class_scores: pd.DataFrame

@@ -13,6 +13,8 @@ Output (BirdCLEF layout, read back by :func:`birdassets.sources.birdclef.read_bi
     root/train_audio/<code>/<code>_<nnn>.ogg         focal recordings, 4-15 s
     root/test_soundscapes/<task>_sc<nnn>.ogg         soundscapes of ``windows_per_soundscape`` x 5 s
     root/soundscape_labels.csv                       filename, start_s, end_s, labels (space-separated)
+    root/train_soundscapes/<task>_u<nnn>.ogg         unlabelled 1-minute soundscapes (what ``submit`` predicts)
+    root/sample_submission.csv                       row_id = <stem>_<window end s>, one 0 column per species
     root/demo_spec.json                              the task spec and species table used
     root/.complete                                   the spec hash; written last
 
@@ -34,7 +36,7 @@ from birdassets.sources.demo.species import (
     SpeciesCall,
     resolve_task,
 )
-from birdassets.sources.demo.synthesis import soundscape, train_recording, window_species_plan
+from birdassets.sources.demo.synthesis import soundscape, train_recording, unlabelled_soundscape, window_species_plan
 from birdassets.sources.demo.writing import COMPLETE_MARKER, generate, is_complete, read_demo
 
 __all__ = [
@@ -51,5 +53,6 @@ __all__ = [
     "resolve_task",
     "soundscape",
     "train_recording",
+    "unlabelled_soundscape",
     "window_species_plan",
 ]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 """Bumped when the generator's output changes; part of every spec's digest."""
 CALL_KINDS: tuple[str, ...] = ("fm_sweep", "trill", "harmonic_stack", "two_note", "buzz")
 
@@ -28,6 +28,9 @@ PLAN_STREAM = 3
 """Random stream of the species-per-test-window plan."""
 SITE_STREAM = 4
 """Random stream of each species' recording sites (``train.csv`` latitude/longitude)."""
+UNLABELLED_STREAM = 5
+"""Random stream of the unlabelled soundscapes (species plan, then audio): ``spec.rng(UNLABELLED_STREAM, soundscape)``.
+A stream of their own, so adding them left every other file bit-identical."""
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,9 @@ class DemoTaskSpec:
         test_gain_db: per-species level spread inside a test window, dB.
         pitch_jitter: per-recording (individual) relative pitch standard deviation.
         tempo_jitter: per-recording relative tempo standard deviation.
+        unlabelled_soundscapes: unlabelled soundscapes in ``train_soundscapes/`` (BirdCLEF 2025 layout, what
+            ``birdassets birdclef submit`` predicts; listed in ``sample_submission.csv``).
+        unlabelled_windows: ``window_s`` windows per unlabelled soundscape (12: one minute, as on Kaggle).
         sample_rate: Hz.
         peak: absolute peak every file is normalised to.
         latitude: centre latitude of the invented recording sites, degrees.
@@ -174,6 +180,8 @@ class DemoTaskSpec:
     test_gain_db: tuple[float, float] = (-4.0, 0.0)
     pitch_jitter: float = 0.02
     tempo_jitter: float = 0.08
+    unlabelled_soundscapes: int = 3
+    unlabelled_windows: int = 12
     sample_rate: int = 32000
     peak: float = 0.7
     latitude: float = 47.6
@@ -187,6 +195,8 @@ class DemoTaskSpec:
             raise ValueError(f"task {self.name}: test_species_per_window {self.test_species_per_window} invalid")
         if self.train_per_species < 1 or self.n_test_windows < 1 or self.windows_per_soundscape < 1:
             raise ValueError(f"task {self.name}: needs >= 1 train recording, test window and window per soundscape")
+        if self.unlabelled_soundscapes < 0 or self.unlabelled_windows < 1:
+            raise ValueError(f"task {self.name}: unlabelled_soundscapes must be >= 0 and unlabelled_windows >= 1")
         if self.train_length_s[0] < 2.0 or self.train_length_s[1] < self.train_length_s[0]:
             raise ValueError(f"task {self.name}: train_length_s {self.train_length_s} must be >= 2 s and ordered")
         longest_phrase = max(s.phrase_s for s in self.species) * (1 + 4 * self.tempo_jitter)
@@ -237,7 +247,8 @@ DEMO_TASKS: dict[str, DemoTaskSpec] = {
     # like Xeno-canto focal audio before BirdSet's soundscape tests. Encoders trained here never see the
     # recordings the benchmark tasks are scored on.
     "demo-pretrain": DemoTaskSpec(
-        name="demo-pretrain", seed=20240603, train_per_species=12, n_test_windows=10, windows_per_soundscape=10
+        name="demo-pretrain", seed=20240603, train_per_species=12, n_test_windows=10, windows_per_soundscape=10,
+        unlabelled_soundscapes=0,  # no benchmark task, so nothing is ever submitted for it
     ),
 }
 """Built-in data sets: ``demo-clear`` (high SNR, 1-2 species per window, rare quiet background birds),

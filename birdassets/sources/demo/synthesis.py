@@ -37,6 +37,7 @@ from birdassets.sources.demo.species import (
     PLAN_STREAM,
     SOUNDSCAPE_STREAM,
     TRAIN_STREAM,
+    UNLABELLED_STREAM,
     DemoTaskSpec,
     SpeciesCall,
 )
@@ -247,7 +248,26 @@ def soundscape(spec: DemoTaskSpec, soundscape_index: int, window_species: list[l
     Returns:
         audio ``[windows * window_s * sample_rate]`` float32, peak-normalised.
     """
-    rng = spec.rng(SOUNDSCAPE_STREAM, soundscape_index)
+    return _soundscape(spec, spec.rng(SOUNDSCAPE_STREAM, soundscape_index), window_species)
+
+
+def unlabelled_soundscape(spec: DemoTaskSpec, soundscape_index: int) -> tuple[np.ndarray, list[list[int]]]:
+    """One unlabelled soundscape of ``spec.unlabelled_windows`` windows (``train_soundscapes/``), synthesised like
+    the labelled ones from its own stream (:data:`~.species.UNLABELLED_STREAM`); each window holds 0 to
+    ``test_species_per_window[1]`` species (silent windows too, as in real soundscapes).
+
+    Returns:
+        ``(audio [unlabelled_windows * window_s * sample_rate] float32 peak-normalised, species per window)``.
+    """
+    rng = spec.rng(UNLABELLED_STREAM, soundscape_index)
+    high = spec.test_species_per_window[1]
+    plan = [sorted(map(int, rng.choice(spec.n_species, size=int(rng.integers(0, high + 1)), replace=False)))
+            for _ in range(spec.unlabelled_windows)]
+    return _soundscape(spec, rng, plan), plan
+
+
+def _soundscape(spec: DemoTaskSpec, rng: np.random.Generator, window_species: list[list[int]]) -> np.ndarray:
+    """:func:`soundscape`'s audio, drawn from ``rng``."""
     sr = spec.sample_rate
     window_n = int(round(spec.window_s * sr))
     _, audio = _noise_bed(spec, window_n * len(window_species), rng)  # its pink part has unit power

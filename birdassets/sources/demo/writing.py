@@ -27,15 +27,18 @@ import soundfile as sf
 
 from birdassets.atomic import publish_dir, write_json, write_text
 from birdassets.sources.birdclef import (
+    SAMPLE_SUBMISSION_CSV,
     SOUNDSCAPE_CSV,
     SOUNDSCAPE_DIR,
     SOUNDSCAPE_REQUIRED_COLUMNS,
     TRAIN_AUDIO_DIR,
     TRAIN_CSV,
+    UNLABELLED_SOUNDSCAPE_DIR,
     read_birdclef,
+    submission_row_id,
 )
 from birdassets.sources.demo.species import SITE_STREAM, DemoTaskSpec, SpeciesCall, resolve_task
-from birdassets.sources.demo.synthesis import soundscape, train_recording, window_species_plan
+from birdassets.sources.demo.synthesis import soundscape, train_recording, unlabelled_soundscape, window_species_plan
 from birdassets.sources.ingest import IngestResult
 
 COMPLETE_MARKER = ".complete"
@@ -137,6 +140,7 @@ def _write_dataset(spec: DemoTaskSpec, root: Path) -> None:
     with _BackgroundWriter() as writer:
         _write_train(spec, root, writer)
         _write_soundscapes(spec, root, writer)
+        _write_unlabelled(spec, root, writer)
     write_json(root / SPEC_FILE, spec.record(), sort_keys=True)
 
 
@@ -195,6 +199,23 @@ def _write_soundscapes(spec: DemoTaskSpec, root: Path, writer: _BackgroundWriter
                 }
             )
     _write_csv(root / SOUNDSCAPE_CSV, SOUNDSCAPE_REQUIRED_COLUMNS, rows)
+
+
+def _write_unlabelled(spec: DemoTaskSpec, root: Path, writer: _BackgroundWriter) -> None:
+    """``train_soundscapes/<task>_u<nnn>.ogg`` (no labels anywhere) and ``sample_submission.csv``: ``row_id`` =
+    ``<stem>_<window end, whole s>`` for every window, then one all-zero column per species code, sorted (the
+    task's class order)."""
+    if spec.unlabelled_soundscapes == 0:
+        return
+    codes = sorted(call.code for call in spec.species)
+    rows = []
+    for u in range(spec.unlabelled_soundscapes):
+        stem = f"{spec.name}_u{u:03d}"
+        audio, _ = unlabelled_soundscape(spec, u)
+        writer.write(root / UNLABELLED_SOUNDSCAPE_DIR / f"{stem}.ogg", audio, spec.sample_rate)
+        for w in range(spec.unlabelled_windows):
+            rows.append({"row_id": submission_row_id(stem, (w + 1) * spec.window_s), **dict.fromkeys(codes, "0")})
+    _write_csv(root / SAMPLE_SUBMISSION_CSV, ("row_id", *codes), rows)
 
 
 def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict]) -> None:
