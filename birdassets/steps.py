@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -388,10 +389,11 @@ class SupervisedReport:
 
 
 def train_supervised(settings: Settings, task: str, model_config: ModelConfig, train_config: SupervisedConfig,
-                     augment: AugmentConfig, run_id: str, *, oof_out: Path | None = None) -> SupervisedReport:
+                     augment: AugmentConfig, run_id: str, *, oof_out: Path | None = None,
+                     log: Callable[[str], None] = print) -> SupervisedReport:
     """Train ``model_config``'s family on every fold of the task, publish the model folder
     (:meth:`~birdassets.layout.Layout.models_dir`) and its scores (``scores/<task>/<key>/``); with ``oof_out``,
-    also the out-of-fold predictions as parquet."""
+    also the out-of-fold predictions as parquet. ``log`` gets one line per fold and epoch."""
     from birdassets.supervised.model_folder import write_model_folder
     from birdassets.supervised.cross_validation import train_folds
 
@@ -400,7 +402,7 @@ def train_supervised(settings: Settings, task: str, model_config: ModelConfig, t
     windows = data.mel.windows()
     train_ids = windows.loc[windows["split"] == "train", "window_id"].reset_index(drop=True)
     fold_of = artifacts.fold_assignment(settings.layout.folds_path(task), train_ids)
-    result = train_folds(data.mel, fold_of, model_config, train_config, augment, settings.checkpoint_roots)
+    result = train_folds(data.mel, fold_of, model_config, train_config, augment, settings.checkpoint_roots, log)
     directory = settings.layout.models_dir(task, model)
     lineage = supervised_lineage(data, (model_config, train_config, augment), result, directory, run_id)
     write_model_folder(directory, result, model_record(data, lineage))

@@ -45,6 +45,7 @@ def test_demo_prints_a_leaderboard_row_per_demo_task(demo_home):
     assert "Leaderboard" in stdout
     for task in ("demo-clear", "demo-noisy"):
         assert f"{task}  demo-sup@0" in stdout
+        assert f"{task}  birdclef-rnn.{task}  supervised" in stdout  # the supervised model beside the probes
     # the runs went through the persistent Dagster instance under BIRDASSETS_HOME
     assert (home / "dagster" / "dagster.yaml").exists()
     assert any((home / "dagster" / "storage").iterdir())
@@ -127,7 +128,9 @@ def test_notebook_queries_run_against_the_demo_database(demo_home, monkeypatch):
     assert set(lineage["task"]) == {"demo-clear", "demo-noisy"}
     trained = lineage[lineage["checkpoint"].str.startswith("demo-sup@")]
     assert set(trained["step"]) == {0, 100, 200}
-    pretrained = lineage[~lineage.index.isin(trained.index)]
+    supervised = lineage[lineage["checkpoint"].str.startswith("birdclef-")]
+    assert set(supervised["checkpoint"]) == {"birdclef-rnn.demo-clear", "birdclef-rnn.demo-noisy"}
+    pretrained = lineage[~lineage.index.isin(trained.index) & ~lineage.index.isin(supervised.index)]
     if BIRDNET_KEY in available_pretrained():  # BirdNET: no step, the model file as its checkpoint path
         assert set(pretrained["checkpoint"]) == {BIRDNET_KEY} and pretrained["step"].isna().all()
         assert pretrained["checkpoint_path"].str.endswith(".tflite").all()

@@ -53,6 +53,7 @@ def add_train_parser(actions: argparse._SubParsersAction) -> None:
                        help="auto (mixed_float16 on GPU, mixed_bfloat16 on CPU), float32, mixed_bfloat16, "
                        "mixed_float16")
     train.add_argument("--seed", type=int, default=None, help="seed of everything (default: 42)")
+    train.add_argument("--rnn-units", type=int, default=None, help="units per recurrent layer of rnn (default: 128)")
     train.add_argument("--oof-out", metavar="FILE.parquet", help="also write the out-of-fold predictions here")
     train.set_defaults(func=cmd_train)
 
@@ -70,7 +71,7 @@ def training_configs(args: argparse.Namespace):
         return build_configs(args.model, debug=args.debug, epochs=args.epochs, augment=args.augment,
                              focal=args.focal, class_weights=args.class_weights, init_checkpoint=args.init_checkpoint,
                              precision=args.precision, batch_size=args.batch_size,
-                             seed=SEED if args.seed is None else args.seed)
+                             seed=SEED if args.seed is None else args.seed, rnn_units=args.rnn_units)
     except ValueError as error:
         raise UserError(str(error)) from error
 

@@ -191,14 +191,16 @@ class SupervisedConfig:
 
 def build_configs(model: str, *, debug: bool = False, epochs: int | None = None, augment: bool = True,
                   focal: bool = False, class_weights: bool = False, init_checkpoint: str | None = None,
-                  precision: str = "auto", batch_size: int = 32,
-                  seed: int = SEED) -> tuple[ModelConfig, SupervisedConfig, AugmentConfig]:
+                  precision: str = "auto", batch_size: int = 32, seed: int = SEED,
+                  rnn_units: int | None = None) -> tuple[ModelConfig, SupervisedConfig, AugmentConfig]:
     """The three configs of one training request, as the CLI flags and the Dagster run config state it.
 
-    ``epochs`` None: the mode's default (debug: :data:`DEBUG_EPOCHS`). Raises ``ValueError`` naming a bad value.
+    ``epochs`` / ``rnn_units`` None: the defaults (debug: :data:`DEBUG_EPOCHS`). Raises ``ValueError`` naming a
+    bad value.
     """
     options = {"loss": "focal" if focal else "bce", "class_weights": class_weights, "precision": precision,
                "batch_size": batch_size, "seed": seed} | ({} if epochs is None else {"epochs": epochs})
     train = SupervisedConfig.debug_mode(**options) if debug else SupervisedConfig(**options)
-    return (ModelConfig(family=model, init_checkpoint=init_checkpoint), train,
+    architecture = {} if rnn_units is None else {"rnn_units": rnn_units}
+    return (ModelConfig(family=model, init_checkpoint=init_checkpoint, **architecture), train,
             AugmentConfig() if augment else AugmentConfig.off())

@@ -24,6 +24,7 @@ class SupervisedRunConfig(dg.Config):
     precision: str = "auto"
     batch_size: int = 32
     seed: int = SEED
+    rnn_units: int | None = None
 
 
 def supervised_model_asset(partitions: Partitions) -> dg.AssetsDefinition:
@@ -38,7 +39,7 @@ def supervised_model_asset(partitions: Partitions) -> dg.AssetsDefinition:
             configs = build_configs(model, **config.model_dump())
         except ValueError as error:
             raise dg.Failure(f"supervised_model run config: {error}") from error
-        report = steps.train_supervised(birdassets.settings, task, *configs, context.run.run_id)
+        report = steps.train_supervised(birdassets.settings, task, *configs, context.run.run_id, log=context.log.info)
         return dg.MaterializeResult(metadata=supervised_metadata(report))
 
     return supervised_model
