@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -71,6 +72,15 @@ def cli(capsys, monkeypatch, tmp_path):
         return SimpleNamespace(returncode=code, stdout=captured.out, stderr=captured.err)
 
     return run
+
+@pytest.fixture(autouse=True)
+def no_global_tensorflow_seed_leaks():
+    """Supervised training seeds TensorFlow globally (``keras.utils.set_random_seed``, as Keras recommends); a
+    seeded ``tf.data`` shuffle elsewhere combines its own seed with the global one, so a test that trains a Keras
+    model must not change the data order of the tests after it. Unset the global seed after every test."""
+    yield
+    if "tensorflow" in sys.modules:
+        sys.modules["tensorflow"].random.set_seed(None)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
