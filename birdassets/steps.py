@@ -74,6 +74,18 @@ class TaskData:
         """The mel dataset of this manifest and preset (built by :func:`build_mel`)."""
         return MelDataset(dataset_dir(self.settings.layout.mel_root(self.task), self.manifest, self.preset))
 
+    def lineage_fields(self) -> dict:
+        """The :class:`Lineage` fields every evaluation of this task shares: data, frontend, folds and code."""
+        return {"task": self.task, "manifest_hash": self.manifest.content_hash(), "preset_name": self.preset.name,
+                "preset_hash": self.preset.content_hash(),
+                "folds_hash": folds_hash(pd.read_parquet(self.settings.layout.folds_path(self.task))),
+                "code_version": code_version()}
+
+    def dataset_row(self, manifest_hash: str) -> DatasetRow:
+        """The task's DuckDB ``datasets`` row, with the manifest hash its scores were computed on."""
+        return DatasetRow(self.task, self.dataset.source, str(self.dataset.root), manifest_hash,
+                          len(self.manifest.table), len(self.manifest.classes))
+
 
 def open_store(settings: Settings) -> MetricsStore:
     """The metrics database of ``settings`` (each write creates the file and schema when missing)."""
@@ -257,16 +269,11 @@ def evaluation_lineage(data: TaskData, ref: EncoderRef, run_id: str) -> Lineage:
     """Where a task x checkpoint's scores came from: data, frontend, folds, checkpoint, code and run."""
     settings = data.settings
     return Lineage(
-        task=data.task,
+        **data.lineage_fields(),
         checkpoint=ref.key,
         step=ref.step,
-        manifest_hash=data.manifest.content_hash(),
-        preset_name=data.preset.name,
-        preset_hash=data.preset.content_hash(),
-        folds_hash=folds_hash(pd.read_parquet(settings.layout.folds_path(data.task))),
         checkpoint_path=str(ref.path),
         encoder_family=ref.family,
-        code_version=code_version(),
         run_id=run_id,
         extra={
             "mel_dataset": str(data.mel.builder_dir),
@@ -300,8 +307,7 @@ def record(settings: Settings, task: str, checkpoint: str) -> RecordReport:
     store = open_store(settings)
     written = store.record_evaluation(EvaluationRecord(
         lineage=lineage, scores=scores, class_scores=class_scores,
-        dataset=DatasetRow(task, data.dataset.source, str(data.dataset.root), lineage.manifest_hash,
-                           len(data.manifest.table), len(data.manifest.classes)),
+        dataset=data.dataset_row(lineage.manifest_hash),
         checkpoint=CheckpointRow(checkpoint, run, lineage.step, lineage.checkpoint_path, lineage.encoder_family),
         run=RunRow(lineage.run_id, "benchmark", f"{task} x {checkpoint}"),
     ))
@@ -438,11 +444,8 @@ def supervised_lineage(data: TaskData, configs: tuple[ModelConfig, SupervisedCon
     loss, precision, epochs, seed, code and run."""
     settings, (model_config, train_config, augment) = data.settings, configs
     return Lineage(
-        task=data.task, checkpoint=model_key(model_config.family, data.task), step=None,
-        manifest_hash=data.manifest.content_hash(), preset_name=data.preset.name,
-        preset_hash=data.preset.content_hash(),
-        folds_hash=folds_hash(pd.read_parquet(settings.layout.folds_path(data.task))),
-        checkpoint_path=str(directory), encoder_family=SUPERVISED_FAMILY, code_version=code_version(), run_id=run_id,
+        **data.lineage_fields(), checkpoint=model_key(model_config.family, data.task), step=None,
+        checkpoint_path=str(directory), encoder_family=SUPERVISED_FAMILY, run_id=run_id,
         extra={
             "model_family": model_config.family, "model_config": dataclasses.asdict(model_config),
             "model_config_hash": model_config.content_hash(), "train_config": dataclasses.asdict(train_config),
@@ -480,8 +483,7 @@ def record_supervised(settings: Settings, task: str, model: str, run_id: str) ->
     store = open_store(settings)
     written = store.record_supervised(EvaluationRecord(
         lineage=lineage, scores=scores, class_scores=class_scores,
-        dataset=DatasetRow(task, data.dataset.source, str(data.dataset.root), lineage.manifest_hash,
-                           len(data.manifest.table), len(data.manifest.classes)),
+        dataset=data.dataset_row(lineage.manifest_hash),
         checkpoint=CheckpointRow(key, key, None, lineage.checkpoint_path, SUPERVISED_FAMILY),
         run=RunRow(lineage.run_id, "supervised", f"{task} x {model}, recorded by {run_id}"),
     ), {name: lineage.extra[name] for name in SUPERVISED_MODEL_FIELDS}, history)  # the lineage holds the row

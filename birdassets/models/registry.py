@@ -26,7 +26,7 @@ from typing import Any
 from birdassets.checkpoints.discovery import resolve_checkpoint
 from birdassets.checkpoints.refs import COMMIT_MARKER, CheckpointError
 from birdassets.models.base import EncoderFamily, EncoderRef, LoadedEncoder
-from birdassets.models.keras.keys import MODEL_FAMILIES, encoder_key, parse_encoder_key
+from birdassets.models.keras.keys import MODEL_FAMILIES, MODEL_RECORD, encoder_key, parse_encoder_key
 
 EMBED_BATCH = 64
 """Windows per encoder call when embedding a task."""
@@ -36,9 +36,6 @@ BIRDNET_KEY = "birdnet-v2.4"
 
 SUPERVISED_FAMILY = "keras"
 """The family of supervised model keys (their models live under the models root)."""
-
-MODEL_FILE = "model.json"
-"""The record a complete supervised model folder holds (written last, with the folder, atomically)."""
 
 FAMILIES: dict[str, str] = {
     "vit": "birdassets.models.vit.family",
@@ -116,7 +113,7 @@ def supervised_keys(models_root: Path | None) -> list[str]:
     """Encoder keys of the supervised models trained under ``models_root`` (``<task>/<model>/model.json``), sorted."""
     if models_root is None or not Path(models_root).is_dir():
         return []
-    found = (path.parent for path in Path(models_root).glob(f"*/*/{MODEL_FILE}"))
+    found = (path.parent for path in Path(models_root).glob(f"*/*/{MODEL_RECORD}"))
     return sorted(encoder_key(folder.name, folder.parent.name) for folder in found if folder.name in MODEL_FAMILIES)
 
 

@@ -22,13 +22,13 @@ import numpy as np
 import pandas as pd
 
 from birdassets.atomic import atomic_dir, write_json
+from birdassets.models.keras.keys import MODEL_RECORD
 
 if TYPE_CHECKING:
     import keras
 
     from birdassets.supervised.cross_validation import FoldsResult
 
-MODEL_RECORD = "model.json"
 PREDICTIONS = "predictions.npz"
 HISTORY = "history.parquet"
 WINDOW_IDS = "window_ids.parquet"

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 
 from birdassets.atomic import atomic_path
 from birdassets.audio.io import AudioError, load, probe
@@ -178,16 +179,9 @@ def window_batches(
 # ------------------------------------------------------------------------------------------- prediction
 
 
-def sigmoid(logits: np.ndarray) -> np.ndarray:
-    """Probabilities of logits, float64, overflow-free (``exp`` of non-positive numbers only)."""
-    logits = np.asarray(logits, dtype=np.float64)
-    e = np.exp(-np.abs(logits))
-    return np.where(logits >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-
-
 def fold_average(models: Sequence[Any], mel: np.ndarray) -> np.ndarray:
     """Mean over the fold models of ``sigmoid(logits)``: ``[batch, frames, mels]`` -> float64 ``[batch, classes]``."""
-    return np.mean([sigmoid(model.predict_on_batch(mel)) for model in models], axis=0)
+    return np.mean([expit(np.asarray(model.predict_on_batch(mel), np.float64)) for model in models], axis=0)
 
 
 def predict_batches(

@@ -17,8 +17,8 @@ import numpy as np
 
 from birdassets.checkpoints.refs import CheckpointError
 from birdassets.models.base import Encoder, EncoderFamily, EncoderRef, InputSpec, check_mel_batch, no_pretrained
-from birdassets.models.registry import MODEL_FILE, SUPERVISED_FAMILY
-from birdassets.models.keras.keys import parse_encoder_key
+from birdassets.models.registry import SUPERVISED_FAMILY
+from birdassets.models.keras.keys import MODEL_RECORD, parse_encoder_key
 
 EMBEDDING_LAYER = "embedding"
 """The layer of every supervised network whose output is the window embedding ``[batch, dim]``."""
@@ -36,15 +36,15 @@ def find(models_root: Path | None, key: str) -> EncoderRef:
     if models_root is None:
         raise CheckpointError(f"supervised model {key!r}: no models root to look in")
     folder = Path(models_root) / task / model
-    if not (folder / MODEL_FILE).is_file():
-        raise CheckpointError(f"supervised model {key!r} not found: {folder} has no {MODEL_FILE} "
+    if not (folder / MODEL_RECORD).is_file():
+        raise CheckpointError(f"supervised model {key!r} not found: {folder} has no {MODEL_RECORD} "
                               f"(train it with: birdassets birdclef train --task {task} --model {model})")
     return EncoderRef(key=key, family=SUPERVISED_FAMILY, run=key, step=None, path=folder)
 
 
 def read_record(ref: EncoderRef) -> dict[str, Any]:
     """The folder's ``model.json``."""
-    return json.loads((ref.path / MODEL_FILE).read_text())
+    return json.loads((ref.path / MODEL_RECORD).read_text())
 
 
 def input_spec(record: dict[str, Any]) -> InputSpec:
@@ -67,7 +67,7 @@ def validate(ref: EncoderRef) -> dict[str, Any]:
     try:
         spec = input_spec(record)
     except (KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(f"{ref.path / MODEL_FILE}: cannot read the model's input: {error!r}") from error
+        raise CheckpointError(f"{ref.path / MODEL_RECORD}: cannot read the model's input: {error!r}") from error
     return {"model": record.get("model"), "task": record.get("task"), "input": list(spec.shape),
             "n_params": record.get("n_params")}
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 MODEL_FAMILIES = ("cnn", "rnn", "vit")
 """The supervised model families (``birdassets birdclef train --model``)."""
 
+MODEL_RECORD = "model.json"
+"""The record of a trained model's folder (``models/<task>/<model>/``), published with it, atomically."""
+
 
 def model_key(model: str, task: str) -> str:
     """The checkpoint key of a supervised model: ``"birdclef-<model>.<task>"``, e.g. ``"birdclef-rnn.demo-clear"``.
