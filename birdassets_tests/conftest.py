@@ -75,9 +75,9 @@ def cli(capsys, monkeypatch, tmp_path):
 
 @pytest.fixture(autouse=True)
 def no_global_tensorflow_seed_leaks():
-    """Supervised training seeds TensorFlow globally (``keras.utils.set_random_seed``, as Keras recommends); a
-    seeded ``tf.data`` shuffle elsewhere combines its own seed with the global one, so a test that trains a Keras
-    model must not change the data order of the tests after it. Unset the global seed after every test."""
+    """A seeded ``tf.data`` shuffle combines its own seed with TensorFlow's global one. ``train_folds`` puts the
+    global seed back itself (tested in ``test_supervised_training``); a test that seeds Keras or TensorFlow
+    directly must not change the data order of the tests after it either. Unset the global seed after each test."""
     yield
     if "tensorflow" in sys.modules:
         sys.modules["tensorflow"].random.set_seed(None)

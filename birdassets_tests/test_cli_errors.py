@@ -124,6 +124,18 @@ def test_a_bug_keeps_its_traceback(capsys):
     assert capsys.readouterr().err == "birdassets demo: no such thing second line\n"
 
 
+def test_a_diverging_model_is_one_line_naming_task_fold_and_epoch(capsys):
+    """Divergence comes from the settings (learning rate, precision), not the code: no traceback."""
+    from birdassets.supervised.cross_validation import NonFiniteLossError
+
+    def diverged() -> int:
+        raise NonFiniteLossError("demo-clear: fold 3 epoch 2: the training loss is nan; training diverged")
+
+    assert run_command("birdclef train", diverged) == 2
+    assert capsys.readouterr().err == ("birdassets birdclef train: demo-clear: fold 3 epoch 2: the training loss is "
+                                       "nan; training diverged\n")
+
+
 def test_one_line_keeps_every_line_with_words():
     assert one_line(ValueError('Parser Error: syntax error\n\nLINE 1: selec 1\n        ^\nSQL: selec 1')) == (
         "Parser Error: syntax error LINE 1: selec 1 SQL: selec 1"

@@ -18,7 +18,7 @@ from flax import nnx
 from birdassets.checkpoints.refs import CheckpointError
 from birdassets.models.vit import ViTConfig, ViTEmbedder, ViTEncoder, restore_encoder, save_checkpoint
 from birdassets.supervised.config import ModelConfig
-from birdassets.supervised.architectures import EMBEDDING, LOGITS, MEL_AVERAGE, ViTBackbone, build_model
+from birdassets.supervised.architectures import EMBEDDING, LOGITS, MEL_AVERAGE, MEL_NORM, ViTBackbone, build_model
 from birdassets.supervised.precision import precision_policy, resolve_precision
 
 WINDOW = (256, 256)
@@ -111,6 +111,17 @@ def test_rnn_averages_adjacent_mel_bins_like_numpy() -> None:
     averaged = np.asarray(keras.Model(model.input, model.get_layer(MEL_AVERAGE).output)(x))
     by_hand = np.stack([[[x[b, t, 4 * g:4 * g + 4].sum() / 4 for g in range(3)] for t in range(5)] for b in range(2)])
     np.testing.assert_allclose(averaged, by_hand, rtol=1e-6)
+
+
+def test_rnn_normalises_each_averaged_mel_bin_over_batch_and_time() -> None:
+    """In training, every bin leaves the norm with mean 0 and variance 1 over batch x frames (the [0, 1] dB values
+    would otherwise sit in a narrow band the GRU barely learns from)."""
+    model = build_model(ModelConfig(family="rnn", rnn_units=4, rnn_mels=3), (40, 12), CLASSES)
+    x = windows(6, (40, 12)) * np.linspace(0.1, 1.0, 12, dtype=np.float32)  # bins of different scales
+    normed = np.asarray(keras.Model(model.input, model.get_layer(MEL_NORM).output)(x, training=True), np.float64)
+    averaged = x.reshape(6, 40, 3, 4).mean(axis=-1).astype(np.float64)
+    by_hand = (averaged - averaged.mean(axis=(0, 1))) / np.sqrt(averaged.var(axis=(0, 1)) + 1e-3)  # Keras's epsilon
+    np.testing.assert_allclose(normed, by_hand, atol=1e-4)
 
 
 def test_rnn_mels_must_divide_the_window_mels() -> None:

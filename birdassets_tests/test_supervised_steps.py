@@ -151,5 +151,5 @@ def test_user_errors_are_one_line_and_exit_2(home, flags, message):
     result = run_cli(home, "birdclef", "train", *flags)
     assert result.returncode == 2  # at most the heading reached stdout (a fold too small is found once training starts)
     assert result.stdout == "" or result.stdout.count("\n") == 1 and result.stdout.startswith(f"training rnn on {TASK}")
-    assert result.stderr.count("\n") == 1 and result.stderr.startswith("birdassets birdclef: ")
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("birdassets birdclef train: ")
     assert message in result.stderr

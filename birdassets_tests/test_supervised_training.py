@@ -133,6 +133,21 @@ def test_the_same_seed_gives_bit_identical_predictions_and_another_seed_does_not
     assert np.abs(other.test_scores - first.test_scores).max() > 1e-3
 
 
+def test_training_leaves_the_data_order_of_later_pipelines_alone(task):
+    """Keras seeds TensorFlow globally; a seed left behind would reorder every later seeded tf.data shuffle
+    (here the Flax training stream) in the same process."""
+    import tensorflow as tf
+    from birdassets.train.stream import training_stream
+
+    dataset, folds, _ = task
+    keep = np.ones(len(folds), dtype=bool)
+    first_batch = lambda: fingerprints([next(training_stream(dataset, keep, BATCH, seed=3))["mel"]])  # noqa: E731
+    tf.random.set_seed(None)
+    before = first_batch()
+    train(task, SupervisedConfig(epochs=1, batch_size=BATCH, precision="float32"), fold_of=folds % 2)
+    np.testing.assert_array_equal(first_batch(), before)
+
+
 def test_the_result_has_one_out_of_fold_row_per_training_window(task, trained):
     result, lines = trained
     dataset, fold_of, folds_path = task

@@ -62,4 +62,5 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "quiet", True):
         quiet()
-    return run_command(args.command, lambda: args.func(args))
+    command = " ".join(filter(None, (args.command, getattr(args, "action", None))))  # "birdclef train"
+    return run_command(command, lambda: args.func(args))

@@ -32,6 +32,7 @@ LIBRARY_USER_ERRORS = (
     ("birdassets.models.birdnet", "BirdNetError"),  # BirdNET not installed
     ("birdassets.supervised.fold_data", "SupervisedDataError"),  # folds out of step; a fold smaller than one batch
     ("birdassets.supervised.submission", "SubmissionError"),  # a model folder that cannot make a submission
+    ("birdassets.supervised.cross_validation", "NonFiniteLossError"),  # training diverged: lower the learning rate
 )
 """``(module, class)`` of each library exception that means "the input is wrong", never "the code is wrong"."""
 

@@ -10,7 +10,9 @@ LOGITS. Its layer named :data:`EMBEDDING` outputs the pooled features ``[batch, 
   adapted (``weights=None``), is the identity (mean 0, variance 1). Windows in [0, 1] are therefore first scaled
   by 255, so its stem sees them in [0, 1] again (fed as they are, they would reach the stem's BatchNorm at
   1/255 of their scale, far below its epsilon). ResNet50 has no built-in preprocessing.
-* ``rnn``: the mel axis averaged down to ``rnn_mels`` bins in equal groups of adjacent bins, ``rnn_layers``
+* ``rnn``: the mel axis averaged down to ``rnn_mels`` bins in equal groups of adjacent bins, each bin normalised
+  over batch and time (``BatchNormalization``: without it the [0, 1] dB values leave the GRU learning the class
+  priors only, OOF AUC 0.61 instead of 0.81 after 10 epochs on demo-clear's fold 0), ``rnn_layers``
   GRU/LSTM layers over time (``return_sequences``), then the mean and the max over time concatenated;
   width ``2 * rnn_units``.
 * ``vit``: the project's Flax NNX :class:`~birdassets.models.vit.network.ViTEncoder` inside
@@ -50,6 +52,8 @@ LOGITS = "logits"
 """Name of the float32 classification head ``[batch, classes]``."""
 MEL_AVERAGE = "mel_average"
 """Name of the RNN family's layer that outputs ``[batch, frames, rnn_mels]``."""
+MEL_NORM = "mel_norm"
+"""Name of the RNN family's ``BatchNormalization`` of the averaged mel bins (one mean and variance per bin)."""
 
 CNN_BACKBONE_BUILDERS = {"efficientnet_b0": "EfficientNetB0", "resnet50": "ResNet50"}
 """CNN backbone name (:data:`~birdassets.supervised.config.CNN_BACKBONES`) -> ``keras.applications`` builder."""
@@ -180,7 +184,8 @@ def _cnn_features(inputs: keras.KerasTensor, config: ModelConfig, checkpoint_roo
 
 
 def _rnn_features(inputs: keras.KerasTensor, config: ModelConfig, checkpoint_roots: Iterable[str | Path]) -> Any:
-    """Average mels to ``rnn_mels`` -> ``rnn_layers`` x GRU/LSTM -> concat(mean, max over time) ``[batch, 2 units]``.
+    """Average mels to ``rnn_mels`` -> normalise each bin -> ``rnn_layers`` x GRU/LSTM -> concat(mean, max over
+    time) ``[batch, 2 units]``.
 
     Raises:
         ValueError: ``rnn_mels`` does not divide the window's mel bins.
@@ -192,6 +197,7 @@ def _rnn_features(inputs: keras.KerasTensor, config: ModelConfig, checkpoint_roo
     x = layers.Reshape((frames, mels, 1), name="with_channel")(inputs)
     x = layers.AveragePooling2D(pool_size=(1, mels // config.rnn_mels), name="mel_groups")(x)
     x = layers.Reshape((frames, config.rnn_mels), name=MEL_AVERAGE)(x)
+    x = layers.BatchNormalization(name=MEL_NORM)(x)
     for index in range(config.rnn_layers):
         x = RNN_CELLS[config.rnn_cell](config.rnn_units, return_sequences=True, name=f"{config.rnn_cell}_{index}")(x)
     pooled = [layers.GlobalAveragePooling1D(name="time_mean")(x), layers.GlobalMaxPooling1D(name="time_max")(x)]

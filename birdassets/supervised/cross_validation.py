@@ -1,7 +1,7 @@
 """Train one supervised model family on every fold of a task: one model, one compile, reused across folds.
 
 :func:`train_folds` seeds everything (``keras.utils.set_random_seed``: numpy, TensorFlow, Python ``random``,
-Keras), builds the model once under the precision policy and compiles it once (AdamW, cosine decay, the loss of
+Keras; TensorFlow's global seed is put back when it returns, see :func:`seeded`), builds the model once under the precision policy and compiles it once (AdamW, cosine decay, the loss of
 :func:`birdassets.supervised.losses.make_loss`). Every fold then starts from the same state: the model's
 variables (weights and dropout seed states) and the optimizer's variables are reset to the values they had
 after the build, so the jit-compiled train and predict functions are reused (no re-trace: ``FoldsResult.compiles``
@@ -220,6 +220,23 @@ class TrainingSession:
             variable.assign(value)
 
 
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """``keras.utils.set_random_seed(seed)`` inside the block; TensorFlow's global seed is put back on exit.
+
+    A seeded ``tf.data`` shuffle combines its own seed with TensorFlow's global one, so a global seed left behind
+    would change the data order of every later pipeline in the process (the Flax training stream, another task).
+    """
+    from tensorflow.python.eager import context  # the global seed has no public getter
+
+    previous = context.global_seed()
+    keras.utils.set_random_seed(seed)
+    try:
+        yield
+    finally:
+        tf.random.set_seed(previous)
+
+
 def train_folds(dataset: MelDataset, fold_of: np.ndarray, model_config: ModelConfig, train_config: SupervisedConfig,
                 augment: AugmentConfig, checkpoint_roots: Iterable[str | Path] = (),
                 log: Callable[[str], None] = print) -> FoldsResult:
@@ -237,10 +254,9 @@ def train_folds(dataset: MelDataset, fold_of: np.ndarray, model_config: ModelCon
         NonFiniteLossError: the training loss or a prediction became NaN or infinite.
     """
     started = time.perf_counter()
-    keras.utils.set_random_seed(train_config.seed)
     plan = FoldPlan.make(dataset, fold_of, train_config)
     input_shape = tuple(int(n) for n in dataset.builder().info.features["mel"].shape)
-    with counting_compiles() as counter:
+    with seeded(train_config.seed), counting_compiles() as counter:
         session = build_session(model_config, train_config, input_shape, plan, checkpoint_roots)
         outcomes = []
         for fold in range(plan.n_folds):
