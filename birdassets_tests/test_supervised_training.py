@@ -7,6 +7,8 @@ mel dataset and folded by the real steps; the RNN family (2 x GRU(16)) trains 2 
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -22,7 +24,7 @@ pytestmark = pytest.mark.slow
 TASK = "mini"
 BATCH = 8
 MODEL = ModelConfig(family="rnn", rnn_units=16, rnn_mels=32, dropout=0.1)
-CONFIG = SupervisedConfig(epochs=2, batch_size=BATCH, precision="float32")
+CONFIG = SupervisedConfig(epochs=2, batch_size=BATCH, precision="float32", learning_rate=3e-3)
 
 
 @pytest.fixture(scope="module")
@@ -84,14 +86,17 @@ def test_the_debug_cap_draws_a_seeded_sorted_subset():
     np.testing.assert_array_equal(select_training_rows(31, 1000, seed=42), np.arange(31))
 
 
-def test_a_folds_pipelines_read_exactly_its_windows(task):
-    from birdassets.supervised.fold_data import fold_datasets, prediction_pipeline, select_training_rows
+@pytest.mark.parametrize("source", ["streamed", "in memory"])
+def test_a_folds_pipelines_read_exactly_its_windows(task, source):
+    from birdassets.supervised.fold_data import SplitArrays, fold_datasets, prediction_pipeline, select_training_rows
 
     dataset, fold_of, _ = task
+    in_memory = SplitArrays.read_if_small(dataset) if source == "in memory" else None
+    assert (in_memory is None) == (source == "streamed") and SplitArrays.read_if_small(dataset, max_bytes=0) is None
     every = fingerprints(prediction_pipeline(dataset, "train", None, BATCH).as_numpy_iterator())[:len(fold_of)]
     assert len(np.unique(every)) == len(fold_of)  # the fingerprint identifies a window
     rows = select_training_rows(len(fold_of), 25, seed=42)  # a debug cap: the other 6 windows are never read
-    data = fold_datasets(dataset, rows, fold_of, 1, 4, AugmentConfig.off(), seed=42, epochs=2)
+    data = fold_datasets(dataset, rows, fold_of, 1, 4, AugmentConfig.off(), seed=42, epochs=2, in_memory=in_memory)
     assert set(data.train_rows) | set(data.valid_rows) == set(rows) and not set(data.train_rows) & set(data.valid_rows)
     assert np.all(fold_of[data.valid_rows] == 1) and np.all(fold_of[data.train_rows] != 1)
     batches = [(mel, labels) for mel, labels in data.train.as_numpy_iterator()]
@@ -101,9 +106,9 @@ def test_a_folds_pipelines_read_exactly_its_windows(task):
     assert len(seen) == 2 * len(data.train_rows) // 4 * 4 and set(seen) <= set(every[data.train_rows])
     first, second = seen[:len(data.train_rows)], seen[len(data.train_rows):2 * len(data.train_rows)]
     assert not np.array_equal(first, second)  # reshuffled each epoch ...
-    again = fold_datasets(dataset, rows, fold_of, 1, 4, AugmentConfig.off(), seed=42, epochs=2)
+    again = fold_datasets(dataset, rows, fold_of, 1, 4, AugmentConfig.off(), seed=42, epochs=2, in_memory=in_memory)
     np.testing.assert_array_equal(fingerprints(m for m, _ in again.train.as_numpy_iterator()), seen)  # ... seeded
-    valid = list(data.valid.as_numpy_iterator())
+    valid = list(data.valid.as_numpy_iterator()) if in_memory is None else np.split(data.valid, len(data.valid) // 4)
     assert all(batch.shape[0] == 4 for batch in valid)  # padded to the batch size
     padded = fingerprints(valid)
     np.testing.assert_allclose(padded[:len(data.valid_rows)], every[data.valid_rows], rtol=1e-12)
@@ -128,7 +133,7 @@ def test_the_same_seed_gives_bit_identical_predictions_and_another_seed_does_not
     np.testing.assert_array_equal(first.valid_scores, second.valid_scores)
     np.testing.assert_array_equal(first.test_scores, second.test_scores)
     pd.testing.assert_frame_equal(first.history.drop(columns="seconds"), second.history.drop(columns="seconds"))
-    other = train(task, SupervisedConfig(epochs=2, batch_size=BATCH, precision="float32", seed=43))[0]
+    other = train(task, dataclasses.replace(CONFIG, seed=43))[0]
     assert np.abs(other.valid_scores - first.valid_scores).max() > 1e-3
     assert np.abs(other.test_scores - first.test_scores).max() > 1e-3
 

@@ -210,6 +210,18 @@ class MelDataset:
             ds = ds.batch(batch_size)
         return ds.prefetch(tf.data.AUTOTUNE)
 
+    def arrays(self, split: str, select: np.ndarray | None = None,
+               batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """The split's windows in memory, window-index order: ``(mel [n, frames, mels] float32, labels
+        [n, classes] float32)``; with ``select`` (bool ``[windows of the split]``) only the selected rows."""
+        mels, labels, offset = [], [], 0
+        for batch in self.as_dataset(split, batch_size=batch_size).as_numpy_iterator():
+            take = slice(None) if select is None else select[offset: offset + len(batch["mel"])]
+            mels.append(batch["mel"][take])
+            labels.append(batch["labels"][take].astype(np.float32))
+            offset += len(batch["mel"])
+        return np.concatenate(mels), np.concatenate(labels)
+
 
 def shards_for(windows: int, windows_per_shard: int = WINDOWS_PER_SHARD) -> int:
     """Shard count for a split of ``windows`` examples (about 20 MB of float32 mel per shard)."""

@@ -17,6 +17,8 @@ The order, each step switchable in :class:`~birdassets.supervised.config.Augment
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import tensorflow as tf
 
@@ -63,13 +65,20 @@ def augmented(ds: tf.data.Dataset, config: AugmentConfig, seed: int) -> tf.data.
     """
     if not config.active:
         return ds
+    augment = traced_augment(config)
 
     def augment_indexed(index: tf.Tensor, batch: tuple[tf.Tensor, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
         mel, labels = batch
-        batch_seed = tf.stack([tf.constant(seed, tf.int64), tf.cast(index, tf.int64)])
-        return augment_batch(mel, labels, batch_seed, config)
+        return augment(mel, labels, tf.stack([tf.constant(seed, tf.int64), tf.cast(index, tf.int64)]))
 
     return ds.enumerate().map(augment_indexed, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+@functools.lru_cache(maxsize=16)
+def traced_augment(config: AugmentConfig) -> tf.types.experimental.PolymorphicFunction:
+    """:func:`augment_batch` under ``config`` as one ``tf.function``: traced once per batch shape, however many
+    pipelines (one per fold) map it; no AutoGraph (its only branches are on ``config``, plain Python)."""
+    return tf.function(functools.partial(augment_batch, config=config), autograph=False)
 
 
 def brightness_contrast(mel: tf.Tensor, seed: tf.Tensor, brightness: float, contrast: float) -> tf.Tensor:

@@ -32,10 +32,11 @@ from birdassets.datasets.mel_tfds import MelDataset
 from birdassets.supervised.config import AugmentConfig, ModelConfig, SupervisedConfig
 from birdassets.supervised.fold_data import (
     FoldData,
+    SplitArrays,
     SplitWindows,
     SupervisedDataError,
     fold_datasets,
-    held_out_pipeline,
+    held_out_windows,
     require_fold_table,
     select_training_rows,
 )
@@ -165,7 +166,8 @@ def counting_compiles() -> Iterator[CompileCounter]:
 
 @dataclass(frozen=True)
 class FoldPlan:
-    """What every fold shares: the rows in use, their folds and labels, the test truth, the task's name."""
+    """What every fold shares: the rows in use, their folds and labels, the test truth, the task's name, and the
+    windows themselves when they fit in memory (``in_memory``, else None: streamed)."""
 
     dataset: MelDataset
     task: str
@@ -175,6 +177,7 @@ class FoldPlan:
     y_test: np.ndarray
     n_folds: int
     steps: tuple[int, ...]
+    in_memory: SplitArrays | None = None
 
     @classmethod
     def make(cls, dataset: MelDataset, fold_of: np.ndarray, config: SupervisedConfig) -> FoldPlan:
@@ -193,7 +196,8 @@ class FoldPlan:
         if min(steps) == 0:
             raise SupervisedDataError(f"{dataset.root}: fold {steps.index(0)} trains on fewer windows than one "
                                       f"batch ({config.batch_size}); lower --batch-size")
-        return cls(dataset, dataset.root.parent.name, rows, fold_of, train, y_test, n_folds, steps)
+        return cls(dataset, dataset.root.parent.name, rows, fold_of, train, y_test, n_folds, steps,
+                   SplitArrays.read_if_small(dataset))
 
     @property
     def classes(self) -> int:
@@ -209,8 +213,8 @@ class TrainingSession:
     initial_variables: list[np.ndarray]
     initial_optimizer: list[np.ndarray]
     weighted: bool
-    test: tf.data.Dataset | None
-    """The test split's padded batches (:func:`birdassets.supervised.fold_data.held_out_pipeline`), built once."""
+    test: tf.data.Dataset | np.ndarray | None
+    """The test split's padded windows (:func:`birdassets.supervised.fold_data.held_out_windows`), made once."""
 
     def reset(self) -> None:
         """Back to the state right after the build: weights, seed states and optimizer variables."""
@@ -284,7 +288,7 @@ def build_session(model_config: ModelConfig, config: SupervisedConfig, input_sha
         model.optimizer.build(model.trainable_variables)
     return TrainingSession(model, precision, [ops.convert_to_numpy(v.value) for v in model.variables],
                            [ops.convert_to_numpy(v.value) for v in model.optimizer.variables], config.class_weights,
-                           held_out_pipeline(plan.dataset, config.batch_size))
+                           held_out_windows(plan.dataset, config.batch_size, plan.in_memory))
 
 
 @dataclass
@@ -308,14 +312,14 @@ def train_one_fold(session: TrainingSession, plan: FoldPlan, fold: int, config: 
     started = time.perf_counter()
     session.reset()
     data = fold_datasets(plan.dataset, plan.rows, plan.fold_of, fold, config.batch_size, augment,
-                         config.seed, config.epochs, with_test=False)
+                         config.seed, config.epochs, with_test=False, in_memory=plan.in_memory)
     train = with_class_weights(data, plan) if session.weighted else data.train
     monitor = EpochValidation(plan, data, log)
     session.model.fit(train, epochs=config.epochs, steps_per_epoch=data.steps_per_epoch, verbose=0,
                       shuffle=False, callbacks=[monitor])  # the pipeline shuffles
     session.model.set_weights(monitor.best_weights)
     test_scores = predict_probabilities(session.model, session.test, len(plan.y_test), plan.classes,
-                                        f"{plan.task}: fold {fold} test")
+                                        f"{plan.task}: fold {fold} test", config.batch_size)
     copy = keras.models.clone_model(session.model)
     copy.set_weights(monitor.best_weights)
     return FoldOutcome(fold, data.valid_rows, monitor.best_scores, test_scores, monitor.best_epoch, copy,
@@ -361,7 +365,7 @@ class EpochValidation(keras.callbacks.Callback):
             raise NonFiniteLossError(f"{where}: the training loss is {train_loss}; training diverged "
                                      "(lower the learning rate or switch mixed precision off)")
         scores = predict_probabilities(self.model, self.data.valid, len(self.data.valid_rows), self.plan.classes,
-                                       where)
+                                       where, self.data.batch_size)
         auc = validation_auc(self.truth, scores)
         row = {"fold": self.data.fold, "epoch": number, "train_loss": train_loss,
                "val_loss": binary_crossentropy(self.truth, scores), "val_auc": auc,
@@ -374,9 +378,10 @@ class EpochValidation(keras.callbacks.Callback):
                  f"val_loss {row['val_loss']:.4f} val_auc {auc:.4f} ({row['seconds']:.1f} s)")
 
 
-def predict_probabilities(model: keras.Model, batches: tf.data.Dataset | None, rows: int, classes: int,
-                          where: str = "test") -> np.ndarray:
-    """``[rows, classes]`` float32 sigmoid of the model's logits on padded ``batches`` (the first ``rows``).
+def predict_probabilities(model: keras.Model, batches: tf.data.Dataset | np.ndarray | None, rows: int, classes: int,
+                          where: str = "test", batch_size: int | None = None) -> np.ndarray:
+    """``[rows, classes]`` float32 sigmoid of the model's logits on padded ``batches`` (the first ``rows``):
+    a pipeline of padded batches, or windows padded to whole batches of ``batch_size``.
 
     Raises:
         NonFiniteLossError: a logit is NaN or infinite.
@@ -385,7 +390,8 @@ def predict_probabilities(model: keras.Model, batches: tf.data.Dataset | None, r
 
     if batches is None or rows == 0:
         return np.zeros((0, classes), np.float32)
-    logits = np.asarray(model.predict(batches, verbose=0), dtype=np.float32)[:rows]
+    size = {"batch_size": batch_size} if isinstance(batches, np.ndarray) else {}
+    logits = np.asarray(model.predict(batches, verbose=0, **size), dtype=np.float32)[:rows]
     if logits.shape != (rows, classes) or not np.isfinite(logits).all():
         raise NonFiniteLossError(f"{where}: the model predicted {int((~np.isfinite(logits)).sum())} non-finite "
                                  f"logits (shape {logits.shape}, expected {(rows, classes)})")

@@ -1,16 +1,22 @@
-"""tf.data pipelines of one cross-validation fold, streamed from a task's TFDS mel dataset.
+"""tf.data pipelines of one cross-validation fold, from a task's TFDS mel dataset: streamed, or from memory.
 
-Nothing here loads a split into memory: every pipeline reads the TFDS split and keeps the windows it wants with a
-boolean mask looked up by the example's row in the split (its ``window_id`` through a hash table, so the files may
-be read in any order). Only the window index (one row of metadata per window) is read with pandas.
+Two sources, the same pipelines:
 
-- training: the fold's training windows, files shuffled (seeded), a shuffle buffer of :data:`SHUFFLE_WINDOWS`
-  windows (seeded, reshuffled each epoch), ``repeat(epochs)``, ``batch(drop_remainder=True)``, the training
+- **in memory** (:class:`SplitArrays`): a task whose train and test windows take at most :data:`IN_MEMORY_BYTES`
+  is read once, and every fold slices the arrays (5 folds x epochs would otherwise re-read and re-decode the
+  files each pass; the demo tasks: 378 windows, 95 MiB).
+- **streamed**: every pipeline reads the TFDS split and keeps the windows it wants with a boolean mask looked up
+  by the example's row in the split (its ``window_id`` through a hash table, so the files may be read in any
+  order). Only the window index (one row of metadata per window) is read with pandas.
+
+- training: the fold's training windows, shuffled (seeded, reshuffled each epoch; streamed: files shuffled too and
+  a buffer of :data:`SHUFFLE_WINDOWS`), ``repeat(epochs)``, ``batch(drop_remainder=True)``, the training
   augmentations (:func:`birdassets.supervised.augment.augmented`), prefetch. Yields ``(mel [batch, frames, mels]
   float32, labels [batch, classes] float32)``.
-- validation / test: no augmentation, example order, and every batch padded to ``batch_size`` windows (zeros) so
-  the compiled predict function sees one shape; yields ``mel [batch_size, frames, mels]``; the caller keeps the
-  first ``rows`` predictions.
+- validation / test: no augmentation, example order, and the windows padded to whole batches of ``batch_size``
+  (zeros) so the compiled predict function sees one shape: streamed, a pipeline of ``mel [batch_size, frames,
+  mels]`` batches; in memory, one array ``[batches * batch_size, frames, mels]``. The caller keeps the first
+  ``rows`` predictions.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from birdassets.datasets.mel_tfds import MelDataset
 from birdassets.sources.manifest import multi_hot
 from birdassets.supervised.config import AugmentConfig
 
+IN_MEMORY_BYTES = 512 * 2**20
+"""Train and test windows up to this many bytes of float32 mel are held in memory (:class:`SplitArrays`)."""
 SHUFFLE_WINDOWS = 2048
 """Shuffle buffer of the training pipeline, windows (2048 BirdCLEF windows of 256 x 256 float32 = 512 MiB)."""
 
@@ -63,14 +71,41 @@ class SplitWindows:
 
 
 @dataclass(frozen=True)
+class SplitArrays:
+    """A task's train and test windows in memory, window-index order.
+
+    Attributes:
+        train_mel: ``[train windows, frames, mels]`` float32; ``train_labels``: ``[train windows, classes]`` float32.
+        test_mel: ``[test windows, frames, mels]`` float32 (no rows when the dataset has no test split).
+    """
+
+    train_mel: np.ndarray
+    train_labels: np.ndarray
+    test_mel: np.ndarray
+
+    @classmethod
+    def read_if_small(cls, dataset: MelDataset, max_bytes: int = IN_MEMORY_BYTES) -> SplitArrays | None:
+        """Both splits read once, or None when their windows take more than ``max_bytes``."""
+        windows = dataset.windows()
+        frames, mels = dataset.builder().info.features["mel"].shape
+        if len(windows) * frames * mels * np.dtype(np.float32).itemsize > max_bytes:
+            return None
+        train_mel, train_labels = dataset.arrays("train")
+        has_test = bool((windows["split"] == "test").any())
+        test_mel = dataset.arrays("test")[0] if has_test else np.zeros((0, frames, mels), np.float32)
+        return cls(train_mel, train_labels, test_mel)
+
+
+@dataclass(frozen=True)
 class FoldData:
     """The pipelines of one fold (module docstring for what each yields).
 
     Attributes:
         fold: the validation fold.
         train: augmented training batches, ``epochs * steps_per_epoch`` of them at least.
-        valid: the fold's validation windows (rows ``valid_rows`` of the train split), padded batches.
-        test: the test split, padded batches (None when the dataset has no test split, or ``with_test=False``).
+        valid: the fold's validation windows (rows ``valid_rows`` of the train split), padded batches (streamed)
+            or a padded array (in memory).
+        test: the test split, likewise (None when the dataset has no test split, or ``with_test=False``).
         train_rows / valid_rows: rows of the train split each pipeline reads, ascending.
         steps_per_epoch: ``len(train_rows) // batch_size`` (the last partial batch of an epoch rolls over).
         batch_size: windows per batch.
@@ -78,8 +113,8 @@ class FoldData:
 
     fold: int
     train: tf.data.Dataset
-    valid: tf.data.Dataset
-    test: tf.data.Dataset | None
+    valid: tf.data.Dataset | np.ndarray
+    test: tf.data.Dataset | np.ndarray | None
     train_rows: np.ndarray
     valid_rows: np.ndarray
     steps_per_epoch: int
@@ -96,7 +131,8 @@ def select_training_rows(n_train: int, max_samples: int | None, seed: int) -> np
 
 
 def fold_datasets(dataset: MelDataset, train_rows: np.ndarray, fold_of: np.ndarray, fold: int, batch_size: int,
-                  augment: AugmentConfig, seed: int, epochs: int, *, with_test: bool = True) -> FoldData:
+                  augment: AugmentConfig, seed: int, epochs: int, *, with_test: bool = True,
+                  in_memory: SplitArrays | None = None) -> FoldData:
     """The training, validation and test pipelines of ``fold``.
 
     Args:
@@ -109,7 +145,8 @@ def fold_datasets(dataset: MelDataset, train_rows: np.ndarray, fold_of: np.ndarr
         seed: file order, shuffle buffer and augmentations derive from it (and from ``fold``).
         epochs: passes over the training rows.
         with_test: build the test pipeline (the same for every fold: callers looping over folds build it once
-            with :func:`held_out_pipeline`).
+            with :func:`held_out_windows`).
+        in_memory: the dataset's windows read once (:meth:`SplitArrays.read_if_small`); None streams them.
 
     Raises:
         SupervisedDataError: ``fold_of`` does not match the train split, or the fold has no validation
@@ -120,9 +157,14 @@ def fold_datasets(dataset: MelDataset, train_rows: np.ndarray, fold_of: np.ndarr
     train_mask, valid_mask = fold_masks(dataset, train_rows, fold_of, fold, batch_size)
     steps = int(train_mask.sum()) // batch_size
     fold_seed = seed * 1000 + fold
-    train = training_pipeline(dataset, train_split, train_mask, batch_size, augment, fold_seed, epochs)
-    valid = prediction_pipeline(dataset, "train", valid_mask, batch_size)
-    test = held_out_pipeline(dataset, batch_size) if with_test else None
+    if in_memory is None:
+        train = training_pipeline(dataset, train_split, train_mask, batch_size, augment, fold_seed, epochs)
+        valid = prediction_pipeline(dataset, "train", valid_mask, batch_size)
+    else:
+        train = array_training_pipeline(in_memory.train_mel[train_mask], in_memory.train_labels[train_mask],
+                                        batch_size, augment, fold_seed, epochs)
+        valid = padded_windows(in_memory.train_mel[valid_mask], batch_size)
+    test = held_out_windows(dataset, batch_size, in_memory) if with_test else None
     return FoldData(fold, train, valid, test, np.flatnonzero(train_mask), np.flatnonzero(valid_mask), steps,
                     batch_size)
 
@@ -160,14 +202,29 @@ def split_keys(dataset: MelDataset, split: str) -> np.ndarray:
 def training_pipeline(dataset: MelDataset, keys: np.ndarray, mask: np.ndarray, batch_size: int,
                       augment: AugmentConfig, seed: int, epochs: int) -> tf.data.Dataset:
     """Shuffled, repeated, batched and augmented ``(mel, labels)`` of the rows where ``mask`` is true."""
-    from birdassets.supervised.augment import augmented
-
     read_config = tfds.ReadConfig(shuffle_seed=seed, shuffle_reshuffle_each_iteration=True,
                                   enable_ordering_guard=False)  # rows are found by window id, not position
     with _quiet_absl():  # TFDS warns that the files of an ordered dataset will be read out of order: intended
         examples = dataset.builder().as_dataset(split="train", shuffle_files=True, read_config=read_config)
     ds = _masked(examples, keys, mask).map(_mel_and_labels, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.shuffle(min(SHUFFLE_WINDOWS, int(mask.sum())), seed=seed, reshuffle_each_iteration=True)
+    return batched_for_training(ds, batch_size, augment, seed, epochs)
+
+
+def array_training_pipeline(mel: np.ndarray, labels: np.ndarray, batch_size: int, augment: AugmentConfig,
+                            seed: int, epochs: int) -> tf.data.Dataset:
+    """:func:`training_pipeline` of windows in memory (``mel [n, frames, mels]``, ``labels [n, classes]``): all
+    ``n`` shuffled each epoch."""
+    ds = tf.data.Dataset.from_tensor_slices((mel, labels))
+    return batched_for_training(ds.shuffle(len(mel), seed=seed, reshuffle_each_iteration=True), batch_size,
+                                augment, seed, epochs)
+
+
+def batched_for_training(ds: tf.data.Dataset, batch_size: int, augment: AugmentConfig, seed: int,
+                         epochs: int) -> tf.data.Dataset:
+    """Shuffled ``(mel, labels)`` -> ``epochs`` passes in whole batches, augmented, prefetched."""
+    from birdassets.supervised.augment import augmented
+
     ds = ds.repeat(epochs).batch(batch_size, drop_remainder=True)
     return augmented(ds, augment, seed).prefetch(tf.data.AUTOTUNE)
 
@@ -185,10 +242,20 @@ def prediction_pipeline(dataset: MelDataset, split: str, mask: np.ndarray | None
     return batches.apply(tf.data.experimental.assert_cardinality(n_batches)).prefetch(tf.data.AUTOTUNE)
 
 
-def held_out_pipeline(dataset: MelDataset, batch_size: int) -> tf.data.Dataset | None:
-    """:func:`prediction_pipeline` of the whole test split, or None when the dataset has no test windows."""
+def padded_windows(mel: np.ndarray, batch_size: int) -> np.ndarray:
+    """``mel [n, frames, mels]`` followed by zero windows up to a whole number of batches."""
+    missing = -len(mel) % batch_size
+    return np.concatenate([mel, np.zeros((missing, *mel.shape[1:]), mel.dtype)]) if missing else mel
+
+
+def held_out_windows(dataset: MelDataset, batch_size: int,
+                     in_memory: SplitArrays | None = None) -> tf.data.Dataset | np.ndarray | None:
+    """The whole test split for prediction (:func:`prediction_pipeline`, or :func:`padded_windows` of the array
+    in memory), or None when the dataset has no test windows."""
     if len(split_keys(dataset, "test")) == 0:
         return None
+    if in_memory is not None:
+        return padded_windows(in_memory.test_mel, batch_size)
     return prediction_pipeline(dataset, "test", None, batch_size)
 
 

@@ -40,7 +40,7 @@ from birdassets.folds import FoldConfig, assign_folds
 from birdassets.metrics import cmap
 from birdassets.models.vit import ViTConfig, vit_config
 from birdassets.train.config import TrainConfig
-from birdassets.train.stream import load_windows, training_stream
+from birdassets.train.stream import training_stream
 from birdassets.train.objectives import TrainModel, losses
 from birdassets.train.optim import learning_rate_schedule, make_optimizer
 from birdassets.train.saver import RunCheckpointer, string_keys
@@ -118,7 +118,7 @@ def train(
     state.params = jax.device_put(state.params, replicated)
     state.opt_state = jax.device_put(state.opt_state, replicated)
     holdout = holdout_mask(dataset)
-    evaluate = make_evaluate(state.graphdef, config, *load_windows(dataset, holdout))
+    evaluate = make_evaluate(state.graphdef, config, *dataset.arrays("train", holdout))
     if not run.resuming:
         run.history.append({"step": 0, "probe_cmap": evaluate(state.params)})
         run.save(0, state)

@@ -40,15 +40,3 @@ def training_stream(
         .prefetch(tf.data.AUTOTUNE)
     )
     return ds.as_numpy_iterator()
-
-
-def load_windows(dataset: MelDataset, select: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """The selected ``train`` windows in memory: ``(mel [n, frames, mels], labels [n, classes] float32)``."""
-    mels, labels = [], []
-    offset = 0
-    for batch in dataset.as_dataset("train", batch_size=batch_size).as_numpy_iterator():
-        take = select[offset : offset + len(batch["mel"])]
-        mels.append(batch["mel"][take])
-        labels.append(batch["labels"][take].astype(np.float32))
-        offset += len(batch["mel"])
-    return np.concatenate(mels), np.concatenate(labels)
