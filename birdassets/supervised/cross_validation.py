@@ -1,14 +1,17 @@
 """Train one supervised model family on every fold of a task: one model, one compile, reused across folds.
 
 :func:`train_folds` seeds everything (``keras.utils.set_random_seed``: numpy, TensorFlow, Python ``random``,
-Keras; TensorFlow's global seed is put back when it returns, see :func:`seeded`), builds the model once under the precision policy and compiles it once (AdamW, cosine decay, the loss of
+Keras; TensorFlow's global seed is put back when it returns, see :func:`seeded`), builds the model once under
+the precision policy and compiles it once (AdamW, cosine decay, the loss of
 :func:`birdassets.supervised.losses.make_loss`). Every fold then starts from the same state: the model's
 variables (weights and dropout seed states) and the optimizer's variables are reset to the values they had
 after the build, so the jit-compiled train and predict functions are reused (no re-trace: ``FoldsResult.compiles``
-counts the XLA compilations of each fold). Per epoch: Keras's training loss, then the fold's validation windows
-are predicted (batches padded to ``batch_size``) for the validation BCE and :class:`ClassWiseAUC`. Each fold keeps
-the weights of its epoch with the best validation AUC (ties: the earlier epoch); its out-of-fold and test
-predictions come from them, and a copy of the model with those weights is kept.
+counts the XLA compilations of each fold). The next call in the process that would build the very same model
+(another task with the same window shape and class count, the same configs) reuses the compiled session too
+(:func:`compiled_session`). Per epoch: Keras's training loss, then the fold's validation windows are predicted
+(batches padded to ``batch_size``) for the validation BCE and :class:`ClassWiseAUC`. Each fold keeps the weights
+of its epoch with the best validation AUC (ties: the earlier epoch); its out-of-fold and test predictions come
+from them, and a copy of the model with those weights is kept.
 
 Per-fold class weights (``SupervisedConfig.class_weights``) ride on the labels (``y = [labels | weights]``, see
 :class:`PackedClassWeightLoss`), so changing them between folds changes data, never the compiled function.
@@ -17,6 +20,8 @@ Per-fold class weights (``SupervisedConfig.class_weights``) ride on the labels (
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -73,8 +78,9 @@ class FoldsResult:
         input_shape: ``(frames, mels)`` of one window.
         best_epochs: ``[folds]`` the epoch (from 1) each fold's model comes from.
         fold_seconds: ``[folds]`` wall time of each fold (training, validation, test predictions, copy).
-        compiles: ``[folds]`` compilations of the model's jitted step functions during each fold: the first
-            fold compiles ``train_step`` and ``predict_step`` (2), the others reuse them (0).
+        compiles: ``[folds]`` compilations of the model's jitted step functions during each fold: 0, the
+            session compiled ``train_step`` and ``predict_step`` before the first (:func:`prime`).
+        session_compiles: those compilations while the session was built: 2, or 0 when it was reused.
         compile_seconds: XLA compile time of the whole call (step functions and eager ops).
     """
 
@@ -94,6 +100,7 @@ class FoldsResult:
     best_epochs: tuple[int, ...] = ()
     fold_seconds: tuple[float, ...] = ()
     compiles: tuple[int, ...] = ()
+    session_compiles: int = 0
     compile_seconds: float = 0.0
 
     @property
@@ -213,7 +220,7 @@ class TrainingSession:
     initial_variables: list[np.ndarray]
     initial_optimizer: list[np.ndarray]
     weighted: bool
-    test: tf.data.Dataset | np.ndarray | None
+    test: tf.data.Dataset | np.ndarray | None = None
     """The test split's padded windows (:func:`birdassets.supervised.fold_data.held_out_windows`), made once."""
 
     def reset(self) -> None:
@@ -260,15 +267,63 @@ def train_folds(dataset: MelDataset, fold_of: np.ndarray, model_config: ModelCon
     started = time.perf_counter()
     plan = FoldPlan.make(dataset, fold_of, train_config)
     input_shape = tuple(int(n) for n in dataset.builder().info.features["mel"].shape)
-    with seeded(train_config.seed), counting_compiles() as counter:
-        session = build_session(model_config, train_config, input_shape, plan, checkpoint_roots)
-        outcomes = []
+    with seeded(train_config.seed), counting_compiles() as counter, \
+            compiled_session(model_config, train_config, input_shape, plan, checkpoint_roots) as session:
+        session_compiles, outcomes = counter.steps, []
         for fold in range(plan.n_folds):
             before = counter.steps
             outcomes.append(train_one_fold(session, plan, fold, train_config, augment, log))
             outcomes[-1].compiles = counter.steps - before
-    return assemble(plan, outcomes, session, dataset.classes(), input_shape,
-                    counter.seconds, time.perf_counter() - started)
+    result = assemble(plan, outcomes, session, dataset.classes(), input_shape, counter.seconds,
+                      time.perf_counter() - started)
+    return dataclasses.replace(result, session_compiles=session_compiles)
+
+
+_REUSABLE_SESSION: dict[tuple, TrainingSession] = {}
+"""The last session built in this process (at most one), keyed by :func:`session_key`."""
+_SESSION_LOCK = threading.Lock()
+
+
+def session_key(model_config: ModelConfig, config: SupervisedConfig, input_shape: tuple[int, int],
+                plan: FoldPlan) -> tuple | None:
+    """Everything a built session depends on (its initial weights come from ``config.seed``), or None when it
+    must not be reused: a ViT initialised from a checkpoint, whose files may have changed since."""
+    if model_config.init_checkpoint:
+        return None
+    return model_config, config, tuple(input_shape), plan.classes, max(plan.steps)
+
+
+@contextlib.contextmanager
+def compiled_session(model_config: ModelConfig, config: SupervisedConfig, input_shape: tuple[int, int],
+                     plan: FoldPlan, checkpoint_roots: Iterable[str | Path]) -> Iterator[TrainingSession]:
+    """The session of one :func:`train_folds` call, with ``plan``'s test windows.
+
+    It is the last session of this process when that was built under the same :func:`session_key`: reset to
+    its initial variables it is the session a fresh build would give, without the build and the compile.
+    Otherwise a new one, kept for the next call. A call running while another holds the kept session (threads)
+    builds its own.
+    """
+    test = held_out_windows(plan.dataset, config.batch_size, plan.in_memory)
+    if not _SESSION_LOCK.acquire(blocking=False):
+        yield dataclasses.replace(build_session(model_config, config, input_shape, plan, checkpoint_roots), test=test)
+        return
+    try:
+        key = session_key(model_config, config, input_shape, plan)
+        session = _REUSABLE_SESSION.get(key) if key is not None else None
+        if session is None:
+            _REUSABLE_SESSION.clear()
+            session = build_session(model_config, config, input_shape, plan, checkpoint_roots)
+            if key is not None:
+                _REUSABLE_SESSION[key] = session
+        yield dataclasses.replace(session, test=test)
+    finally:
+        _SESSION_LOCK.release()
+
+
+def release_sessions() -> None:
+    """Forget the kept session (its model, optimizer state and compiled functions)."""
+    with _SESSION_LOCK:
+        _REUSABLE_SESSION.clear()
 
 
 def build_session(model_config: ModelConfig, config: SupervisedConfig, input_shape: tuple[int, int],
@@ -286,9 +341,21 @@ def build_session(model_config: ModelConfig, config: SupervisedConfig, input_sha
         model.compile(optimizer=optimizer, loss=PackedClassWeightLoss(loss) if config.class_weights else loss,
                       jit_compile=True)
         model.optimizer.build(model.trainable_variables)
-    return TrainingSession(model, precision, [ops.convert_to_numpy(v.value) for v in model.variables],
-                           [ops.convert_to_numpy(v.value) for v in model.optimizer.variables], config.class_weights,
-                           held_out_windows(plan.dataset, config.batch_size, plan.in_memory))
+    session = TrainingSession(model, precision, [ops.convert_to_numpy(v.value) for v in model.variables],
+                              [ops.convert_to_numpy(v.value) for v in model.optimizer.variables], config.class_weights)
+    prime(model, config.batch_size, input_shape, plan.classes * (2 if config.class_weights else 1))
+    return session
+
+
+def prime(model: keras.Model, batch_size: int, input_shape: tuple[int, int], label_width: int) -> None:
+    """One train and one predict step on zero windows, given as the folds give them: Keras compiles its step functions and builds its loss
+    state here, not in fold 0's ``fit``, which would otherwise draw a first batch from the fold's pipeline to
+    build them and so advance its reshuffle state (fold 0 of a fresh session would then differ from fold 0 of a
+    reused one). Every fold resets the variables this step changed."""
+    windows = np.zeros((batch_size, *input_shape), np.float32)
+    batch = tf.data.Dataset.from_tensors((windows, np.zeros((batch_size, label_width), np.float32)))
+    model.fit(batch, epochs=1, verbose=0, shuffle=False)  # as a fold passes them: (mel, labels) in tf.data
+    model.predict(windows, batch_size=batch_size, verbose=0)
 
 
 @dataclass
