@@ -219,6 +219,20 @@ def test_the_compiled_step_functions_are_reused_across_folds_and_trainings(train
         assert result.compiles == (0, 0, 0, 0, 0)  # no fold re-traces them
 
 
+def test_streamed_windows_train_exactly_like_windows_in_memory(task, trained, monkeypatch):
+    """A one-shard dataset streams its windows in the order the arrays hold them: the same seed then gives the
+    same model, and neither source re-traces a step function inside a fold."""
+    from birdassets.supervised import fold_data
+    from birdassets.supervised.cross_validation import release_sessions
+
+    monkeypatch.setattr(fold_data, "IN_MEMORY_BYTES", 0)
+    release_sessions()  # a fresh session
+    streamed = train(task)[0]
+    np.testing.assert_array_equal(streamed.valid_scores, trained[0].valid_scores)
+    np.testing.assert_array_equal(streamed.test_scores, trained[0].test_scores)
+    assert streamed.session_compiles == 2 and streamed.compiles == (0, 0, 0, 0, 0)
+
+
 def test_a_session_is_reused_only_for_the_very_same_build(task):
     from birdassets.supervised.cross_validation import FoldPlan, session_key
 

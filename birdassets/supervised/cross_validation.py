@@ -348,13 +348,13 @@ def build_session(model_config: ModelConfig, config: SupervisedConfig, input_sha
 
 
 def prime(model: keras.Model, batch_size: int, input_shape: tuple[int, int], label_width: int) -> None:
-    """One train and one predict step on zero windows, given as the folds give them: Keras compiles its step functions and builds its loss
-    state here, not in fold 0's ``fit``, which would otherwise draw a first batch from the fold's pipeline to
-    build them and so advance its reshuffle state (fold 0 of a fresh session would then differ from fold 0 of a
-    reused one). Every fold resets the variables this step changed."""
+    """One train and one predict step on zero windows, so Keras compiles its step functions and builds its loss
+    state here. Left to fold 0's ``fit``, the build would draw a first batch from the fold's pipeline and advance
+    its reshuffle state: fold 0 of a fresh session would differ from fold 0 of a reused one. Every fold resets
+    the variables this step changed. (Predictions from arrays and from tf.data share one compiled function.)"""
     windows = np.zeros((batch_size, *input_shape), np.float32)
     batch = tf.data.Dataset.from_tensors((windows, np.zeros((batch_size, label_width), np.float32)))
-    model.fit(batch, epochs=1, verbose=0, shuffle=False)  # as a fold passes them: (mel, labels) in tf.data
+    model.fit(batch, epochs=1, verbose=0, shuffle=False)  # as a fold passes its (mel, labels): tf.data
     model.predict(windows, batch_size=batch_size, verbose=0)
 
 

@@ -84,11 +84,13 @@ class SplitArrays:
     test_mel: np.ndarray
 
     @classmethod
-    def read_if_small(cls, dataset: MelDataset, max_bytes: int = IN_MEMORY_BYTES) -> SplitArrays | None:
-        """Both splits read once, or None when their windows take more than ``max_bytes``."""
+    def read_if_small(cls, dataset: MelDataset, max_bytes: int | None = None) -> SplitArrays | None:
+        """Both splits read once, or None when their windows take more than ``max_bytes`` (default:
+        :data:`IN_MEMORY_BYTES`)."""
         windows = dataset.windows()
         frames, mels = dataset.builder().info.features["mel"].shape
-        if len(windows) * frames * mels * np.dtype(np.float32).itemsize > max_bytes:
+        limit = IN_MEMORY_BYTES if max_bytes is None else max_bytes
+        if len(windows) * frames * mels * np.dtype(np.float32).itemsize > limit:
             return None
         train_mel, train_labels = dataset.arrays("train")
         has_test = bool((windows["split"] == "test").any())
