@@ -274,9 +274,8 @@ def train_folds(dataset: MelDataset, fold_of: np.ndarray, model_config: ModelCon
             before = counter.steps
             outcomes.append(train_one_fold(session, plan, fold, train_config, augment, log))
             outcomes[-1].compiles = counter.steps - before
-    result = assemble(plan, outcomes, session, dataset.classes(), input_shape, counter.seconds,
-                      time.perf_counter() - started)
-    return dataclasses.replace(result, session_compiles=session_compiles)
+    return assemble(plan, outcomes, session, dataset.classes(), input_shape, session_compiles, counter.seconds,
+                    time.perf_counter() - started)
 
 
 _REUSABLE_SESSION: dict[tuple, TrainingSession] = {}
@@ -482,7 +481,8 @@ def binary_crossentropy(truth: np.ndarray, scores: np.ndarray) -> float:
 
 
 def assemble(plan: FoldPlan, outcomes: list[FoldOutcome], session: TrainingSession, classes: list[str],
-             input_shape: tuple[int, int], compile_seconds: float, seconds: float) -> FoldsResult:
+             input_shape: tuple[int, int], session_compiles: int, compile_seconds: float,
+             seconds: float) -> FoldsResult:
     """Gather the folds' outcomes into one :class:`FoldsResult` (out-of-fold rows in example order)."""
     valid_scores = np.full((len(plan.rows), plan.classes), np.nan, np.float32)
     for outcome in outcomes:
@@ -498,5 +498,6 @@ def assemble(plan: FoldPlan, outcomes: list[FoldOutcome], session: TrainingSessi
         precision=session.precision, seconds=seconds, classes=tuple(classes), input_shape=input_shape,
         best_epochs=tuple(outcome.best_epoch for outcome in outcomes),
         fold_seconds=tuple(outcome.seconds for outcome in outcomes),
-        compiles=tuple(outcome.compiles for outcome in outcomes), compile_seconds=compile_seconds,
+        compiles=tuple(outcome.compiles for outcome in outcomes), session_compiles=session_compiles,
+        compile_seconds=compile_seconds,
     )
