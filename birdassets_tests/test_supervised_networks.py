@@ -6,6 +6,8 @@ traced to a jaxpr. The RNN and ViT are run on a couple of windows.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import birdassets  # noqa: F401  (KERAS_BACKEND=jax before keras)
@@ -16,15 +18,18 @@ import pytest
 from flax import nnx
 
 from birdassets.checkpoints.refs import CheckpointError
+from birdassets.models.keras.depthwise import ShiftedDepthwiseConv2D
+from birdassets.models.keras.vit_backbone import ViTBackbone
 from birdassets.models.vit import ViTConfig, ViTEmbedder, ViTEncoder, restore_encoder, save_checkpoint
 from birdassets.supervised.config import ModelConfig
-from birdassets.supervised.architectures import EMBEDDING, LOGITS, MEL_AVERAGE, MEL_NORM, ViTBackbone, build_model
+from birdassets.supervised.architectures import EMBEDDING, LOGITS, MEL_AVERAGE, MEL_NORM, build_model
 from birdassets.supervised.precision import precision_policy, resolve_precision
 
 WINDOW = (256, 256)
 CLASSES = 7
 MATMULS = ("dot_general", "conv_general_dilated")
 TINY_VIT = ViTConfig(frames=256, mels=256, dim=32, depth=1, heads=2, patch_frames=32, patch_mels=32)
+TINY_VIT_32 = ViTConfig(frames=32, mels=32, dim=16, depth=1, heads=2, patch_frames=8, patch_mels=8)
 
 
 def windows(n: int, shape: tuple[int, int] = WINDOW, seed: int = 0) -> np.ndarray:
@@ -217,8 +222,71 @@ def test_efficientnet_cnn_stem_sees_windows_in_zero_one_and_computes_in_bfloat16
     assert model.get_layer(EMBEDDING).output.shape == (None, 1280)  # EfficientNetB0 top channels
     assert_computes_in_bfloat16(model, batch=1)
     backbone = model.get_layer("efficientnetb0")
+    kinds = [type(layer).__name__ for layer in backbone.layers]
+    assert kinds.count("ShiftedDepthwiseConv2D") == 16 and "DepthwiseConv2D" not in kinds  # EfficientNetB0's 16 blocks
+    assert grouped_convolutions(traced_forward(model, batch=1).jaxpr) == 0
     normalization = next(layer for layer in backbone.layers if isinstance(layer, keras.layers.Normalization))
     x = windows(1)
     image = model.get_layer("to_pixel_range")(x[..., None])
     stem_input = keras.Model(backbone.input, normalization.output)(image)
     np.testing.assert_allclose(np.asarray(stem_input, np.float32), x[..., None], rtol=1e-2, atol=1e-2)
+
+
+# --------------------------------------------------------------------------- depthwise convolution as shifted adds
+
+
+def test_shifted_depthwise_strided_same_padding_puts_the_extra_row_and_column_after() -> None:
+    """3x3 ones kernel, stride 2, "same" on a 4x4 image: pad 0 before, 1 after (TensorFlow's split), by hand."""
+    layer = ShiftedDepthwiseConv2D(3, strides=2, padding="same", use_bias=False)
+    image = np.arange(1, 17, dtype=np.float32).reshape(1, 4, 4, 1)
+    layer.build(image.shape)
+    layer.set_weights([np.ones((3, 3, 1, 1), np.float32)])
+    expected = [[1 + 2 + 3 + 5 + 6 + 7 + 9 + 10 + 11, 3 + 4 + 7 + 8 + 11 + 12],
+                [9 + 10 + 11 + 13 + 14 + 15, 11 + 12 + 15 + 16]]
+    np.testing.assert_array_equal(np.asarray(layer(image))[0, :, :, 0], expected)
+
+
+@pytest.mark.parametrize("kernel,stride,padding", [(3, 1, "same"), (3, 2, "same"), (5, 2, "same"), (5, 1, "valid"),
+                                                    (3, 2, "valid")])
+def test_shifted_depthwise_equals_keras_depthwise_conv(kernel: int, stride: int, padding: str) -> None:
+    """Same weights, bias and activation as ``DepthwiseConv2D``: same output shape and values, odd and even sizes."""
+    x = np.random.default_rng(kernel * stride).normal(size=(2, 15, 16, 6)).astype(np.float32)
+    reference = keras.layers.DepthwiseConv2D(kernel, strides=stride, padding=padding, activation="swish",
+                                             bias_initializer="random_normal")
+    expected = np.asarray(reference(x))
+    shifted = ShiftedDepthwiseConv2D.from_config(reference.get_config())
+    shifted.build(x.shape)
+    shifted.set_weights(reference.get_weights())
+    np.testing.assert_allclose(np.asarray(shifted(x)), expected, rtol=1e-5, atol=1e-5)
+
+
+def grouped_convolutions(jaxpr) -> int:
+    """How many convolutions with ``feature_group_count > 1`` a jaxpr holds, sub-jaxprs included."""
+    count = 0
+    for eqn in jaxpr.eqns:
+        count += eqn.primitive.name == "conv_general_dilated" and eqn.params["feature_group_count"] > 1
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                count += grouped_convolutions(inner) if hasattr(inner, "eqns") else 0
+    return count
+
+
+def test_keras_models_with_custom_layers_load_in_a_fresh_process(tmp_path: Path) -> None:
+    """The keras family's embedder reloads shifted depthwise and ViT layers with nothing else imported first."""
+    inputs = keras.Input((32, 32), name="mel")
+    image = keras.layers.Reshape((32, 32, 1))(inputs)
+    pooled = keras.layers.GlobalAveragePooling2D()(ShiftedDepthwiseConv2D(3)(image))
+    features = keras.layers.Concatenate(name=EMBEDDING)([pooled, ViTBackbone(TINY_VIT_32.to_dict())(inputs)])
+    model = keras.Model(inputs, keras.layers.Dense(2)(features))
+    x = windows(3, (32, 32))
+    expected = np.asarray(keras.Model(inputs, features)(x))
+    model.save(tmp_path / "m.keras")
+    np.save(tmp_path / "x.npy", x)
+    script = ("import numpy as np, sys; from birdassets.models.base import InputSpec; "
+              "from birdassets.models.keras.family import KerasEmbedder; d = sys.argv[1]; "
+              "e = KerasEmbedder(d + '/m.keras', InputSpec('p', 32000, 5.0, 32, 32), name='m', batch_size=2); "
+              "np.save(d + '/y.npy', e.embed(np.load(d + '/x.npy')))")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-5, atol=1e-6)

@@ -96,8 +96,9 @@ def load_fold_models(directory: str | Path) -> list[keras.Model]:
     """Every fold's model, uncompiled, in fold order (float32 logits ``[batch, classes]``)."""
     import keras
 
-    import birdassets.supervised.architectures  # noqa: F401 - registers the custom layers with Keras
+    from birdassets.models.keras.family import register_layers
 
+    register_layers()
     return [keras.saving.load_model(path, compile=False) for path in fold_model_paths(directory)]
 
 

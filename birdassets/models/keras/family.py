@@ -72,12 +72,20 @@ def validate(ref: EncoderRef) -> dict[str, Any]:
             "n_params": record.get("n_params")}
 
 
+def register_layers() -> None:
+    """Register the supervised models' custom layers with Keras (importing their modules does it), so
+    ``keras.saving.load_model`` reads any trained model in a fresh process."""
+    import birdassets.models.keras.depthwise  # noqa: F401
+    import birdassets.models.keras.vit_backbone  # noqa: F401
+
+
 class KerasEmbedder:
     """:class:`~birdassets.models.base.Encoder` over a Keras model's ``"embedding"`` layer (batched predict)."""
 
     def __init__(self, model_file: Path, spec: InputSpec, *, name: str, batch_size: int) -> None:
         import keras
 
+        register_layers()
         model = keras.saving.load_model(model_file)
         self._embed = keras.Model(model.inputs, model.get_layer(EMBEDDING_LAYER).output)
         self.name, self.input_spec, self.batch_size = name, spec, batch_size

@@ -5,6 +5,10 @@ from __future__ import annotations
 MODEL_FAMILIES = ("cnn", "rnn", "vit")
 """The supervised model families (``birdassets birdclef train --model``)."""
 
+SERIALIZABLE_PACKAGE = "birdassets"
+"""Package under which the supervised models' custom layers are registered with Keras (``load_model`` needs no
+``custom_objects`` once their modules are imported: :func:`birdassets.models.keras.family.register_layers`)."""
+
 MODEL_RECORD = "model.json"
 """The record of a trained model's folder (``models/<task>/<model>/``), published with it, atomically."""
 
