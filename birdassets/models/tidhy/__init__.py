@@ -1,0 +1,1 @@
+"""The TiDHy family: timescale-demixing hypernetwork dynamics (Abe et al., bioRxiv 2025) in Flax NNX."""
