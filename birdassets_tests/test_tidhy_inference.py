@@ -9,27 +9,12 @@ import pytest
 from flax import nnx
 
 from birdassets.models.tidhy.inference import InferenceConfig, infer_batch, soft_threshold
-from birdassets.models.tidhy.network import TiDHy, TiDHyConfig
-
-SMALL = TiDHyConfig(input_dim=6, r_dim=4, r2_dim=3, mix_dim=5, hyper_hidden=7)
-
-
-def parameters(model: TiDHy) -> dict[str, np.ndarray]:
-    """The model's parameters as float64 arrays, by the names of the equations."""
-    h = model.hypernet
-    take = lambda p: np.asarray(p[...], np.float64)  # noqa: E731
-    return {"D": take(model.decoder.layers[0].kernel), "d": take(model.decoder.layers[0].bias),
-            "T": take(model.temporal), "W1": take(h.first.kernel), "b1": take(h.first.bias),
-            "g": take(h.norm.scale), "beta": take(h.norm.bias), "W2": take(h.middle.kernel),
-            "b2": take(h.middle.bias), "W3": take(h.last.kernel), "b3": take(h.last.bias)}
-
+from birdassets.models.tidhy.network import TiDHy
+from birdassets_tests.tidhy_reference import SMALL, hypernet, parameters
 
 def reference_energy(p, r, r2, x, r_prev, c: InferenceConfig):
     """E(r, r2) written out: MSE decoder D r + d, w = ReLU(L3 L2 ELU(LN(L1 r2))), r̄ = (Σ w_m T_m) r_prev."""
-    h = r2 @ p["W1"] + p["b1"]
-    h = (h - h.mean()) / jnp.sqrt(h.var() + 1e-6) * p["g"] + p["beta"]
-    h = jnp.where(h > 0, h, jnp.expm1(h))
-    w = jnp.maximum((h @ p["W2"] + p["b2"]) @ p["W3"] + p["b3"], 0.0)
+    w = hypernet(p, r2)
     r_bar = jnp.tensordot(w, p["T"], axes=1) @ r_prev
     return (jnp.sum((r @ p["D"] + p["d"] - x) ** 2) + c.temp_weight * jnp.sum((r - r_bar) ** 2)
             + c.l1_w * jnp.sum(jnp.abs(w)) + c.l1_r2 * jnp.sum(jnp.abs(r2)) + c.l1_r * jnp.sum(jnp.abs(r)))
