@@ -20,9 +20,10 @@ def parameters(model: TiDHy) -> dict[str, np.ndarray]:
             "b2": take(h.middle.bias), "W3": take(h.last.kernel), "b3": take(h.last.bias)}
 
 
-def hypernet(p: dict, r2):
-    """w = ReLU(L3 L2 ELU(LN(L1 r2))), LayerNorm epsilon 1e-6; r2 [..., r2_dim] -> [..., mix_dim]."""
-    h = r2 @ p["W1"] + p["b1"]
+def hypernet(p: dict, r2, squash: bool = True):
+    """w = ReLU(L3 L2 ELU(LN(L1 tanh(r2)))) (no tanh unless squash), LayerNorm epsilon 1e-6;
+    r2 [..., r2_dim] -> [..., mix_dim]."""
+    h = (jnp.tanh(r2) if squash else r2) @ p["W1"] + p["b1"]
     mean, var = h.mean(axis=-1, keepdims=True), h.var(axis=-1, keepdims=True)
     h = (h - mean) / jnp.sqrt(var + 1e-6) * p["g"] + p["beta"]
     h = jnp.where(h > 0, h, jnp.expm1(h))

@@ -7,7 +7,8 @@ higher-order latent ``r2_t [r2_dim]``, ``M = mix_dim`` dynamics matrices.
   ``Linear → LayerNorm → ELU → Linear → Linear``);
 * temporal dictionary: ``T [M, r_dim, r_dim]``, orthogonally initialised (the M flattened matrices are
   orthonormal rows of ``[M, r_dim²]``);
-* hypernetwork: ``w_t = ReLU(L3 L2 ELU(LN(L1 r2_t))) [M]``, non-negative mixture weights;
+* hypernetwork: ``w_t = ReLU(L3 L2 ELU(LN(L1 tanh(r2_t)))) [M]``, non-negative mixture weights (``tanh``
+  optional: ``squash_r2``);
 * dynamics: ``V_t = Σ_m w_{t,m} T_m`` and the prediction ``r̄_t = V_t r_{t−1}``.
 
 The module holds parameters only; inference of ``r`` and ``r2`` (:mod:`birdassets.models.tidhy.inference`) and
@@ -42,6 +43,9 @@ class TiDHyConfig:
         loss_type: ``"mse"`` or ``"bce"`` (:data:`LOSS_TYPES`).
         nonlinear_decoder: decode through an MLP of width ``decoder_hidden`` instead of ``D r + d``.
         decoder_hidden: hidden width of the nonlinear decoder.
+        squash_r2: feed ``tanh(r2)`` to the hypernetwork (the public JAX rewrite's choice). Without it the
+            LayerNorm makes ``w`` blind to the scale of ``r2``, so inference can let ``r2`` drift without bound
+            (seen on the SLDS task: ``|r2|`` reached 1e8, then NaN).
     """
 
     input_dim: int
@@ -52,6 +56,7 @@ class TiDHyConfig:
     loss_type: str = "mse"
     nonlinear_decoder: bool = False
     decoder_hidden: int = 64
+    squash_r2: bool = True
 
     def __post_init__(self) -> None:
         for name in ("input_dim", "r_dim", "r2_dim", "mix_dim", "hyper_hidden", "decoder_hidden"):
@@ -92,17 +97,20 @@ def linear(fan_in: int, fan_out: int, rngs: nnx.Rngs) -> nnx.Linear:
 
 
 class Hypernet(nnx.Module):
-    """``r2 [..., r2_dim] -> w [..., mix_dim]``: ``ReLU(L3 L2 ELU(LN(L1 r2)))`` (L2 has no activation)."""
+    """``r2 [..., r2_dim] -> w [..., mix_dim]``: ``ReLU(L3 L2 ELU(LN(L1 u)))``, ``u = tanh(r2)`` (``squash_r2``)
+    or ``r2`` (L2 has no activation)."""
 
     def __init__(self, config: TiDHyConfig, rngs: nnx.Rngs) -> None:
         hidden = config.hyper_hidden
+        self.squash = config.squash_r2
         self.first = linear(config.r2_dim, hidden, rngs)
         self.norm = nnx.LayerNorm(hidden, rngs=rngs)
         self.middle = linear(hidden, hidden, rngs)
         self.last = linear(hidden, config.mix_dim, rngs)
 
     def __call__(self, r2: jax.Array) -> jax.Array:
-        return jax.nn.relu(self.last(self.middle(jax.nn.elu(self.norm(self.first(r2))))))
+        u = jnp.tanh(r2) if self.squash else r2
+        return jax.nn.relu(self.last(self.middle(jax.nn.elu(self.norm(self.first(u))))))
 
 
 class Decoder(nnx.Module):

@@ -8,10 +8,15 @@ Each of ``n_systems`` systems has ``n_states = 2`` discrete states and a ``laten
 * continuous state ``s_t = A_{z_t} s_{t−1} + b_{z_t} + ε_t``, ``ε_t ~ N(0, process_noise² I)``; each ``A`` has the
   eigenvalues ``exp(τ ± 2πi f)`` (a rotation by ``2π f`` radians per step scaled by ``e^τ``), the six
   ``(τ, f)`` pairs of the reference (system k uses pairs 2k and 2k+1); biases ``b ~ U(−1, 1)``;
-* observations ``y_t = C s_t`` with ``C ~ N(0, 1) [obs_dim = 3, 2]`` per system. The first ``overlap = 2``
-  channels are summed over the systems, the others kept apart (``overlap + n_systems (obs_dim − overlap)`` = 5
-  channels), then projected by a random ``N(0, 1)`` matrix to ``project_dim = 20`` channels and divided by the
-  largest absolute value: ``x [steps, 20]`` in [−1, 1].
+* observations ``y_t = C s_t + d + η_t`` with ``C ~ N(0, 1) [obs_dim = 3, 2]``, ``d ~ N(0, 1)`` per system and
+  ``η_t ~ N(0, obs_noise² I)``. The first ``overlap = 2`` channels are summed over the systems, the others kept
+  apart (``overlap + n_systems (obs_dim − overlap)`` = 5 channels), then projected by a random ``N(0, 1)``
+  matrix to ``project_dim = 20`` channels, and each channel is divided by its largest absolute value in the
+  training split: ``x [steps, 20]``, in [−1, 1] on the training split.
+
+The noise levels follow what the reference generator gets from ``ssm``'s defaults: a random dynamics covariance
+per state with mean ``2 I`` (here a fixed ``process_noise² I``, std 1) and emission variances ``exp(−1 + N(0, 1))``,
+median 0.37 (here ``obs_noise = 0.6``, variance 0.36).
 
 The label of a time step is the joint discrete state ``Σ_k z_k 2^k`` (8 classes for 3 systems).
 """
@@ -45,6 +50,7 @@ class SLDSConfig:
         p_stay: probability of keeping the discrete state.
         min_occupancy: least fraction of steps each discrete state must hold.
         process_noise: standard deviation of the continuous state's noise.
+        obs_noise: standard deviation of each system's observation noise (before mixing).
     """
 
     train_steps: int = 20_000
@@ -57,7 +63,8 @@ class SLDSConfig:
     project_dim: int = 20
     p_stay: float = 0.975
     min_occupancy: float = 0.45
-    process_noise: float = 0.05
+    process_noise: float = 1.0
+    obs_noise: float = 0.6
 
     def __post_init__(self) -> None:
         if self.n_states != 2 or self.latent_dim != 2:
@@ -68,8 +75,8 @@ class SLDSConfig:
             raise ValueError(f"SLDSConfig.overlap must be 0..obs_dim ({self.obs_dim}), got {self.overlap!r}")
         if not 0 < self.p_stay < 1 or not 0 <= self.min_occupancy < 0.5:
             raise ValueError("SLDSConfig: p_stay must be in (0, 1) and min_occupancy in [0, 0.5)")
-        if min(self.train_steps, self.test_steps, self.project_dim) < 1 or self.process_noise < 0:
-            raise ValueError("SLDSConfig: steps and project_dim must be positive, process_noise >= 0")
+        if min(self.train_steps, self.test_steps, self.project_dim) < 1 or min(self.process_noise, self.obs_noise) < 0:
+            raise ValueError("SLDSConfig: steps and project_dim must be positive, the noise levels >= 0")
 
 
 class SLDSData(NamedTuple):
@@ -137,6 +144,8 @@ class SLDSSystems(NamedTuple):
     """``[n_systems, 2, latent]`` ~ U(−1, 1)."""
     emissions: np.ndarray
     """``[n_systems, obs_dim, latent]`` ~ N(0, 1)."""
+    offsets: np.ndarray
+    """``[n_systems, obs_dim]`` ~ N(0, 1)."""
     projection: np.ndarray
     """``[overlap + n_systems (obs_dim − overlap), project_dim]`` ~ N(0, 1)."""
 
@@ -148,14 +157,16 @@ def draw_systems(config: SLDSConfig, rng: np.random.Generator) -> SLDSSystems:
                          for i in range(k)])
     biases = rng.uniform(-1.0, 1.0, size=(k, 2, config.latent_dim))
     emissions = rng.normal(size=(k, config.obs_dim, config.latent_dim))
+    offsets = rng.normal(size=(k, config.obs_dim))
     channels = config.overlap + k * (config.obs_dim - config.overlap)
-    return SLDSSystems(matrices, biases, emissions, rng.normal(size=(channels, config.project_dim)))
+    return SLDSSystems(matrices, biases, emissions, offsets, rng.normal(size=(channels, config.project_dim)))
 
 
-def mixed_observations(systems: SLDSSystems, s: np.ndarray, overlap: int) -> np.ndarray:
-    """``s [steps, n_systems, latent]`` -> projected observations ``[steps, project_dim]`` (not yet scaled):
-    each system's ``C s``; the first ``overlap`` channels summed over systems, the rest side by side."""
-    y = np.einsum("koj,tkj->tko", systems.emissions, s)
+def mixed_observations(systems: SLDSSystems, s: np.ndarray, noise: np.ndarray, overlap: int) -> np.ndarray:
+    """``s [steps, n_systems, latent]`` and ``noise [steps, n_systems, obs_dim]`` -> projected observations
+    ``[steps, project_dim]`` (not yet scaled): each system's ``C s + d + noise``; the first ``overlap`` channels
+    summed over systems, the rest side by side."""
+    y = np.einsum("koj,tkj->tko", systems.emissions, s) + systems.offsets + noise
     shared = y[:, :, :overlap].sum(axis=1)
     private = y[:, :, overlap:].reshape(len(y), -1)
     return np.concatenate([shared, private], axis=1) @ systems.projection
@@ -167,16 +178,17 @@ def simulate_split(systems: SLDSSystems, steps: int, config: SLDSConfig, rng: np
     noise = rng.normal(scale=config.process_noise, size=(steps, config.n_systems, config.latent_dim))
     s = np.asarray(simulate(jnp.asarray(systems.matrices, jnp.float32), jnp.asarray(systems.biases, jnp.float32),
                             jnp.asarray(z), jnp.asarray(noise, jnp.float32)), np.float64)
-    return z, s, mixed_observations(systems, s, config.overlap)
+    observation_noise = rng.normal(scale=config.obs_noise, size=(steps, config.n_systems, config.obs_dim))
+    return z, s, mixed_observations(systems, s, observation_noise, config.overlap)
 
 
 def generate(config: SLDSConfig, seed: int) -> tuple[SLDSData, SLDSData]:
     """``(train, test)`` of the benchmark: a pure function of ``(config, seed)``. Both splits share the systems
-    and are scaled by the training split's largest absolute observation."""
+    and are scaled per channel by the training split's largest absolute value."""
     rng = np.random.default_rng(seed)
     systems = draw_systems(config, rng)
     splits = [simulate_split(systems, steps, config, rng) for steps in (config.train_steps, config.test_steps)]
-    scale = np.abs(splits[0][2]).max()
+    scale = np.abs(splits[0][2]).max(axis=0)
     weights = 2 ** np.arange(config.n_systems)
     return tuple(SLDSData(x=(y / scale).astype(np.float32), state=z @ weights, z=z, s=s.astype(np.float32))
                  for z, s, y in splits)

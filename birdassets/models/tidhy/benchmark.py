@@ -1,0 +1,138 @@
+"""The SLDS benchmark of TiDHy: generate the data, train on sliding windows, decode the discrete states.
+
+Scores (all on the test split, which training never sees):
+
+* ``r2_knn_acc`` / ``r_knn_acc``: k-NN (k = 3) accuracy of the 8-way joint discrete state of each time step from
+  the inferred ``r2_t`` / ``r_t`` (a seeded 75/25 split of the test steps, as the reference notebooks do);
+* ``pca_knn_acc``: the same from the observations reduced by PCA to ``r_dim`` components (the baseline);
+* ``recon_r2``: R² of the reconstruction ``dec(r_t)`` against ``x_t`` over every test value;
+* ``inference_iterations``: mean SGD iterations per time step of the test inference.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from sklearn.decomposition import PCA
+from sklearn.neighbors import KNeighborsClassifier
+
+from birdassets.models.tidhy.inference import InferenceConfig, infer_batch
+from birdassets.models.tidhy.learning import new_optimizer, train_step
+from birdassets.models.tidhy.network import TiDHy, TiDHyConfig
+from birdassets.models.tidhy.objective import LearningConfig
+from birdassets.models.tidhy.slds import SLDSConfig, SLDSData, generate
+
+KNN_NEIGHBOURS = 3
+KNN_TRAIN_FRACTION = 0.75
+SCORE_NAMES = ("r2_knn_acc", "r_knn_acc", "pca_knn_acc", "recon_r2")
+"""The benchmark's scores, in the order the table prints them."""
+
+
+class DivergedError(ValueError):
+    """Training or inference produced a non-finite value (the message says where and which rates to lower)."""
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """One benchmark run: data, model, inference, learning, and the training schedule.
+
+    Attributes:
+        sequence_length: time steps per training window (and per test inference window).
+        stride: steps between the starts of consecutive training windows.
+        batch_size: windows per training step (drawn at random, seeded).
+        train_steps: training steps.
+    """
+
+    slds: SLDSConfig = field(default_factory=SLDSConfig)
+    model: TiDHyConfig = field(default_factory=lambda: TiDHyConfig(input_dim=20))
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    learning: LearningConfig = field(default_factory=LearningConfig)
+    sequence_length: int = 200
+    stride: int = 20
+    batch_size: int = 64
+    train_steps: int = 1000
+
+    def __post_init__(self) -> None:
+        for name in ("sequence_length", "stride", "batch_size", "train_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"BenchmarkConfig.{name} must be a positive integer, got {value!r}")
+        if self.model.input_dim != self.slds.project_dim:
+            raise ValueError(f"BenchmarkConfig: the model's input_dim ({self.model.input_dim}) must be the "
+                             f"data's project_dim ({self.slds.project_dim})")
+
+
+SMALL = BenchmarkConfig(slds=SLDSConfig(train_steps=4_000, test_steps=2_000), sequence_length=100,
+                        batch_size=32, train_steps=150)
+"""The CI-sized run (``--small``)."""
+
+
+def sliding_windows(x: np.ndarray, length: int, stride: int) -> np.ndarray:
+    """``x [steps, dim]`` -> ``[windows, length, dim]`` starting every ``stride`` steps (a view, no copy)."""
+    if len(x) < length:
+        raise ValueError(f"a split of {len(x)} steps is shorter than one {length}-step window")
+    return np.lib.stride_tricks.sliding_window_view(x, length, axis=0).transpose(0, 2, 1)[::stride]
+
+
+def knn_accuracy(features: np.ndarray, labels: np.ndarray, seed: int) -> float:
+    """Accuracy of a k-NN classifier fitted on a seeded 75 % of the rows and scored on the other 25 %."""
+    order = np.random.default_rng(seed).permutation(len(labels))
+    cut = int(KNN_TRAIN_FRACTION * len(labels))
+    train, test = order[:cut], order[cut:]
+    knn = KNeighborsClassifier(n_neighbors=KNN_NEIGHBOURS).fit(features[train], labels[train])
+    return float(knn.score(features[test], labels[test]))
+
+
+def fit(model: TiDHy, train: SLDSData, config: BenchmarkConfig, seed: int,
+        on_step: Callable[[int, dict[str, float]], None] | None = None) -> list[float]:
+    """Train ``model`` in place for ``config.train_steps`` steps; returns the total loss of every step."""
+    windows = sliding_windows(train.x, config.sequence_length, config.stride)
+    opt = new_optimizer(model, config.learning)
+    rng = np.random.default_rng(seed)
+    losses = []
+    for step in range(config.train_steps):
+        batch = windows[rng.choice(len(windows), min(config.batch_size, len(windows)), replace=False)]
+        terms, _ = train_step(model, opt, jnp.asarray(batch), config.inference, config.learning)
+        losses.append(float(terms["total"]))
+        if not np.isfinite(losses[-1]):
+            raise DivergedError(f"TiDHy training diverged at step {step} (loss {losses[-1]}); lower the inference "
+                                f"learning rates (lr_r {config.inference.lr_r}, lr_r2 {config.inference.lr_r2})")
+        if on_step is not None:
+            on_step(step, {name: float(value) for name, value in terms.items()})
+    return losses
+
+
+def evaluate(model: TiDHy, test: SLDSData, config: BenchmarkConfig, seed: int) -> dict[str, float]:
+    """The scores of :data:`SCORE_NAMES` and ``inference_iterations`` on whole test windows."""
+    windows = sliding_windows(test.x, config.sequence_length, config.sequence_length)
+    latents = infer_batch(model, jnp.asarray(windows), config.inference)
+    steps = windows.shape[0] * windows.shape[1]
+    labels, x = test.state[:steps], windows.reshape(steps, -1)
+    r, r2 = np.asarray(latents.r).reshape(steps, -1), np.asarray(latents.r2).reshape(steps, -1)
+    if not (np.isfinite(r).all() and np.isfinite(r2).all()):
+        raise DivergedError(f"TiDHy inference diverged on the test split (lr_r {config.inference.lr_r}, "
+                            f"lr_r2 {config.inference.lr_r2})")
+    x_hat = np.asarray(model.decode(latents.r)).reshape(steps, -1)
+    pca = PCA(n_components=min(config.model.r_dim, x.shape[1]), random_state=seed).fit_transform(x)
+    return {"r2_knn_acc": knn_accuracy(r2, labels, seed), "r_knn_acc": knn_accuracy(r, labels, seed),
+            "pca_knn_acc": knn_accuracy(pca, labels, seed),
+            "recon_r2": float(1.0 - np.sum((x_hat - x) ** 2) / np.sum((x - x.mean(axis=0)) ** 2)),
+            "inference_iterations": float(np.asarray(latents.iterations).mean())}
+
+
+def run_benchmark(config: BenchmarkConfig, seed: int,
+                  on_step: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, float]:
+    """Generate (seed), build (seed), train and evaluate; the scores plus ``train_seconds`` and ``steps_per_s``."""
+    train, test = generate(config.slds, seed)
+    model = TiDHy(config.model, rngs=nnx.Rngs(seed))
+    started = time.perf_counter()
+    fit(model, train, config, seed, on_step)
+    seconds = time.perf_counter() - started
+    scores = evaluate(model, test, config, seed)
+    return {**scores, "train_seconds": seconds, "steps_per_s": config.train_steps / seconds}
+

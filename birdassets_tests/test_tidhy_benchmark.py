@@ -1,0 +1,52 @@
+"""The SLDS benchmark end to end at toy size: finite scores in range, reproducible from the seed, k-NN by hand."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from birdassets.models.tidhy.benchmark import (SMALL, BenchmarkConfig, DivergedError, knn_accuracy, run_benchmark,
+                                               sliding_windows)
+from birdassets.models.tidhy.inference import InferenceConfig
+from birdassets.models.tidhy.slds import SLDSConfig
+
+TOY = dataclasses.replace(SMALL, slds=SLDSConfig(train_steps=1_500, test_steps=600), sequence_length=50,
+                          batch_size=16, train_steps=80, inference=InferenceConfig(max_iter=50))
+
+
+def test_sliding_windows_start_every_stride_steps() -> None:
+    x = np.arange(20, dtype=np.float32).reshape(10, 2)
+    windows = sliding_windows(x, 4, 3)
+    assert windows.shape == (3, 4, 2)  # starts 0, 3, 6
+    np.testing.assert_array_equal(windows[1, :, 0], [6, 8, 10, 12])
+
+
+def test_knn_accuracy_on_separable_and_on_shuffled_labels() -> None:
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 100)
+    features = labels[:, None] * 10.0 + rng.normal(size=(400, 2))
+    assert knn_accuracy(features, labels, seed=0) == 1.0
+    assert knn_accuracy(features, rng.permutation(labels), seed=0) < 0.45  # chance is 0.25
+
+
+def test_toy_benchmark_scores_are_finite_in_range_and_reproducible() -> None:
+    first = run_benchmark(TOY, seed=3)
+    again = run_benchmark(TOY, seed=3)
+    for name in ("r2_knn_acc", "r_knn_acc", "pca_knn_acc"):
+        assert 0.125 < first[name] <= 1.0, name  # above the 8-way chance level
+        assert first[name] == again[name], name
+    assert 0.0 < first["recon_r2"] <= 1.0 and first["recon_r2"] == pytest.approx(again["recon_r2"], abs=1e-6)
+    assert 1 <= first["inference_iterations"] <= 50
+
+
+def test_a_diverging_run_stops_with_a_clear_error() -> None:
+    wild = dataclasses.replace(TOY, inference=InferenceConfig(lr_r=5.0, lr_r2=5.0, max_iter=50))
+    with pytest.raises(DivergedError, match="lower the inference learning rates"):
+        run_benchmark(wild, seed=0)
+
+
+def test_model_and_data_widths_must_agree() -> None:
+    with pytest.raises(ValueError, match="input_dim"):
+        BenchmarkConfig(slds=SLDSConfig(project_dim=12))
