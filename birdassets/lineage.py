@@ -102,6 +102,13 @@ class Lineage:
                           default=_json_default_strict) + "\n"
 
 
+def content_hash(config: Any) -> str:
+    """sha256 of a config dataclass's fields (nested dataclasses included), or of a JSON-able dict, as canonical
+    JSON."""
+    payload = json.dumps(dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
 def _json_default_strict(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()

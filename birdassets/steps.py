@@ -489,3 +489,32 @@ def record_supervised(settings: Settings, task: str, model: str, run_id: str) ->
     ), {name: lineage.extra[name] for name in SUPERVISED_MODEL_FIELDS}, history)  # the lineage holds the row
     board = leaderboard(store, task, key)
     return RecordReport(settings.layout.db_path, written, len(class_scores), lineage.run_id, board)
+
+
+# ------------------------------------------------------------------------------------- TiDHy SLDS benchmark
+
+
+@dataclass(frozen=True)
+class SLDSReport:
+    """One SLDS benchmark run: its checkpoint key, scores (``SCORE_NAMES`` plus ``inference_iterations``,
+    ``train_seconds``, ``steps_per_s``) and the database it was recorded in."""
+
+    checkpoint: str
+    scores: dict
+    db_path: Path
+    run_id: str
+
+
+def slds_benchmark(settings: Settings, seed: int, small: bool, run_id: str, on_step=None,
+                   config=None) -> SLDSReport:
+    """Generate the SLDS data of ``seed``, train TiDHy on it, decode the states, record the scores (task
+    ``slds``) with their lineage in DuckDB in one transaction (a re-run replaces that run's rows). ``config``
+    (a :class:`~birdassets.models.tidhy.benchmark.BenchmarkConfig`) replaces the full or small one."""
+    from birdassets.models.tidhy import benchmark
+    from birdassets.models.tidhy.slds_scores import slds_record
+
+    config = config or (benchmark.SMALL if small else benchmark.BenchmarkConfig())
+    scores = benchmark.run_benchmark(config, seed, on_step)
+    record = slds_record(config, seed, small, scores, run_id, checkpoint_path="")
+    open_store(settings).record_evaluation(record)
+    return SLDSReport(record.lineage.checkpoint, scores, settings.layout.db_path, run_id)

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from birdassets.models.tidhy.slds import SLDSConfig, draw_systems, generate
+from birdassets.models.tidhy.slds_data import SLDSConfig, draw_systems, generate
 
 SMALL = SLDSConfig(train_steps=20_000, test_steps=2_000)
 

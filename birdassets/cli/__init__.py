@@ -8,6 +8,7 @@
 * ``birdassets train`` — train (or resume) an encoder; one flag per ``TrainConfig`` field.
 * ``birdassets birdclef train --task T --model cnn|rnn|vit`` — supervised Keras models trained per fold, to DuckDB.
 * ``birdassets birdclef submit --task T --model M --soundscapes DIR --out submission.csv`` — a Kaggle submission.
+* ``birdassets tidhy benchmark [--small] [--seed N]`` — TiDHy on its SLDS benchmark, scores to DuckDB (task ``slds``).
 * ``birdassets spectrogram AUDIO... --out X.npy`` — a file's mel spectrogram (stage B or C); several files or
   folders: one ``.npy`` each in the folder ``--out``.
 * ``birdassets ingest FOLDER`` — what ingestion makes of a folder: counts and quarantined files with reasons.
@@ -17,7 +18,7 @@
   submission path, projected onto the test set's CPU limit, stored in DuckDB).
 
 One module per command group (:mod:`~birdassets.cli.pipeline`, :mod:`~birdassets.cli.ui`, :mod:`~birdassets.cli.query`,
-:mod:`~birdassets.cli.train`, :mod:`~birdassets.cli.audio`, :mod:`~birdassets.cli.speed`), each adding its
+:mod:`~birdassets.cli.train`, :mod:`~birdassets.cli.tidhy`, :mod:`~birdassets.cli.audio`, :mod:`~birdassets.cli.speed`), each adding its
 commands with ``add_parser(subparsers)``; :mod:`~birdassets.cli.errors` turns user errors into one line and
 exit status 2; :mod:`~birdassets.cli.format` formats tables. Commands import the library inside their
 functions, so ``birdassets --help`` starts fast.
@@ -29,10 +30,10 @@ import argparse
 import os
 import warnings
 
-from birdassets.cli import audio, birdclef, pipeline, query, speed, train, ui
+from birdassets.cli import audio, birdclef, pipeline, query, speed, tidhy, train, ui
 from birdassets.cli.errors import run_command
 
-COMMAND_GROUPS = (pipeline, ui, query, train, birdclef, audio, speed)
+COMMAND_GROUPS = (pipeline, ui, query, train, birdclef, tidhy, audio, speed)
 """Modules that add commands, in ``--help`` order."""
 
 

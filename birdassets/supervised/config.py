@@ -7,12 +7,10 @@ alpha = 0.5, SpecAugment time and frequency masks, random brightness/contrast; B
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any
 
+from birdassets.lineage import content_hash
 from birdassets.models.keras.keys import MODEL_FAMILIES, model_key, parse_model_key  # noqa: F401 (re-exported)
 
 CNN_BACKBONES = ("efficientnet_b0", "resnet50")
@@ -33,12 +31,6 @@ DEBUG_EPOCHS = 2
 
 SUPERVISED_PROBE = "supervised"
 """The ``probe`` column of a supervised model's score rows (the model is its own classifier)."""
-
-
-def content_hash(config: Any) -> str:
-    """sha256 of a config dataclass's fields as canonical JSON."""
-    payload = json.dumps(dataclasses.asdict(config), sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def _require(condition: bool, message: str) -> None:

@@ -25,7 +25,7 @@ from birdassets.models.tidhy.inference import InferenceConfig, infer_batch
 from birdassets.models.tidhy.learning import new_optimizer, train_step
 from birdassets.models.tidhy.network import TiDHy, TiDHyConfig
 from birdassets.models.tidhy.objective import LearningConfig
-from birdassets.models.tidhy.slds import SLDSConfig, SLDSData, generate
+from birdassets.models.tidhy.slds_data import SLDSConfig, SLDSData, generate
 
 KNN_NEIGHBOURS = 3
 KNN_TRAIN_FRACTION = 0.75
