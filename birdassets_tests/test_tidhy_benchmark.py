@@ -38,16 +38,6 @@ def test_knn_accuracy_on_separable_and_on_shuffled_labels() -> None:
     assert knn_accuracy(features, rng.permutation(labels), seed=0) < 0.45  # chance is 0.25
 
 
-def test_toy_benchmark_scores_are_finite_in_range_and_reproducible() -> None:
-    first = run_benchmark(TOY, seed=3)
-    again = run_benchmark(TOY, seed=3)
-    for name in ("r2_knn_acc", "r_knn_acc", "pca_knn_acc"):
-        assert 0.125 < first[name] <= 1.0, name  # above the 8-way chance level
-        assert first[name] == again[name], name
-    assert 0.0 < first["recon_r2"] <= 1.0 and first["recon_r2"] == pytest.approx(again["recon_r2"], abs=1e-6)
-    assert 1 <= first["inference_iterations"] <= 50
-
-
 def test_a_diverging_run_stops_with_a_clear_error() -> None:
     wild = dataclasses.replace(TOY, inference=InferenceConfig(lr_r=5.0, lr_r2=5.0, max_iter=50))
     with pytest.raises(DivergedError, match="lower the inference learning rates"):
@@ -59,12 +49,18 @@ def test_model_and_data_widths_must_agree() -> None:
         BenchmarkConfig(slds=SLDSConfig(project_dim=12))
 
 
-def test_recording_a_run_twice_replaces_its_rows_and_keeps_other_seeds(tmp_path, monkeypatch) -> None:
+def test_toy_runs_are_reproducible_and_recording_twice_replaces_rows_and_keeps_other_seeds(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("BIRDASSETS_HOME", str(tmp_path))
     settings = load_settings()
     first = slds_benchmark(settings, 0, True, "run-a", config=TOY)
-    slds_benchmark(settings, 0, True, "run-b", config=TOY)
+    again = slds_benchmark(settings, 0, True, "run-b", config=TOY)
     slds_benchmark(settings, 1, True, "run-c", config=TOY)
+    for name in ("r2_knn_acc", "r_knn_acc", "pca_knn_acc"):
+        assert 0.125 < first.scores[name] <= 1.0, name  # above the 8-way chance level
+        assert first.scores[name] == again.scores[name], name  # the same seed gives the same scores
+    assert 0.0 < first.scores["recon_r2"] <= 1.0
+    assert first.scores["recon_r2"] == pytest.approx(again.scores["recon_r2"], abs=1e-6)
+    assert 1 <= first.scores["inference_iterations"] <= 50
     rows = query_readonly(settings.layout.db_path, "select checkpoint, metric, value, run_id from scores "
                           "where task = 'slds' order by checkpoint, metric")
     assert len(rows) == 8 and set(rows["checkpoint"]) == {"tidhy-slds-small-seed0@80", "tidhy-slds-small-seed1@80"}

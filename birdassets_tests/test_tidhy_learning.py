@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ from flax import nnx
 
 from birdassets.models.tidhy.inference import InferenceConfig, Latents
 from birdassets.models.tidhy.learning import new_optimizer, train_step
-from birdassets.models.tidhy.objective import LearningConfig, cos_reg, loss_terms, orth_r2
+from birdassets.models.tidhy.mstep import LearningConfig, cos_reg, loss_terms, orth_r2
 from birdassets.models.tidhy.network import TiDHy, TiDHyConfig
 from birdassets_tests.tidhy_reference import SMALL, parameters, predict
 

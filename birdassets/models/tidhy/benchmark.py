@@ -24,7 +24,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from birdassets.models.tidhy.inference import InferenceConfig, infer_batch
 from birdassets.models.tidhy.learning import new_optimizer, train_step
 from birdassets.models.tidhy.network import TiDHy, TiDHyConfig
-from birdassets.models.tidhy.objective import LearningConfig
+from birdassets.models.tidhy.mstep import LearningConfig
 from birdassets.models.tidhy.slds_data import SLDSConfig, SLDSData, generate
 
 KNN_NEIGHBOURS = 3

@@ -7,7 +7,7 @@ from flax import nnx
 
 from birdassets.models.tidhy.inference import InferenceConfig, infer_sequence
 from birdassets.models.tidhy.network import TiDHy
-from birdassets.models.tidhy.objective import LearningConfig, loss_terms, optimizer
+from birdassets.models.tidhy.mstep import LearningConfig, loss_terms, optimizer
 
 
 def new_optimizer(model: TiDHy, config: LearningConfig) -> nnx.Optimizer:
@@ -22,7 +22,7 @@ def train_step(model: TiDHy, opt: nnx.Optimizer, x: jax.Array, inference: Infere
 
     Returns:
         ``(terms, iterations)``: the loss terms before the update (scalars, see
-        :func:`~birdassets.models.tidhy.objective.loss_terms`) and the inference iterations ``[batch, T]``.
+        :func:`~birdassets.models.tidhy.mstep.loss_terms`) and the inference iterations ``[batch, T]``.
     """
     latents = jax.vmap(infer_sequence, in_axes=(None, 0, None))(model, x, inference)
 

@@ -12,7 +12,7 @@ higher-order latent ``r2_t [r2_dim]``, ``M = mix_dim`` dynamics matrices.
 * dynamics: ``V_t = Σ_m w_{t,m} T_m`` and the prediction ``r̄_t = V_t r_{t−1}``.
 
 The module holds parameters only; inference of ``r`` and ``r2`` (:mod:`birdassets.models.tidhy.inference`) and
-learning (:mod:`birdassets.models.tidhy.objective`) are functions of it. Attribute names ``decoder``,
+learning (:mod:`birdassets.models.tidhy.mstep`) are functions of it. Attribute names ``decoder``,
 ``temporal`` and ``hypernet`` are part of the checkpoint format and name the learning-rate groups.
 """
 
