@@ -72,3 +72,11 @@ def test_the_same_seed_gives_the_same_data_and_another_seed_other_data(splits) -
     other, _ = generate(SMALL, seed=8)
     np.testing.assert_array_equal(again.x, splits[0].x)
     assert not np.allclose(other.x, splits[0].x)
+
+
+@pytest.mark.parametrize("change,message", [({"train_steps": 0}, "SLDSConfig.train_steps must be a positive integer"),
+                                            ({"obs_noise": -0.1}, "SLDSConfig.obs_noise must be >= 0"),
+                                            ({"project_dim": True}, "SLDSConfig.project_dim must be a positive")])
+def test_bad_settings_name_the_field(change, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(SMALL, **change)

@@ -21,6 +21,7 @@ from flax import nnx
 from sklearn.decomposition import PCA
 from sklearn.neighbors import KNeighborsClassifier
 
+from birdassets.field_checks import check_fields
 from birdassets.models.tidhy.inference import InferenceConfig, infer_batch
 from birdassets.models.tidhy.learning import new_optimizer, train_step
 from birdassets.models.tidhy.network import TiDHy, TiDHyConfig
@@ -58,10 +59,7 @@ class BenchmarkConfig:
     train_steps: int = 1000
 
     def __post_init__(self) -> None:
-        for name in ("sequence_length", "stride", "batch_size", "train_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"BenchmarkConfig.{name} must be a positive integer, got {value!r}")
+        check_fields(self, positive_ints=("sequence_length", "stride", "batch_size", "train_steps"))
         if self.model.input_dim != self.slds.project_dim:
             raise ValueError(f"BenchmarkConfig: the model's input_dim ({self.model.input_dim}) must be the "
                              f"data's project_dim ({self.slds.project_dim})")

@@ -26,6 +26,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from birdassets.field_checks import check_fields
 from birdassets.models.tidhy.network import TiDHy, spatial_loss
 
 MOMENTUM = 0.9
@@ -64,14 +65,8 @@ class InferenceConfig:
     shrink_r2: float = 0.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.max_iter, bool) or not isinstance(self.max_iter, int) or self.max_iter < 1:
-            raise ValueError(f"InferenceConfig.max_iter must be a positive integer, got {self.max_iter!r}")
-        for name in ("lr_r", "lr_r2", "tol"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"InferenceConfig.{name} must be positive, got {getattr(self, name)!r}")
-        for name in ("temp_weight", "l1_w", "l1_r2", "l1_r", "shrink_r", "shrink_r2"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"InferenceConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+        check_fields(self, positive_ints=("max_iter",), positive=("lr_r", "lr_r2", "tol"),
+                     non_negative=("temp_weight", "l1_w", "l1_r2", "l1_r", "shrink_r", "shrink_r2"))
 
 
 class Latents(NamedTuple):

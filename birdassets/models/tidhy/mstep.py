@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from birdassets.field_checks import check_fields
 from birdassets.models.tidhy.inference import Latents
 from birdassets.models.tidhy.network import TiDHy, spatial_loss
 
@@ -55,12 +56,8 @@ class LearningConfig:
     orth_weight: float = 5.0
 
     def __post_init__(self) -> None:
-        for name in ("lr_decoder", "lr_dynamics", "lr_hypernet", "clip_norm"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"LearningConfig.{name} must be positive, got {getattr(self, name)!r}")
-        for name in ("weight_decay", "temp_weight", "cos_eta", "orth_weight"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"LearningConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+        check_fields(self, positive=("lr_decoder", "lr_dynamics", "lr_hypernet", "clip_norm"),
+                     non_negative=("weight_decay", "temp_weight", "cos_eta", "orth_weight"))
         if isinstance(self.decay_every, bool) or not isinstance(self.decay_every, int) or self.decay_every < 0:
             raise ValueError(f"LearningConfig.decay_every must be an integer >= 0, got {self.decay_every!r}")
 

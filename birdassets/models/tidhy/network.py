@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from birdassets.field_checks import check_fields
+
 LOSS_TYPES = ("mse", "bce")
 """Spatial losses: squared error, or binary cross-entropy of a sigmoid decoder (observations in [0, 1])."""
 
@@ -59,10 +61,7 @@ class TiDHyConfig:
     squash_r2: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("input_dim", "r_dim", "r2_dim", "mix_dim", "hyper_hidden", "decoder_hidden"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"TiDHyConfig.{name} must be a positive integer, got {value!r}")
+        check_fields(self, positive_ints=("input_dim", "r_dim", "r2_dim", "mix_dim", "hyper_hidden", "decoder_hidden"))
         if self.loss_type not in LOSS_TYPES:
             raise ValueError(f"TiDHyConfig.loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
         if self.mix_dim > self.r_dim * self.r_dim:

@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from birdassets.field_checks import check_fields
+
 DECAYS = (-0.025, -0.25, -0.1, -0.5, -0.015, -0.75)
 """``τ`` of the six dynamics matrices (log of their eigenvalues' modulus)."""
 FREQUENCIES = (0.0075, 0.05, 0.025, 0.075, 0.01, 0.075)
@@ -75,8 +77,8 @@ class SLDSConfig:
             raise ValueError(f"SLDSConfig.overlap must be 0..obs_dim ({self.obs_dim}), got {self.overlap!r}")
         if not 0 < self.p_stay < 1 or not 0 <= self.min_occupancy < 0.5:
             raise ValueError("SLDSConfig: p_stay must be in (0, 1) and min_occupancy in [0, 0.5)")
-        if min(self.train_steps, self.test_steps, self.project_dim) < 1 or min(self.process_noise, self.obs_noise) < 0:
-            raise ValueError("SLDSConfig: steps and project_dim must be positive, the noise levels >= 0")
+        check_fields(self, positive_ints=("train_steps", "test_steps", "project_dim"),
+                     non_negative=("process_noise", "obs_noise"))
 
 
 class SLDSData(NamedTuple):
