@@ -18,8 +18,10 @@ def check_fields(config: Any, *, positive_ints: Iterable[str] = (), positive: It
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
             raise ValueError(f"{owner}.{name} must be a positive integer, got {value!r}")
     for name in positive:
-        if not getattr(config, name) > 0:
-            raise ValueError(f"{owner}.{name} must be positive, got {getattr(config, name)!r}")
+        value = getattr(config, name)
+        if not value > 0:
+            raise ValueError(f"{owner}.{name} must be positive, got {value!r}")
     for name in non_negative:
-        if not getattr(config, name) >= 0:
-            raise ValueError(f"{owner}.{name} must be >= 0, got {getattr(config, name)!r}")
+        value = getattr(config, name)
+        if not value >= 0:
+            raise ValueError(f"{owner}.{name} must be >= 0, got {value!r}")

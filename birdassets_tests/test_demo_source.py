@@ -45,8 +45,8 @@ TINY = dataclasses.replace(
 # demo-clear as the code wrote it before the unlabelled soundscapes existed (commit a71fdda): they must leave every
 # other file as it was, so the demo's leaderboard does not move by a digit. The tables are pinned by their bytes.
 # The OGG bytes are not stable across machines (the synthesis's float ulps differ with the CPU's SIMD paths, and
-# Vorbis then encodes differently), so each audio file is pinned by its decoded length, rate, peak and the RMS of each chunk, as
-# a71fdda's generator wrote them (measured 2026-12-02 by running a71fdda; its sc009 bytes there were c19db259...,
+# Vorbis then encodes differently), so each audio file is pinned by its decoded length, rate, peak and the RMS of
+# each chunk, as a71fdda's generator wrote them (measured 2026-12-02 by running a71fdda; its sc009 bytes there were c19db259...,
 # not the 3c6509c6... pinned before on another machine). A call moved or a noise stream shifted changes a chunk's RMS.
 A71FDDA_DEMO_CLEAR_SHA256 = {
     "train.csv": "bb888e40c056276cf418ace01955eddbe920f0701652cbd270404666e4d05242",

@@ -42,18 +42,21 @@ def predict_outputs(model: keras.Model, x: np.ndarray, *layer_names: str) -> lis
     return probe.predict(x, verbose=0)
 
 
-def matmul_operand_dtypes(jaxpr) -> list[tuple[str, ...]]:
-    """Operand dtypes of every dot_general / convolution in a jaxpr, sub-jaxprs (scan, pjit, ...) included."""
-    found = []
+def all_equations(jaxpr):
+    """Every equation of a jaxpr, those of its sub-jaxprs (scan, pjit, ...) included."""
     for eqn in jaxpr.eqns:
-        if eqn.primitive.name in MATMULS:
-            found.append(tuple(str(var.aval.dtype) for var in eqn.invars))
+        yield eqn
         for value in eqn.params.values():
             for sub in value if isinstance(value, (tuple, list)) else (value,):
                 inner = getattr(sub, "jaxpr", sub)
                 if hasattr(inner, "eqns"):
-                    found += matmul_operand_dtypes(inner)
-    return found
+                    yield from all_equations(inner)
+
+
+def matmul_operand_dtypes(jaxpr) -> list[tuple[str, ...]]:
+    """Operand dtypes of every dot_general / convolution in a jaxpr, sub-jaxprs included."""
+    return [tuple(str(var.aval.dtype) for var in eqn.invars) for eqn in all_equations(jaxpr)
+            if eqn.primitive.name in MATMULS]
 
 
 def traced_forward(model: keras.Model, batch: int = 2):
@@ -262,14 +265,8 @@ def test_shifted_depthwise_equals_keras_depthwise_conv(kernel: int, stride: int,
 
 def grouped_convolutions(jaxpr) -> int:
     """How many convolutions with ``feature_group_count > 1`` a jaxpr holds, sub-jaxprs included."""
-    count = 0
-    for eqn in jaxpr.eqns:
-        count += eqn.primitive.name == "conv_general_dilated" and eqn.params["feature_group_count"] > 1
-        for value in eqn.params.values():
-            for sub in value if isinstance(value, (tuple, list)) else (value,):
-                inner = getattr(sub, "jaxpr", sub)
-                count += grouped_convolutions(inner) if hasattr(inner, "eqns") else 0
-    return count
+    return sum(eqn.primitive.name == "conv_general_dilated" and eqn.params["feature_group_count"] > 1
+               for eqn in all_equations(jaxpr))
 
 
 def test_keras_models_with_custom_layers_load_in_a_fresh_process(tmp_path: Path) -> None:

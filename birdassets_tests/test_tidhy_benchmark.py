@@ -49,7 +49,9 @@ def test_model_and_data_widths_must_agree() -> None:
         BenchmarkConfig(slds=SLDSConfig(project_dim=12))
 
 
-def test_toy_runs_are_reproducible_and_recording_twice_replaces_rows_and_keeps_other_seeds(tmp_path, monkeypatch) -> None:
+def test_toy_runs_are_reproducible_and_recording_twice_replaces_rows_and_keeps_other_seeds(
+    tmp_path, monkeypatch
+) -> None:
     monkeypatch.setenv("BIRDASSETS_HOME", str(tmp_path))
     settings = load_settings()
     first = slds_benchmark(settings, 0, True, "run-a", config=TOY)

@@ -78,3 +78,16 @@ def test_training_steps_lower_the_loss_of_a_sequence_batch() -> None:
     losses = [float(train_step(model, opt, jnp.asarray(x, jnp.float32), InferenceConfig(max_iter=50), config)
                     [0]["total"]) for _ in range(30)]
     assert np.isfinite(losses).all() and losses[-1] < 0.5 * losses[0]
+
+
+def test_nonlinear_decoder_is_linear_layernorm_elu_linear_linear() -> None:
+    model = TiDHy(TiDHyConfig(input_dim=3, r_dim=2, r2_dim=2, mix_dim=2, hyper_hidden=4, nonlinear_decoder=True,
+                              decoder_hidden=5), rngs=nnx.Rngs(0))
+    first, norm, middle, last = ({k: np.asarray(v[...], np.float64) for k, v in vars(layer).items()
+                                  if hasattr(v, "value")} for layer in model.decoder.layers)
+    r = np.array([0.3, -1.2])
+    h = r @ first["kernel"] + first["bias"]
+    h = (h - h.mean()) / np.sqrt(h.var() + 1e-6) * norm["scale"] + norm["bias"]
+    h = np.where(h > 0, h, np.expm1(h))
+    expected = (h @ middle["kernel"] + middle["bias"]) @ last["kernel"] + last["bias"]
+    np.testing.assert_allclose(np.asarray(model.decode(jnp.asarray(r, jnp.float32))), expected, rtol=1e-5, atol=1e-6)

@@ -18,8 +18,8 @@ LOGITS. Its layer named :data:`EMBEDDING` outputs the pooled features ``[batch, 
   GRU/LSTM layers over time (``return_sequences``), then the mean and the max over time concatenated;
   width ``2 * rnn_units``.
 * ``vit``: the project's Flax NNX :class:`~birdassets.models.vit.network.ViTEncoder` inside
-  :class:`~birdassets.models.keras.vit_backbone.ViTBackbone` (its parameters are trainable Keras variables), initialised from one of the project's
-  own Orbax checkpoints (``init_checkpoint``) or randomly; embedding = mean of the patch tokens
+  :class:`~birdassets.models.keras.vit_backbone.ViTBackbone` (its parameters are trainable Keras variables),
+  initialised from one of the project's own Orbax checkpoints (``init_checkpoint``) or randomly; embedding = mean of the patch tokens
   (:meth:`ViTEncoder.embed`); width ``dim``.
 
 The head is ``Dropout(dropout)`` then ``Dense(classes, dtype="float32")``: under a mixed precision policy

@@ -21,7 +21,6 @@ from keras import layers, ops
 from birdassets.models.keras.keys import SERIALIZABLE_PACKAGE
 
 
-
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     """``(before, after)`` padding of one axis for ``"same"``: output ``ceil(size / stride)`` positions."""
     out = -(-size // stride)
@@ -31,8 +30,8 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
 
 @keras.saving.register_keras_serializable(package=SERIALIZABLE_PACKAGE)
 class ShiftedDepthwiseConv2D(layers.DepthwiseConv2D):
-    """``DepthwiseConv2D`` computed as ``sum_ij shift_ij(x) * kernel[i, j, :, 0]`` (kernel ``[kh, kw, c, 1]``): ``[batch, h, w, c]`` ->
-    ``[batch, h', w', c]`` with ``h' = ceil(h / stride)`` (``"same"``) or ``(h - kh) // stride + 1``
+    """``DepthwiseConv2D`` computed as ``sum_ij shift_ij(x) * kernel[i, j, :, 0]`` (kernel ``[kh, kw, c, 1]``):
+    ``[batch, h, w, c]`` -> ``[batch, h', w', c]`` with ``h' = ceil(h / stride)`` (``"same"``) or ``(h - kh) // stride + 1``
     (``"valid"``)."""
 
     def _shiftable(self) -> bool:

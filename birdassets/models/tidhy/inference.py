@@ -8,8 +8,8 @@ starting from ``r = 0`` and ``r2 = r2_{t−1}`` (warm start; ``r_{−1} = 0``, `
 0.9, Nesterov (PyTorch's update: ``v ← μ v + g``, ``p ← p − lr (g + μ v)``). The learning rate of ``r`` halves
 every ``max_iter // 10`` iterations. That of ``r2`` is ``lr_r2 / (1 + ‖r_{t−1}‖²)`` for the whole step: the
 temporal term's curvature in ``r2`` grows with ``‖r_{t−1}‖²`` (``r̄`` is linear in ``r_{t−1}``), and with a fixed
-rate ``r2`` overshoots once ``r`` is large (on the SLDS task it ran to 1e5 and training to NaN). After each update both are soft-thresholded
-(``sign(p) max(|p| − λ, 0)``). A step stops when the relative change ``‖p − p_old‖ / (‖p_old‖ + 1e-16)`` of ``r``
+rate ``r2`` overshoots once ``r`` is large (on the SLDS task it ran to 1e5 and training to NaN). After each
+update both are soft-thresholded (``sign(p) max(|p| − λ, 0)``). A step stops when the relative change ``‖p − p_old‖ / (‖p_old‖ + 1e-16)`` of ``r``
 and of ``r2`` are both below ``tol``, or after ``max_iter`` iterations.
 
 Shapes: :func:`infer_sequence` maps ``[T, input_dim]`` to ``r [T, r_dim]``, ``r2 [T, r2_dim]`` and the
@@ -82,7 +82,8 @@ class Latents(NamedTuple):
 
 def step_energy(model: TiDHy, r: jax.Array, r2: jax.Array, x: jax.Array, r_prev: jax.Array,
                 config: InferenceConfig) -> jax.Array:
-    """``E(r, r2)`` of one time step: ``r [r_dim]``, ``r2 [r2_dim]``, ``x [input_dim]``, ``r_prev [r_dim]`` -> scalar."""
+    """``E(r, r2)`` of one time step: ``r [r_dim]``, ``r2 [r2_dim]``, ``x [input_dim]``, ``r_prev [r_dim]``
+    -> scalar."""
     w = model.mixture(r2)
     r_bar = jnp.einsum("ij,j->i", model.dynamics(w), r_prev)
     return (spatial_loss(model.decode(r), x, model.config.loss_type)

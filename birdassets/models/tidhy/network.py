@@ -125,11 +125,11 @@ class Decoder(nnx.Module):
             self.layers = nnx.List([linear(config.r_dim, config.input_dim, rngs)])
 
     def __call__(self, r: jax.Array) -> jax.Array:
-        x = r
-        for index, layer in enumerate(self.layers):
-            x = layer(x)
-            if index == 1 and len(self.layers) > 1:  # after the LayerNorm
-                x = jax.nn.elu(x)
+        if len(self.layers) == 1:
+            x = self.layers[0](r)
+        else:
+            first, norm, middle, last = self.layers
+            x = last(middle(jax.nn.elu(norm(first(r)))))
         return jax.nn.sigmoid(x) if self.sigmoid else x
 
 

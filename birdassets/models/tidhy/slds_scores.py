@@ -23,14 +23,14 @@ PROBES = {"r2_knn_acc": "knn", "r_knn_acc": "knn", "pca_knn_acc": "knn", "recon_
 """Metric -> the ``probe`` column of its row."""
 
 
-def run_name(config: BenchmarkConfig, seed: int, small: bool) -> str:
+def run_name(seed: int, small: bool) -> str:
     """``tidhy-slds[-small]-seed<seed>``: the training run of one benchmark run."""
     return f"tidhy-slds{'-small' if small else ''}-seed{seed}"
 
 
 def checkpoint_key(config: BenchmarkConfig, seed: int, small: bool) -> str:
     """``<run_name>@<train_steps>``."""
-    return f"{run_name(config, seed, small)}@{config.train_steps}"
+    return f"{run_name(seed, small)}@{config.train_steps}"
 
 
 def score_rows(scores: dict[str, float], n_states: int) -> pd.DataFrame:
@@ -64,7 +64,7 @@ def slds_record(config: BenchmarkConfig, seed: int, small: bool, scores: dict[st
         lineage=lineage, scores=score_rows(scores, n_states), class_scores=pd.DataFrame(columns=CLASS_SCORE_COLUMNS),
         dataset=DatasetRow(SLDS_TASK, "slds-generator", "(generated from the seed)", lineage.manifest_hash, 2,
                            n_states),
-        checkpoint=CheckpointRow(lineage.checkpoint, run_name(config, seed, small), config.train_steps,
+        checkpoint=CheckpointRow(lineage.checkpoint, run_name(seed, small), config.train_steps,
                                  checkpoint_path, FAMILY_NAME),
         run=RunRow(run_id, "tidhy-benchmark", f"SLDS benchmark, seed {seed}{' (small)' if small else ''}"),
     )
