@@ -9,6 +9,7 @@ from birdassets.defs.assets.on_demand import detections_asset
 from birdassets.defs.assets.encoding import build_encoding_assets
 from birdassets.defs.assets.results import build_results_assets
 from birdassets.defs.assets.supervised import build_supervised_assets
+from birdassets.defs.assets.tidhy import build_tidhy_assets
 from birdassets.defs.checks import build_checks
 from birdassets.defs.jobs import (  # noqa: F401
     BENCHMARK_JOB, DATA_JOB, DETECT_JOB, ENCODER_JOB, SUPERVISED_JOB, build_jobs, train_job,
@@ -22,7 +23,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     """All assets, checks, jobs, sensors and the schedule for the data sets configured in ``settings``."""
     partitions = build_partitions(settings)
     assets = [*build_task_data_assets(settings, partitions), *build_encoding_assets(partitions),
-              *build_results_assets(partitions), detections_asset(partitions), *build_supervised_assets(partitions)]
+              *build_results_assets(partitions), detections_asset(partitions), *build_supervised_assets(partitions),
+              *build_tidhy_assets(partitions)]
     jobs = build_jobs(partitions)
     sensors, schedules = build_automation(partitions, jobs, settings)
     return dg.Definitions(

@@ -507,14 +507,62 @@ class SLDSReport:
 
 def slds_benchmark(settings: Settings, seed: int, small: bool, run_id: str, on_step=None,
                    config=None) -> SLDSReport:
-    """Generate the SLDS data of ``seed``, train TiDHy on it, decode the states, record the scores (task
-    ``slds``) with their lineage in DuckDB in one transaction (a re-run replaces that run's rows). ``config``
-    (a :class:`~birdassets.models.tidhy.benchmark.BenchmarkConfig`) replaces the full or small one."""
+    """Generate the SLDS data of ``seed``, train TiDHy on it into ``<first checkpoint root>/tidhy-slds[-small]-
+    seed<seed>`` (resuming there; every ``checkpoint_every`` steps is a checkpoint the sensor picks up), decode
+    the states with the last step, record the scores (task ``slds``) with their lineage in DuckDB in one
+    transaction (a re-run replaces that step's rows). ``config`` (a
+    :class:`~birdassets.models.tidhy.benchmark.BenchmarkConfig`) replaces the full or small one."""
     from birdassets.models.tidhy import benchmark
-    from birdassets.models.tidhy.slds_scores import slds_record
+    from birdassets.models.tidhy.slds_scores import run_name
 
     config = config or (benchmark.SMALL if small else benchmark.BenchmarkConfig())
-    scores = benchmark.run_benchmark(config, seed, on_step)
-    record = slds_record(config, seed, small, scores, run_id, checkpoint_path="")
+    run = run_name(seed, small)
+    run_dir = settings.checkpoint_roots[0] / run
+    scores = benchmark.run_benchmark(config, seed, on_step, run_dir)
+    ref = EncoderRef(f"{run}@{config.train_steps}", "tidhy", run, config.train_steps, run_dir / str(config.train_steps))
+    return record_slds(settings, config, seed, scores, run_id, ref)
+
+
+def record_slds(settings: Settings, config, seed: int, scores: dict, run_id: str, ref: EncoderRef) -> SLDSReport:
+    """Record one SLDS evaluation of the checkpoint ``ref``."""
+    from birdassets.models.tidhy.slds_scores import slds_record
+
+    record = slds_record(config, seed, scores, run_id, ref)
     open_store(settings).record_evaluation(record)
-    return SLDSReport(record.lineage.checkpoint, scores, settings.layout.db_path, run_id)
+    return SLDSReport(ref.key, scores, settings.layout.db_path, run_id)
+
+
+def score_slds_checkpoint(settings: Settings, checkpoint: str, run_id: str) -> SLDSReport | None:
+    """Score a checkpoint of the SLDS benchmark on the test data of its saved seed and record it (task ``slds``);
+    ``None`` for any other checkpoint (another family, or TiDHy trained on audio)."""
+    from birdassets.models.tidhy.benchmark import evaluate_checkpoint
+    from birdassets.models.tidhy.checkpoint import FAMILY_NAME, read_saved
+
+    ref = resolve_encoder(settings.checkpoint_roots, checkpoint, settings.layout.models_root)
+    if ref.family != FAMILY_NAME or read_saved(ref.path.parent, ref.step).input["kind"] != "slds":
+        return None
+    config, seed, scores = evaluate_checkpoint(ref.path.parent, ref.step)
+    return record_slds(settings, config, seed, scores, run_id, ref)
+
+
+# ---------------------------------------------------------------------------------- TiDHy as an encoder
+
+
+def tidhy_run_name(task: str) -> str:
+    """``tidhy-<task>``: the default run folder of a TiDHy encoder trained on ``task``."""
+    return f"tidhy-{task}"
+
+
+def train_tidhy_encoder(settings: Settings, task: str, schedule, run_dir: Path, on_step=None, config=None):
+    """Train (or resume) a TiDHy encoder on the ``train`` windows of ``task``'s mel dataset into ``run_dir``;
+    ``config``: a :class:`~birdassets.models.tidhy.mel_encoder.MelEncoderConfig` (default: its defaults).
+    Returns the :class:`~birdassets.models.tidhy.trainer.TrainResult`."""
+    from birdassets.models.base import InputSpec
+    from birdassets.models.tidhy.mel_encoder import MelEncoderConfig, train_mel_encoder
+
+    dataset = ensure_mel_dataset(settings, task)
+    mel, _ = dataset.arrays("train")
+    preset = dataset.builder().info.metadata["preset"]
+    spec = InputSpec(preset=preset["name"], sample_rate=preset["sample_rate"], clip_s=preset["clip_s"],
+                     frames=mel.shape[1], mels=mel.shape[2])
+    return train_mel_encoder(mel, spec, task, config or MelEncoderConfig(), schedule, run_dir, on_step)[1]

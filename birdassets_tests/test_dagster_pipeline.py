@@ -3,6 +3,7 @@ finalized Orbax steps, automation carries a new checkpoint to DuckDB, and bad ch
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from datetime import datetime, timezone
 import subprocess
@@ -96,7 +97,7 @@ def test_code_location_loads_like_dagster_dev(home):
 def test_assets_jobs_and_automation_are_defined(defs):
     keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
     assert keys == {"raw_audio", "mel_dataset", "folds", "encoder", "embeddings", "probe", "scores", "metrics_db",
-                    "detections", "supervised_model", "supervised_scores"}
+                    "detections", "supervised_model", "supervised_scores", "slds_benchmark", "slds_scores"}
     graph = defs.resolve_asset_graph()
     assert isinstance(graph.get(dg.AssetKey("embeddings")).partitions_def, dg.MultiPartitionsDefinition)
     assert graph.get(dg.AssetKey("raw_audio")).partitions_def.get_partition_keys() == [TASK]
@@ -338,3 +339,45 @@ def test_a_new_or_reconfigured_task_flows_without_a_click(home, tmp_path):
         assert run_job(changed, DATA_JOB, TASK, instance).success and tick(changed, instance) == []
         (back,) = tick(configure(512), instance)  # back to the first preset: built again, under a new key
         assert back.run_key.startswith(request.run_key.rsplit(":", 1)[0]) and back.run_key != request.run_key
+
+
+def test_tidhy_steps_flow_to_their_own_task_or_to_the_audio_tasks(home, defs, instance):
+    """A TiDHy step of the SLDS benchmark is scored on SLDS (task ``slds``) and never sent to the audio tasks;
+    a TiDHy encoder of mel frames flows like any other checkpoint to embeddings, probes and DuckDB."""
+    from birdassets.defs.jobs import SLDS_JOB
+    from birdassets.models.tidhy.trainer import Schedule
+    from birdassets.steps import slds_benchmark, train_tidhy_encoder
+    from birdassets_tests.test_tidhy_benchmark import TOY
+
+    settings = load_settings(home)
+    assert run_job(defs, DATA_JOB, TASK, instance).success  # (again, if another test built it: idempotent)
+    slds_benchmark(settings, 0, True, "cli-run", config=dataclasses.replace(TOY, train_steps=60, checkpoint_every=30))
+    train_tidhy_encoder(settings, TASK, Schedule(num_steps=2, batch_size=4, checkpoint_every=2), home / "runs" / "tidhy-mini")
+    sensor = defs.resolve_sensor_def("checkpoint_sensor")
+    ticks = sensor(dg.build_sensor_context(instance=instance, definitions=defs, resources=resources(home)))
+    jobs = {r.partition_key: r.job_name for r in ticks.run_requests if r.partition_key.startswith("tidhy-")}
+    assert jobs == {"tidhy-slds-small-seed0@30": SLDS_JOB, "tidhy-slds-small-seed0@60": SLDS_JOB,
+                    "tidhy-mini@2": ENCODER_JOB}
+    instance.add_dynamic_partitions(CHECKPOINT_PARTITIONS_NAME, list(jobs))
+
+    assert run_job(defs, SLDS_JOB, "tidhy-slds-small-seed0@30", instance).success
+    scored = query_readonly(settings.layout.db_path, "select checkpoint, metric, value from scores where task = "
+                            "'slds' order by checkpoint, metric")
+    assert scored.groupby("checkpoint").size().to_dict() == {"tidhy-slds-small-seed0@30": 4,
+                                                             "tidhy-slds-small-seed0@60": 4}
+    skipped = run_job(defs, SLDS_JOB, "tidhy-mini@2", instance)  # an audio encoder: nothing to score on SLDS
+    assert skipped.success and skipped.get_asset_materialization_events() == []
+
+    assert run_job(defs, ENCODER_JOB, "tidhy-mini@2", instance).success
+    assert run_job(defs, BENCHMARK_JOB, evaluation_key(TASK, "tidhy-mini@2"), instance).success
+    lineage = query_readonly(settings.layout.db_path, "select encoder_family, step from lineage where checkpoint = "
+                             "'tidhy-mini@2'")
+    assert lineage.to_dict("records") == [{"encoder_family": "tidhy", "step": 2}]
+    evaluation = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    asked = {key.keys_by_dimension["checkpoint"] for key in evaluation.get_requested_partitions(dg.AssetKey("embeddings"))}
+    assert not any(key.startswith("tidhy-slds") for key in asked)  # their encoder is never materialized
+    tick = datetime(2026, 11, 22, 3, tzinfo=timezone.utc)
+    weekly = defs.resolve_schedule_def("weekly_rebenchmark")
+    rerun = {r.partition_key.keys_by_dimension["checkpoint"]
+             for r in weekly(dg.build_schedule_context(instance=instance, scheduled_execution_time=tick))}
+    assert "tidhy-mini@2" in rerun and not any(key.startswith("tidhy-slds") for key in rerun)

@@ -134,6 +134,20 @@ def _step_problem(step_dir: str, step: int, stamps: tuple) -> str | None:
     return None
 
 
+AUDIO = "audio"
+"""What a checkpoint observes unless its metadata says otherwise (``"observes"``)."""
+
+
+def observed_data(ref: CheckpointRef) -> str:
+    """What the checkpoint's model observes: its ``metadata`` item's ``"observes"`` (``"slds"`` for TiDHy trained
+    on the synthetic benchmark), else :data:`AUDIO` (unreadable metadata too: loading reports the problem)."""
+    try:
+        observes = _json_object(ref.step_dir / STEP_ITEM_METADATA).get("observes", AUDIO)
+    except ValueError:
+        return AUDIO
+    return observes if isinstance(observes, str) else AUDIO
+
+
 # --------------------------------------------------------------------------- runs and roots
 
 

@@ -1,7 +1,8 @@
 """``birdassets tidhy``: the TiDHy dynamics model's own benchmark.
 
 * ``birdassets tidhy benchmark [--small] [--seed N]``: generate the SLDS data (3 switching linear dynamical
-  systems, mixed and projected observations), train TiDHy, decode the 8 joint discrete states by k-NN from
+  systems, mixed and projected observations), train TiDHy into ``<first checkpoint root>/tidhy-slds[-small]-
+  seed<N>`` (Orbax checkpoints; a re-run resumes there, and a finished run is only scored again), decode the 8 joint discrete states by k-NN from
   ``r2`` and ``r`` and from a PCA baseline, print the table (``r2_knn_acc``, ``r_knn_acc``, ``pca_knn_acc``,
   ``recon_r2``) and record it in DuckDB under task ``slds`` with lineage. ``--small`` is the CI-sized run.
 """
@@ -18,8 +19,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     tidhy = commands.add_parser("tidhy", help="TiDHy dynamics model: the SLDS benchmark")
     actions = tidhy.add_subparsers(dest="action", required=True, metavar="{benchmark}")
     bench = actions.add_parser("benchmark", help="train and score TiDHy on the SLDS task; scores to DuckDB")
-    bench.add_argument("--small", action="store_true", help="the CI-sized run (4000 training steps of data, "
-                       "150 training steps)")
+    bench.add_argument("--small", action="store_true", help="the CI-sized run (4000 steps of training data, "
+                       "150 updates; the full run: 20000 and 600)")
     bench.add_argument("--seed", type=int, default=0, help="seed of the data, the model and the k-NN split")
     bench.set_defaults(func=cmd_benchmark)
 
@@ -35,8 +36,9 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     print(f"\nSLDS benchmark {report.checkpoint} (task slds, run {report.run_id})")
     for name in SCORE_NAMES:
         print(f"  {name:<{width}}  {report.scores[name]:.4f}")
-    print(f"  inference iterations per step {report.scores['inference_iterations']:.1f}; "
-          f"training {report.scores['train_seconds']:.1f} s ({report.scores['steps_per_s']:.2f} steps/s)")
+    training = (f"training {report.scores['train_seconds']:.1f} s ({report.scores['steps_per_s']:.2f} steps/s)"
+                if report.scores["steps_per_s"] else "already trained: the run's last checkpoint was scored")
+    print(f"  inference iterations per step {report.scores['inference_iterations']:.1f}; {training}")
     print(f"recorded in {report.db_path}")
     return 0
 

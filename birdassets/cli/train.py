@@ -67,6 +67,13 @@ def train_config(args: argparse.Namespace):
     return base.replace(**{name: getattr(args, name) for name, _ in config_flags()})
 
 
+TIDHY = "tidhy"
+"""``--model tidhy``: a TiDHy dynamics encoder of the task's pooled mel frames instead of a ViT."""
+TIDHY_FLAGS = ("task", "num_steps", "batch_size", "checkpoint_every", "max_checkpoints", "output_dir", "seed",
+               "log_every")
+"""The training settings a TiDHy run reads (the others are the ViT's)."""
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from birdassets.settings import load_settings
 
@@ -75,8 +82,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     settings.dataset(config.task)  # an unknown task is named before TensorFlow and JAX start
     from birdassets.models.vit import VIT_SIZES
 
+    if config.model == TIDHY:
+        return train_tidhy(config, settings, progress=not args.no_progress)
     if config.model not in VIT_SIZES:
-        raise UserError(f"unknown model {config.model!r}; choose one of {sorted(VIT_SIZES)}")
+        raise UserError(f"unknown model {config.model!r}; choose one of {sorted(VIT_SIZES)} or {TIDHY!r}")
     from birdassets.steps import ensure_mel_dataset
     from birdassets.train.loop import train
 
@@ -92,4 +101,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     rate = f"{result.steps_per_s:.2f} steps/s" if result.steps_per_s else "n/a"
     print(f"steps {result.start_step} -> {result.final_step}; {rate} at batch {config.batch_size}; "
           f"checkpoint saves blocked {result.checkpoint_seconds:.2f} s; checkpoints in {run_dir}")
+    return 0
+
+
+def train_tidhy(config, settings, progress: bool) -> int:
+    """``birdassets train --model tidhy``: train (or resume) a TiDHy encoder into ``<root>/tidhy-<task>``."""
+    from birdassets.models.tidhy.trainer import Schedule
+    from birdassets.steps import tidhy_run_name, train_tidhy_encoder
+
+    run_dir = Path(config.output_dir) if config.output_dir else (
+        settings.checkpoint_roots[0] / tidhy_run_name(config.task))
+    schedule = Schedule(num_steps=config.num_steps, batch_size=config.batch_size,
+                        checkpoint_every=config.checkpoint_every, max_checkpoints=config.max_checkpoints or 0,
+                        seed=config.seed)
+    print(f"training TiDHy on {config.task} -> {run_dir} (reads {', '.join(TIDHY_FLAGS)}; the other settings are "
+          "the ViT's)")
+
+    def on_step(step: int, terms: dict[str, float]) -> None:
+        if progress and (step + 1) % config.log_every == 0:
+            print(f"  step {step + 1}: loss {terms['total']:.3f}", flush=True)
+
+    result = train_tidhy_encoder(settings, config.task, schedule, run_dir, on_step)
+    if result.final_step == result.start_step:
+        print(f"nothing to do: {run_dir} already holds step {result.start_step} (>= --num-steps)")
+        return 0
+    iterations = sum(result.iterations) / len(result.iterations)
+    print(f"steps {result.start_step} -> {result.final_step}; {result.steps_per_s:.2f} steps/s at batch "
+          f"{config.batch_size}; {iterations:.1f} inference iterations per time step; checkpoints in {run_dir}")
     return 0

@@ -22,11 +22,12 @@ ENCODER_JOB = "encoder_job"
 BENCHMARK_JOB = "benchmark_job"
 DETECT_JOB = "detect_job"
 SUPERVISED_JOB = "supervised_job"
+SLDS_JOB = "slds_job"
 
 
 def build_jobs(partitions: Partitions) -> dict:
     """The asset jobs, selected by asset key: data per task, encoder per checkpoint, the benchmark per
-    task x checkpoint, detections per task, supervised training per task x model family."""
+    task x checkpoint, detections per task, supervised training per task x model family, SLDS scores per checkpoint."""
     return {
         DATA_JOB: dg.define_asset_job(DATA_JOB, selection=["raw_audio", "mel_dataset", "folds"],
                                       partitions_def=partitions.task),
@@ -36,6 +37,7 @@ def build_jobs(partitions: Partitions) -> dict:
         DETECT_JOB: dg.define_asset_job(DETECT_JOB, selection=["detections"], partitions_def=partitions.task),
         SUPERVISED_JOB: dg.define_asset_job(SUPERVISED_JOB, selection=["supervised_model", "supervised_scores"],
                                             partitions_def=partitions.supervised),
+        SLDS_JOB: dg.define_asset_job(SLDS_JOB, selection=["slds_scores"], partitions_def=partitions.checkpoint),
     }
 
 

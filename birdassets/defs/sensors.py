@@ -5,8 +5,9 @@ re-benchmark schedule."""
 import dagster as dg
 
 from birdassets.checkpoints import scan_checkpoints
+from birdassets.checkpoints.discovery import AUDIO, observed_data
 from birdassets.defs.automation import WEEKLY_CRON
-from birdassets.defs.jobs import BENCHMARK_JOB, DATA_JOB, ENCODER_JOB
+from birdassets.defs.jobs import BENCHMARK_JOB, DATA_JOB, ENCODER_JOB, SLDS_JOB
 from birdassets.defs.partitions import CHECKPOINT_PARTITIONS_NAME, Partitions, evaluation_key
 from birdassets.defs.resources import BirdassetsHome
 from birdassets.models.registry import available_pretrained, supervised_keys
@@ -15,10 +16,13 @@ from birdassets.settings import Settings
 SENSOR_INTERVAL_S = 30
 
 
-def checkpoint_sensor(partitions: Partitions, encoder_job: dg.JobDefinition) -> dg.SensorDefinition:
-    @dg.sensor(job=encoder_job, minimum_interval_seconds=SENSOR_INTERVAL_S, default_status=dg.DefaultSensorStatus.RUNNING,
+def checkpoint_sensor(partitions: Partitions, encoder_job: dg.JobDefinition,
+                      slds_job: dg.JobDefinition) -> dg.SensorDefinition:
+    @dg.sensor(jobs=[encoder_job, slds_job], minimum_interval_seconds=SENSOR_INTERVAL_S,
+               default_status=dg.DefaultSensorStatus.RUNNING,
                description="Registers new finalized Orbax steps under the checkpoint roots (and installed pretrained "
-               "encoders such as BirdNET, and trained supervised models) and loads their encoders; folders it cannot use are logged and skipped.")
+               "encoders such as BirdNET, and trained supervised models) and loads their encoders (a TiDHy step of "
+               "the SLDS benchmark is scored on SLDS instead); folders it cannot use are logged and skipped.")
     def checkpoint_sensor(context: dg.SensorEvaluationContext, birdassets: BirdassetsHome) -> dg.SensorResult:
         settings = birdassets.settings
         known = set(context.instance.get_dynamic_partitions(CHECKPOINT_PARTITIONS_NAME))
@@ -28,8 +32,12 @@ def checkpoint_sensor(partitions: Partitions, encoder_job: dg.JobDefinition) -> 
         pretrained = [key for key in available_pretrained() if key in settings.pretrained]
         found = list(dict.fromkeys([*discovery.keys, *pretrained, *supervised_keys(settings.layout.models_root)]))
         new = [key for key in found if key not in known]
+        slds = {ref.key for ref in discovery.checkpoints if observed_data(ref) != AUDIO}
         return dg.SensorResult(
-            run_requests=[dg.RunRequest(partition_key=key, run_key=f"encoder:{key}") for key in new],
+            run_requests=[dg.RunRequest(partition_key=key, run_key=f"slds:{key}", job_name=slds_job.name)
+                          if key in slds else
+                          dg.RunRequest(partition_key=key, run_key=f"encoder:{key}", job_name=encoder_job.name)
+                          for key in new],
             dynamic_partitions_requests=[partitions.checkpoint.build_add_request(new)] if new else [],
             cursor=str(len(found)),
         )
@@ -70,13 +78,20 @@ def task_sensor(data_job: dg.JobDefinition) -> dg.SensorDefinition:
     return task_sensor
 
 
+def audio_checkpoints(instance: dg.DagsterInstance, settings: Settings) -> list[str]:
+    """The registered checkpoint partitions, less the steps that observe no audio (TiDHy on SLDS)."""
+    slds = {ref.key for ref in scan_checkpoints(settings.checkpoint_roots).checkpoints
+            if observed_data(ref) != AUDIO}
+    return [key for key in instance.get_dynamic_partitions(CHECKPOINT_PARTITIONS_NAME) if key not in slds]
+
+
 def weekly_rebenchmark(settings: Settings, benchmark_job: dg.JobDefinition) -> dg.ScheduleDefinition:
     @dg.schedule(cron_schedule=WEEKLY_CRON, job=benchmark_job, default_status=dg.DefaultScheduleStatus.STOPPED,
                  description="Re-benchmark every task x checkpoint weekly (an explicit alternative to the scores "
                  "asset's weekly automation condition).")
     def weekly_rebenchmark(context: dg.ScheduleEvaluationContext):
         stamp = context.scheduled_execution_time.strftime("%Y-%m-%d")
-        for checkpoint in context.instance.get_dynamic_partitions(CHECKPOINT_PARTITIONS_NAME):
+        for checkpoint in audio_checkpoints(context.instance, settings):
             for task in settings.task_names:
                 yield dg.RunRequest(partition_key=evaluation_key(task, checkpoint),
                                     run_key=f"rebenchmark:{stamp}:{task}:{checkpoint}")
@@ -90,5 +105,5 @@ def build_automation(partitions: Partitions, jobs: dict[str, dg.JobDefinition], 
         "birdassets_automation", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=SENSOR_INTERVAL_S,
     )
-    sensors = [checkpoint_sensor(partitions, jobs[ENCODER_JOB]), task_sensor(jobs[DATA_JOB]), automation]
+    sensors = [checkpoint_sensor(partitions, jobs[ENCODER_JOB], jobs[SLDS_JOB]), task_sensor(jobs[DATA_JOB]), automation]
     return sensors, [weekly_rebenchmark(settings, jobs[BENCHMARK_JOB])]

@@ -41,6 +41,7 @@ FAMILIES: dict[str, str] = {
     "vit": "birdassets.models.vit.family",
     "birdnet": "birdassets.models.birdnet.family",
     SUPERVISED_FAMILY: "birdassets.models.keras.family",
+    "tidhy": "birdassets.models.tidhy.family",
 }
 """Family name -> the module whose ``FAMILY`` it is (imported on first use)."""
 

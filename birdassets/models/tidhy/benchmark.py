@@ -11,9 +11,9 @@ Scores (all on the test split, which training never sees):
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -22,11 +22,13 @@ from sklearn.decomposition import PCA
 from sklearn.neighbors import KNeighborsClassifier
 
 from birdassets.field_checks import check_fields
+from birdassets.checkpoints.refs import CheckpointError
+from birdassets.models.tidhy.checkpoint import SavedTiDHy, Scaler, restore_tidhy
 from birdassets.models.tidhy.inference import InferenceConfig, infer_batch
-from birdassets.models.tidhy.learning import new_optimizer, train_step
 from birdassets.models.tidhy.network import TiDHy, TiDHyConfig
 from birdassets.models.tidhy.mstep import LearningConfig
 from birdassets.models.tidhy.slds_data import SLDSConfig, SLDSData, generate
+from birdassets.models.tidhy.trainer import DivergedError, OnStep, Schedule, TrainResult, train_tidhy
 
 KNN_NEIGHBOURS = 3
 KNN_TRAIN_FRACTION = 0.75
@@ -34,19 +36,20 @@ SCORE_NAMES = ("r2_knn_acc", "r_knn_acc", "pca_knn_acc", "recon_r2")
 """The benchmark's scores, in the order the table prints them."""
 
 
-class DivergedError(ValueError):
-    """Training or inference produced a non-finite value (the message says where and which rates to lower)."""
-
-
 @dataclass(frozen=True)
 class BenchmarkConfig:
     """One benchmark run: data, model, inference, learning, and the training schedule.
+
+    The defaults are the full run: the reference's model and windows (200 steps, stride 20) on a tenth of its
+    data (20 000 training steps), 600 updates of 32 windows (about 6 minutes on 2 CPU cores); the reference
+    trains 1000 full-batch epochs on 200 000 steps, hours on a GPU.
 
     Attributes:
         sequence_length: time steps per training window (and per test inference window).
         stride: steps between the starts of consecutive training windows.
         batch_size: windows per training step (drawn at random, seeded).
         train_steps: training steps.
+        checkpoint_every: training steps between checkpoints (when the run has a folder).
     """
 
     slds: SLDSConfig = field(default_factory=SLDSConfig)
@@ -55,18 +58,29 @@ class BenchmarkConfig:
     learning: LearningConfig = field(default_factory=LearningConfig)
     sequence_length: int = 200
     stride: int = 20
-    batch_size: int = 64
-    train_steps: int = 1000
+    batch_size: int = 32
+    train_steps: int = 600
+    checkpoint_every: int = 100
 
     def __post_init__(self) -> None:
-        check_fields(self, positive_ints=("sequence_length", "stride", "batch_size", "train_steps"))
+        check_fields(self, positive_ints=("sequence_length", "stride", "batch_size", "train_steps", "checkpoint_every"))
         if self.model.input_dim != self.slds.project_dim:
             raise ValueError(f"BenchmarkConfig: the model's input_dim ({self.model.input_dim}) must be the "
                              f"data's project_dim ({self.slds.project_dim})")
 
+    def to_dict(self) -> dict:
+        """JSON-safe nested dict of every field."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> BenchmarkConfig:
+        """Inverse of :meth:`to_dict` (a ValueError/TypeError names an unknown or bad field)."""
+        parts = {"slds": SLDSConfig, "model": TiDHyConfig, "inference": InferenceConfig, "learning": LearningConfig}
+        return cls(**{name: parts[name](**value) if name in parts else value for name, value in data.items()})
+
 
 SMALL = BenchmarkConfig(slds=SLDSConfig(train_steps=4_000, test_steps=2_000), sequence_length=100,
-                        batch_size=32, train_steps=150)
+                        train_steps=150, checkpoint_every=50)
 """The CI-sized run (``--small``)."""
 
 
@@ -86,23 +100,20 @@ def knn_accuracy(features: np.ndarray, labels: np.ndarray, seed: int) -> float:
     return float(knn.score(features[test], labels[test]))
 
 
-def fit(model: TiDHy, train: SLDSData, config: BenchmarkConfig, seed: int,
-        on_step: Callable[[int, dict[str, float]], None] | None = None) -> list[float]:
-    """Train ``model`` in place for ``config.train_steps`` steps; returns the total loss of every step."""
+def saved_config(config: BenchmarkConfig, seed: int) -> SavedTiDHy:
+    """What a benchmark checkpoint stores: the model, inference and learning configs, and the data it observes."""
+    data = {"kind": "slds", "seed": seed, "benchmark": config.to_dict()}
+    return SavedTiDHy(config.model, config.inference, config.learning, data)
+
+
+def fit(model: TiDHy, train: SLDSData, config: BenchmarkConfig, seed: int, on_step: OnStep | None = None,
+        run_dir: Path | None = None) -> TrainResult:
+    """Train ``model`` in place on sliding windows of the training split (checkpoints in ``run_dir``, if given)."""
     windows = sliding_windows(train.x, config.sequence_length, config.stride)
-    opt = new_optimizer(model, config.learning)
-    rng = np.random.default_rng(seed)
-    losses = []
-    for step in range(config.train_steps):
-        batch = windows[rng.choice(len(windows), min(config.batch_size, len(windows)), replace=False)]
-        terms, _ = train_step(model, opt, jnp.asarray(batch), config.inference, config.learning)
-        losses.append(float(terms["total"]))
-        if not np.isfinite(losses[-1]):
-            raise DivergedError(f"TiDHy training diverged at step {step} (loss {losses[-1]}); lower the inference "
-                                f"learning rates (lr_r {config.inference.lr_r}, lr_r2 {config.inference.lr_r2})")
-        if on_step is not None:
-            on_step(step, {name: float(value) for name, value in terms.items()})
-    return losses
+    schedule = Schedule(num_steps=config.train_steps, batch_size=config.batch_size,
+                        checkpoint_every=config.checkpoint_every, seed=seed)
+    return train_tidhy(model, windows, saved_config(config, seed), Scaler.identity(config.model.input_dim),
+                       schedule, run_dir, on_step)
 
 
 def evaluate(model: TiDHy, test: SLDSData, config: BenchmarkConfig, seed: int) -> dict[str, float]:
@@ -123,14 +134,30 @@ def evaluate(model: TiDHy, test: SLDSData, config: BenchmarkConfig, seed: int) -
             "inference_iterations": float(np.asarray(latents.iterations).mean())}
 
 
-def run_benchmark(config: BenchmarkConfig, seed: int,
-                  on_step: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, float]:
-    """Generate (seed), build (seed), train and evaluate; the scores plus ``train_seconds`` and ``steps_per_s``."""
+def evaluate_checkpoint(run_dir: Path, step: int | None = None) -> tuple[BenchmarkConfig, int, dict[str, float]]:
+    """``(config, seed, scores)`` of a saved benchmark step on the test split its saved seed generates.
+
+    Raises:
+        CheckpointError: not a TiDHy checkpoint of the SLDS benchmark, or one that fails validation.
+    """
+    model, _, saved, step = restore_tidhy(run_dir, step)
+    where = Path(run_dir) / str(step)
+    if saved.input["kind"] != "slds":
+        raise CheckpointError(f"checkpoint {where} is a TiDHy encoder of {saved.input['kind']} frames, not a "
+                              "run of the SLDS benchmark")
+    try:
+        config, seed = BenchmarkConfig.from_dict(saved.input["benchmark"]), int(saved.input["seed"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"checkpoint {where}: unreadable SLDS benchmark settings ({error})") from None
+    return config, seed, evaluate(model, generate(config.slds, seed)[1], config, seed)
+
+
+def run_benchmark(config: BenchmarkConfig, seed: int, on_step: OnStep | None = None,
+                  run_dir: Path | None = None) -> dict[str, float]:
+    """Generate (seed), build (seed), train (resuming from ``run_dir``'s latest step) and evaluate; the scores
+    plus ``train_seconds`` and ``steps_per_s`` of the updates this call made (0 when none was left to make)."""
     train, test = generate(config.slds, seed)
     model = TiDHy(config.model, rngs=nnx.Rngs(seed))
-    started = time.perf_counter()
-    fit(model, train, config, seed, on_step)
-    seconds = time.perf_counter() - started
+    result = fit(model, train, config, seed, on_step, run_dir)
     scores = evaluate(model, test, config, seed)
-    return {**scores, "train_seconds": seconds, "steps_per_s": config.train_steps / seconds}
-
+    return {**scores, "train_seconds": result.seconds, "steps_per_s": result.steps_per_s}

@@ -7,7 +7,7 @@ from flax import nnx
 
 from birdassets.models.tidhy.inference import InferenceConfig, infer_sequence
 from birdassets.models.tidhy.network import TiDHy
-from birdassets.models.tidhy.mstep import LearningConfig, loss_terms, optimizer
+from birdassets.models.tidhy.mstep import LearningConfig, loss_terms, optimizer, project
 
 
 def new_optimizer(model: TiDHy, config: LearningConfig) -> nnx.Optimizer:
@@ -32,4 +32,5 @@ def train_step(model: TiDHy, opt: nnx.Optimizer, x: jax.Array, inference: Infere
 
     (_, terms), grads = nnx.value_and_grad(total, has_aux=True)(model)
     opt.update(model, grads)
+    project(model, learning)
     return terms, latents.iterations

@@ -43,6 +43,14 @@ class LearningConfig:
         temp_weight: ``λ_temp`` of the temporal term (the inference energy's too).
         cos_eta: weight of ``cos_reg``.
         orth_weight: weight of ``orth_r2``.
+        orth_decoder: weight of ``orth_decoder``, ``mean((DᵀD − I)²)`` of the linear decoder (the reference's
+            ``Orth_alpha_spat``). With it every latent direction stays readable from the observations; without it
+            a direction the decoder barely reads is held by the temporal term alone, ``V`` can grow along it,
+            and ``r`` explodes over a window (SLDS task: loss 37 -> 7e22 within five steps on 4 of 5 seeds).
+        normalize_decoder: after each update, rescale every column of the linear decoder ``D`` (one per latent
+            of ``r``) to unit norm (the reference's ``normalize_spatial``; no effect on a nonlinear decoder).
+        normalize_temporal: after each update, rescale every dynamics matrix ``T_m`` to unit Frobenius norm
+            (the reference's ``normalize_temporal``; the orthogonal initialisation starts them there).
     """
 
     lr_decoder: float = 0.01
@@ -54,10 +62,13 @@ class LearningConfig:
     temp_weight: float = 2.0
     cos_eta: float = 5.0
     orth_weight: float = 5.0
+    orth_decoder: float = 0.0
+    normalize_decoder: bool = False
+    normalize_temporal: bool = False
 
     def __post_init__(self) -> None:
         check_fields(self, positive=("lr_decoder", "lr_dynamics", "lr_hypernet", "clip_norm"),
-                     non_negative=("weight_decay", "temp_weight", "cos_eta", "orth_weight"))
+                     non_negative=("weight_decay", "temp_weight", "cos_eta", "orth_weight", "orth_decoder"))
         if isinstance(self.decay_every, bool) or not isinstance(self.decay_every, int) or self.decay_every < 0:
             raise ValueError(f"LearningConfig.decay_every must be an integer >= 0, got {self.decay_every!r}")
 
@@ -81,6 +92,15 @@ def orth_r2(model: TiDHy) -> jax.Array:
     return mean_abs_pairwise_cosine(model.hypernet.first.kernel[...])
 
 
+def orth_decoder(model: TiDHy) -> jax.Array:
+    """``mean((DᵀD − I)²)`` of the linear decoder ``D [input_dim, r_dim]`` (0 for a nonlinear decoder)."""
+    layers = model.decoder.layers
+    if len(layers) != 1:
+        return jnp.zeros(())
+    kernel = layers[0].kernel[...]  # [r_dim, input_dim] = Dᵀ
+    return jnp.mean((kernel @ kernel.T - jnp.eye(kernel.shape[0])) ** 2)
+
+
 def loss_terms(model: TiDHy, x: jax.Array, latents: Latents, config: LearningConfig) -> dict[str, jax.Array]:
     """The M-step terms of ``x [batch, T, input_dim]`` given its :class:`Latents` (``[batch, T, ...]``) and
     their weighted sum ``"total"``; every term a scalar (per-sequence sums averaged over the batch)."""
@@ -93,9 +113,11 @@ def loss_terms(model: TiDHy, x: jax.Array, latents: Latents, config: LearningCon
         "temporal": config.temp_weight * jnp.mean(jnp.sum((r[:, 1:] - r_bar) ** 2, axis=(1, 2))),
         "cos_reg": cos_reg(model),
         "orth_r2": orth_r2(model),
+        "orth_decoder": orth_decoder(model),
     }
     terms["total"] = (terms["spatial_rhat"] + terms["spatial_rbar"] + terms["temporal"]
-                      + config.cos_eta * terms["cos_reg"] + config.orth_weight * terms["orth_r2"])
+                      + config.cos_eta * terms["cos_reg"] + config.orth_weight * terms["orth_r2"]
+                      + config.orth_decoder * terms["orth_decoder"])
     return terms
 
 
@@ -116,3 +138,18 @@ def optimizer(config: LearningConfig) -> optax.GradientTransformation:
 
     per_group = optax.partition({group: adamw(rate) for group, rate in rates.items()}, group_labels)
     return optax.chain(optax.clip_by_global_norm(config.clip_norm), per_group)
+
+
+def unit_rows(matrix: jax.Array, axes: tuple[int, ...] = (-1,)) -> jax.Array:
+    """``matrix`` with every slice over ``axes`` divided by its Euclidean norm (norms below 1e-12 left as they are)."""
+    norm = jnp.sqrt(jnp.sum(matrix ** 2, axis=axes, keepdims=True))
+    return matrix / jnp.maximum(norm, 1e-12)
+
+
+def project(model: TiDHy, config: LearningConfig) -> None:
+    """Apply the post-update normalisations that ``config`` asks for, in place."""
+    layers = model.decoder.layers
+    if config.normalize_decoder and len(layers) == 1:  # NNX kernel [r_dim, input_dim]: row i is D's column i
+        layers[0].kernel[...] = unit_rows(layers[0].kernel[...])
+    if config.normalize_temporal:
+        model.temporal[...] = unit_rows(model.temporal[...], axes=(-2, -1))
