@@ -536,7 +536,7 @@ def score_slds_checkpoint(settings: Settings, checkpoint: str, run_id: str) -> S
     """Score a checkpoint of the SLDS benchmark on the test data of its saved seed and record it (task ``slds``);
     ``None`` for any other checkpoint (another family, or TiDHy trained on audio)."""
     from birdassets.models.tidhy.benchmark import evaluate_checkpoint
-    from birdassets.models.tidhy.checkpoint import FAMILY_NAME, read_saved
+    from birdassets.models.tidhy.saved_model import FAMILY_NAME, read_saved
 
     ref = resolve_encoder(settings.checkpoint_roots, checkpoint, settings.layout.models_root)
     if ref.family != FAMILY_NAME or read_saved(ref.path.parent, ref.step).input["kind"] != "slds":
@@ -553,10 +553,19 @@ def tidhy_run_name(task: str) -> str:
     return f"tidhy-{task}"
 
 
+def tidhy_schedule(config):
+    """The TiDHy :class:`~birdassets.models.tidhy.fitting.Schedule` of a
+    :class:`~birdassets.train.config.TrainConfig` (its :data:`~birdassets.train.config.TIDHY_FIELDS`)."""
+    from birdassets.models.tidhy.fitting import Schedule
+
+    return Schedule(num_steps=config.num_steps, batch_size=config.batch_size, checkpoint_every=config.checkpoint_every,
+                    max_checkpoints=config.max_checkpoints or 0, seed=config.seed)
+
+
 def train_tidhy_encoder(settings: Settings, task: str, schedule, run_dir: Path, on_step=None, config=None):
     """Train (or resume) a TiDHy encoder on the ``train`` windows of ``task``'s mel dataset into ``run_dir``;
     ``config``: a :class:`~birdassets.models.tidhy.mel_encoder.MelEncoderConfig` (default: its defaults).
-    Returns the :class:`~birdassets.models.tidhy.trainer.TrainResult`."""
+    Returns the :class:`~birdassets.models.tidhy.fitting.TrainResult`."""
     from birdassets.models.base import InputSpec
     from birdassets.models.tidhy.mel_encoder import MelEncoderConfig, train_mel_encoder
 

@@ -345,7 +345,7 @@ def test_tidhy_steps_flow_to_their_own_task_or_to_the_audio_tasks(home, defs, in
     """A TiDHy step of the SLDS benchmark is scored on SLDS (task ``slds``) and never sent to the audio tasks;
     a TiDHy encoder of mel frames flows like any other checkpoint to embeddings, probes and DuckDB."""
     from birdassets.defs.jobs import SLDS_JOB
-    from birdassets.models.tidhy.trainer import Schedule
+    from birdassets.models.tidhy.fitting import Schedule
     from birdassets.steps import slds_benchmark, train_tidhy_encoder
     from birdassets_tests.test_tidhy_benchmark import TOY
 

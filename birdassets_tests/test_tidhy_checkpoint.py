@@ -11,12 +11,12 @@ from flax import nnx
 
 from birdassets.checkpoints.orbax_io import save_step
 from birdassets.checkpoints.refs import CheckpointError, finalized_steps
-from birdassets.models.tidhy.checkpoint import (SavedTiDHy, Scaler, model_params, restore_tidhy, save_tidhy,
+from birdassets.models.tidhy.saved_model import (SavedTiDHy, Scaler, model_params, restore_tidhy, save_tidhy,
                                                 validate_tidhy)
 from birdassets.models.tidhy.inference import InferenceConfig, infer_batch
 from birdassets.models.tidhy.mstep import LearningConfig
 from birdassets.models.tidhy.network import TiDHy, TiDHyConfig
-from birdassets.models.tidhy.trainer import Schedule, batch_indices, train_tidhy
+from birdassets.models.tidhy.fitting import Schedule, batch_indices, train_tidhy
 
 CONFIG = TiDHyConfig(input_dim=6, r_dim=4, r2_dim=2, mix_dim=3, hyper_hidden=8)
 SAVED = SavedTiDHy(CONFIG, InferenceConfig(max_iter=30), LearningConfig(), {"kind": "slds", "seed": 0})
@@ -79,6 +79,9 @@ def test_resume_refuses_other_settings_and_names_them(tmp_path) -> None:
     other = dataclasses.replace(SAVED, inference=InferenceConfig(max_iter=31))
     with pytest.raises(CheckpointError, match="inference settings"):
         train_tidhy(model, windows(), other, Scaler.identity(6), Schedule(num_steps=2, batch_size=4), tmp_path)
+    moved = Scaler(np.full(6, 0.1, np.float32), np.ones(6, np.float32))
+    with pytest.raises(CheckpointError, match="the data changed"):
+        train_tidhy(model, windows(), SAVED, moved, Schedule(num_steps=2, batch_size=4), tmp_path)
 
 
 def test_saved_shapes_that_disagree_with_the_config_are_refused_by_parameter(tmp_path) -> None:

@@ -10,7 +10,7 @@ from flax import nnx
 from birdassets.checkpoints import CheckpointError
 from birdassets.models.base import InputSpec
 from birdassets.models.registry import load_encoder, validate_encoder
-from birdassets.models.tidhy.checkpoint import SavedTiDHy, Scaler, save_tidhy
+from birdassets.models.tidhy.saved_model import SavedTiDHy, Scaler, save_tidhy
 from birdassets.models.tidhy.family import NotAnAudioEncoder
 from birdassets.models.tidhy.frames import FramePooling
 from birdassets.models.tidhy.inference import InferenceConfig, infer_batch

@@ -14,6 +14,7 @@ import typing
 from pathlib import Path
 
 from birdassets.cli.errors import UserError
+from birdassets.train.config import TIDHY, TIDHY_FIELDS
 
 
 def config_flags() -> list[tuple[str, type]]:
@@ -67,13 +68,6 @@ def train_config(args: argparse.Namespace):
     return base.replace(**{name: getattr(args, name) for name, _ in config_flags()})
 
 
-TIDHY = "tidhy"
-"""``--model tidhy``: a TiDHy dynamics encoder of the task's pooled mel frames instead of a ViT."""
-TIDHY_FLAGS = ("task", "num_steps", "batch_size", "checkpoint_every", "max_checkpoints", "output_dir", "seed",
-               "log_every")
-"""The training settings a TiDHy run reads (the others are the ViT's)."""
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from birdassets.settings import load_settings
 
@@ -106,22 +100,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def train_tidhy(config, settings, progress: bool) -> int:
     """``birdassets train --model tidhy``: train (or resume) a TiDHy encoder into ``<root>/tidhy-<task>``."""
-    from birdassets.models.tidhy.trainer import Schedule
-    from birdassets.steps import tidhy_run_name, train_tidhy_encoder
+    from birdassets.steps import tidhy_run_name, tidhy_schedule, train_tidhy_encoder
 
     run_dir = Path(config.output_dir) if config.output_dir else (
         settings.checkpoint_roots[0] / tidhy_run_name(config.task))
-    schedule = Schedule(num_steps=config.num_steps, batch_size=config.batch_size,
-                        checkpoint_every=config.checkpoint_every, max_checkpoints=config.max_checkpoints or 0,
-                        seed=config.seed)
-    print(f"training TiDHy on {config.task} -> {run_dir} (reads {', '.join(TIDHY_FLAGS)}; the other settings are "
-          "the ViT's)")
+    print(f"training TiDHy on {config.task} -> {run_dir} (reads {', '.join(TIDHY_FIELDS)}, output_dir; the other "
+          "settings are the ViT's)")
 
     def on_step(step: int, terms: dict[str, float]) -> None:
         if progress and (step + 1) % config.log_every == 0:
             print(f"  step {step + 1}: loss {terms['total']:.3f}", flush=True)
 
-    result = train_tidhy_encoder(settings, config.task, schedule, run_dir, on_step)
+    result = train_tidhy_encoder(settings, config.task, tidhy_schedule(config), run_dir, on_step)
     if result.final_step == result.start_step:
         print(f"nothing to do: {run_dir} already holds step {result.start_step} (>= --num-steps)")
         return 0

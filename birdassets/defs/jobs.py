@@ -13,8 +13,8 @@ import pydantic
 from birdassets.defs.partitions import Partitions
 from birdassets.defs.resources import BirdassetsHome
 from birdassets.settings import SettingsError
-from birdassets.steps import ensure_mel_dataset
-from birdassets.train.config import TrainConfig, TrainConfigError, run_directory
+from birdassets.steps import ensure_mel_dataset, tidhy_schedule, train_tidhy_encoder
+from birdassets.train.config import TIDHY, TrainConfig, TrainConfigError, run_directory
 from birdassets.train.loop import train
 
 DATA_JOB = "data_job"
@@ -92,10 +92,14 @@ def checked_run(config: TrainRunConfig, settings) -> tuple[TrainConfig, Path]:
         raise dg.Failure(f"{TRAIN_JOB} run config: {error}") from error
 
 
-@dg.op(description="Train (or resume) an encoder into <first checkpoint root>/<run>/ (run: a plain name).")
+@dg.op(description="Train (or resume) an encoder into <first checkpoint root>/<run>/ (run: a plain name; model "
+             "tiny/small/base for a ViT, tidhy for a TiDHy dynamics encoder).")
 def train_encoder(context: dg.OpExecutionContext, config: TrainRunConfig, birdassets: BirdassetsHome) -> dg.Output:
     settings = birdassets.settings
     train_config, run_dir = checked_run(config, settings)
+    if train_config.model == TIDHY:
+        return tidhy_output(train_tidhy_encoder(settings, train_config.task, tidhy_schedule(train_config), run_dir),
+                            run_dir)
     dataset = ensure_mel_dataset(settings, train_config.task)
     result = train(train_config, dataset, run_dir, progress=False, log=context.log.info)
     last = result.history[-1] if result.history else {}
@@ -110,6 +114,14 @@ def train_encoder(context: dg.OpExecutionContext, config: TrainRunConfig, birdas
             "online_probe_cmap": float(last.get("probe_cmap", float("nan"))),
         },
     )
+
+
+def tidhy_output(result, run_dir: Path) -> dg.Output:
+    """The train op's output for a TiDHy run (:class:`~birdassets.models.tidhy.fitting.TrainResult`)."""
+    return dg.Output(str(run_dir), metadata={
+        "run_dir": dg.MetadataValue.path(str(run_dir)), "steps": f"{result.start_step} -> {result.final_step}",
+        "steps_per_s": result.steps_per_s, "final_loss": result.losses[-1] if result.losses else 0.0,
+    })
 
 
 @dg.job(name=TRAIN_JOB, description="Train an encoder; the checkpoint sensor benchmarks every step it saves.")

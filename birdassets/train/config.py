@@ -14,6 +14,11 @@ from typing import Any
 from birdassets.layout import safe_name
 
 OBJECTIVES = ("mae", "supervised")
+TIDHY = "tidhy"
+"""``model = "tidhy"``: a TiDHy dynamics encoder of the task's pooled mel frames instead of a ViT
+(:func:`birdassets.steps.train_tidhy_encoder`)."""
+TIDHY_FIELDS = ("task", "num_steps", "batch_size", "checkpoint_every", "max_checkpoints", "seed", "log_every")
+"""The settings a TiDHy run reads (besides the run folder); the others are the ViT's."""
 PRECISIONS = ("float32", "bfloat16")
 
 
@@ -28,7 +33,7 @@ class TrainConfig:
     Attributes:
         task: configured data set whose ``train`` windows are used.
         objective: ``"mae"`` (masked-patch reconstruction, SimMIM-style) or ``"supervised"`` (BCE on labels).
-        model: ViT size (``tiny``, ``small``, ``base``).
+        model: ViT size (``tiny``, ``small``, ``base``), or ``tidhy`` for a TiDHy dynamics encoder.
         patch_frames, patch_mels: ViT patch size along time (frames) and frequency (mel bins) of the model input.
         num_steps: optimisation steps in total (a resumed run continues up to this).
         warmup_steps: linear warm-up steps of the learning rate (capped at ``num_steps``).

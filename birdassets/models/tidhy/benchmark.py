@@ -23,12 +23,12 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from birdassets.field_checks import check_fields
 from birdassets.checkpoints.refs import CheckpointError
-from birdassets.models.tidhy.checkpoint import SavedTiDHy, Scaler, restore_tidhy
+from birdassets.models.tidhy.saved_model import SavedTiDHy, Scaler, restore_tidhy
 from birdassets.models.tidhy.inference import InferenceConfig, infer_batch
 from birdassets.models.tidhy.network import TiDHy, TiDHyConfig
 from birdassets.models.tidhy.mstep import LearningConfig
 from birdassets.models.tidhy.slds_data import SLDSConfig, SLDSData, generate
-from birdassets.models.tidhy.trainer import DivergedError, OnStep, Schedule, TrainResult, train_tidhy
+from birdassets.models.tidhy.fitting import DivergedError, OnStep, Schedule, TrainResult, train_tidhy
 
 KNN_NEIGHBOURS = 3
 KNN_TRAIN_FRACTION = 0.75

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from birdassets.models.base import InputSpec, check_mel_batch
-from birdassets.models.tidhy.checkpoint import Scaler
+from birdassets.models.tidhy.saved_model import Scaler
 from birdassets.models.tidhy.frames import FramePooling
 from birdassets.models.tidhy.inference import InferenceConfig, infer_batch
 from birdassets.models.tidhy.network import TiDHy

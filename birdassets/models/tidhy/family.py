@@ -1,4 +1,4 @@
-"""The TiDHy encoder family: TiDHy checkpoints (:mod:`birdassets.models.tidhy.checkpoint`) as encoders.
+"""The TiDHy encoder family: TiDHy checkpoints (:mod:`birdassets.models.tidhy.saved_model`) as encoders.
 
 A checkpoint whose ``input`` is ``{"kind": "mel", ...}`` encodes mel windows of its preset
 (:class:`~birdassets.models.tidhy.embedder.TiDHyEmbedder`); one of the SLDS benchmark (``"kind": "slds"``) is a
@@ -15,7 +15,7 @@ import numpy as np
 from birdassets.checkpoints.orbax_io import read_state_shapes
 from birdassets.checkpoints.refs import CheckpointError
 from birdassets.models.base import Encoder, EncoderFamily, EncoderRef, InputSpec, no_pretrained
-from birdassets.models.tidhy.checkpoint import FAMILY_NAME, MODEL, SavedTiDHy, restore_tidhy, validate_tidhy
+from birdassets.models.tidhy.saved_model import FAMILY_NAME, MODEL, SavedTiDHy, restore_tidhy, validate_tidhy
 from birdassets.models.tidhy.embedder import TiDHyEmbedder
 from birdassets.models.tidhy.frames import FramePooling
 

@@ -5,14 +5,18 @@ For each time step t of one sequence ``x [T, input_dim]`` (the model's parameter
     E(r, r2) = ℓ(dec(r), x_t) + λ_temp ‖r − V(w(r2)) r_{t−1}‖² + α_w ‖w(r2)‖₁ + α_r2 ‖r2‖₁ + α_r ‖r‖₁
 
 starting from ``r = 0`` and ``r2 = r2_{t−1}`` (warm start; ``r_{−1} = 0``, ``r2_{−1} = 0``), with SGD, momentum
-0.9, Nesterov (PyTorch's update: ``v ← μ v + g``, ``p ← p − lr (g + μ v)``). The learning rate of ``r`` is
-``min(lr_r, 1.3 / L)`` with ``L = 2 (‖D‖₂² + λ_temp)`` the curvature of the energy in ``r`` (linear decoder,
-MSE; other decoders use ``lr_r``): Nesterov with μ = 0.9 diverges past ``lr L = 2 (1 + μ) / (1 + 2μ) ≈ 1.36``,
-and the decoder grows in training. It halves every ``max_iter // 10`` iterations. That of ``r2`` is ``lr_r2 / (1 + ‖r_{t−1}‖²)`` for the whole step: the
-temporal term's curvature in ``r2`` grows with ``‖r_{t−1}‖²`` (``r̄`` is linear in ``r_{t−1}``), and with a fixed
-rate ``r2`` overshoots once ``r`` is large (on the SLDS task it ran to 1e5 and training to NaN). After each
-update both are soft-thresholded (``sign(p) max(|p| − λ, 0)``). A step stops when the relative change ``‖p − p_old‖ / (‖p_old‖ + 1e-16)`` of ``r``
-and of ``r2`` are both below ``tol``, or after ``max_iter`` iterations.
+0.9, Nesterov (PyTorch's update: ``v ← μ v + g``, ``p ← p − lr (g + μ v)``).
+
+* The learning rate of ``r`` is ``min(lr_r, 1.3 / L)`` with ``L = 2 (‖D‖₂² + λ_temp)`` the curvature of the
+  energy in ``r`` (linear decoder, MSE; other decoders use ``lr_r``): Nesterov with μ = 0.9 diverges past
+  ``lr L = 2 (1 + μ) / (1 + 2μ) ≈ 1.36``, and the decoder grows in training. It halves every ``max_iter // 10``
+  iterations.
+* That of ``r2`` is ``lr_r2 / (1 + ‖r_{t−1}‖²)`` for the whole step: the temporal term's curvature in ``r2``
+  grows with ``‖r_{t−1}‖²`` (``r̄`` is linear in ``r_{t−1}``), and with a fixed rate ``r2`` overshoots once ``r``
+  is large (on the SLDS task it ran to 1e5 and training to NaN).
+* After each update both are soft-thresholded (``sign(p) max(|p| − λ, 0)``). A step stops when the relative
+  change ``‖p − p_old‖ / (‖p_old‖ + 1e-16)`` of ``r`` and of ``r2`` are both below ``tol``, or after
+  ``max_iter`` iterations.
 
 Shapes: :func:`infer_sequence` maps ``[T, input_dim]`` to ``r [T, r_dim]``, ``r2 [T, r2_dim]`` and the
 iterations used ``[T]``; :func:`infer_batch` is the same over ``[batch, T, input_dim]`` (``vmap``: each sequence
@@ -124,8 +128,8 @@ def rate_r(model: TiDHy, config: InferenceConfig) -> jax.Array:
     return jnp.minimum(config.lr_r, STABLE_STEP / (2.0 * (sigma ** 2 + config.temp_weight)))
 
 
-def infer_step(model: TiDHy, x: jax.Array, r_prev: jax.Array, r2_start: jax.Array,
-               config: InferenceConfig, lr_r0: jax.Array | float | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
+def infer_step(model: TiDHy, x: jax.Array, r_prev: jax.Array, r2_start: jax.Array, config: InferenceConfig,
+               lr_r0: jax.Array | float | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
     """``(r [r_dim], r2 [r2_dim], iterations)`` of one time step ``x [input_dim]`` (see the module docstring);
     ``lr_r0``: the starting rate of ``r`` (default :func:`rate_r`)."""
     grad = jax.grad(step_energy, argnums=(1, 2))

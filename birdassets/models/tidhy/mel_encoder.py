@@ -15,12 +15,12 @@ import numpy as np
 from flax import nnx
 
 from birdassets.models.base import InputSpec
-from birdassets.models.tidhy.checkpoint import SavedTiDHy, Scaler
+from birdassets.models.tidhy.saved_model import SavedTiDHy, Scaler
 from birdassets.models.tidhy.frames import FramePooling
 from birdassets.models.tidhy.inference import InferenceConfig
 from birdassets.models.tidhy.mstep import LearningConfig
 from birdassets.models.tidhy.network import TiDHy, TiDHyConfig
-from birdassets.models.tidhy.trainer import OnStep, Schedule, TrainResult, train_tidhy
+from birdassets.models.tidhy.fitting import OnStep, Schedule, TrainResult, train_tidhy
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import pandas as pd
 from birdassets.lineage import Lineage, code_version, content_hash
 from birdassets.models.base import EncoderRef
 from birdassets.models.tidhy.benchmark import KNN_NEIGHBOURS, KNN_TRAIN_FRACTION, SCORE_NAMES, BenchmarkConfig
-from birdassets.models.tidhy.checkpoint import FAMILY_NAME
+from birdassets.models.tidhy.saved_model import FAMILY_NAME
 from birdassets.store import CLASS_SCORE_COLUMNS
 from birdassets.store.records import CheckpointRow, DatasetRow, EvaluationRecord, RunRow
 

@@ -3,7 +3,7 @@
 The batch of step ``k`` is drawn by ``numpy.random.default_rng((seed, k))``, so a run stopped after any saved step
 and resumed from it sees the same batches, and ends with the same parameters, as a run that never stopped.
 A step ``k`` checkpoint holds the state after ``k`` updates (model, optimizer, scaler, configs:
-:mod:`birdassets.models.tidhy.checkpoint`).
+:mod:`birdassets.models.tidhy.saved_model`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from flax import nnx
 
 from birdassets.checkpoints.refs import CheckpointError, finalized_steps, latest_step
 from birdassets.field_checks import check_fields
-from birdassets.models.tidhy.checkpoint import SavedTiDHy, Scaler, read_saved, restore_optimizer, restore_tidhy, \
+from birdassets.models.tidhy.saved_model import SavedTiDHy, Scaler, read_saved, restore_optimizer, restore_tidhy, \
     save_tidhy
 from birdassets.models.tidhy.learning import new_optimizer, train_step
 from birdassets.models.tidhy.network import TiDHy
@@ -78,11 +78,12 @@ def batch_indices(n_windows: int, batch_size: int, seed: int, step: int) -> np.n
     return np.random.default_rng((seed, step)).choice(n_windows, min(batch_size, n_windows), replace=False)
 
 
-def resume(run_dir: Path, model: TiDHy, saved: SavedTiDHy) -> tuple[int, nnx.Optimizer]:
+def resume(run_dir: Path, model: TiDHy, saved: SavedTiDHy, scaler: Scaler) -> tuple[int, nnx.Optimizer]:
     """``(step, optimizer)`` restored from the run's latest step into ``model`` (which it overwrites).
 
     Raises:
-        CheckpointError: the saved configs differ from ``saved`` (named), or the step cannot be resumed.
+        CheckpointError: the saved configs differ from ``saved`` (named), the data's scaler from the saved one
+            (the training data changed), or the step cannot be resumed.
     """
     step = latest_step(run_dir)
     on_disk = read_saved(run_dir, step)
@@ -91,7 +92,10 @@ def resume(run_dir: Path, model: TiDHy, saved: SavedTiDHy) -> tuple[int, nnx.Opt
             raise CheckpointError(f"cannot resume {run_dir} from step {step}: its {part} settings "
                                   f"{getattr(on_disk, part)} differ from this run's {getattr(saved, part)}; "
                                   "train into a new folder, or use the run's own settings")
-    restored = restore_tidhy(run_dir, step)[0]
+    restored, saved_scaler, _, _ = restore_tidhy(run_dir, step)
+    if not (np.allclose(saved_scaler.mean, scaler.mean) and np.allclose(saved_scaler.std, scaler.std)):
+        raise CheckpointError(f"cannot resume {run_dir} from step {step}: the training data's channel means and "
+                              "stds differ from the saved ones (the data changed); train into a new folder")
     nnx.update(model, nnx.state(restored, nnx.Param))
     opt = new_optimizer(model, saved.learning)
     restore_optimizer(run_dir, step, opt)
@@ -116,7 +120,7 @@ def train_tidhy(model: TiDHy, windows: np.ndarray, saved: SavedTiDHy, scaler: Sc
     """
     start, opt = 0, new_optimizer(model, saved.learning)
     if run_dir is not None and latest_step(run_dir) is not None:
-        start, opt = resume(Path(run_dir), model, saved)
+        start, opt = resume(Path(run_dir), model, saved, scaler)
     losses, iterations, started = [], [], time.perf_counter()
     for step in range(start, schedule.num_steps):
         batch = windows[batch_indices(len(windows), schedule.batch_size, schedule.seed, step)]
