@@ -14,6 +14,7 @@ import pytest
 from birdassets.models.tidhy.benchmark import (SMALL, BenchmarkConfig, DivergedError, knn_accuracy, run_benchmark,
                                                sliding_windows)
 from birdassets.models.tidhy.inference import InferenceConfig
+from birdassets.models.tidhy.mstep import LearningConfig
 from birdassets.models.tidhy.slds_data import SLDSConfig
 from birdassets.settings import load_settings
 from birdassets.steps import slds_benchmark
@@ -39,8 +40,9 @@ def test_knn_accuracy_on_separable_and_on_shuffled_labels() -> None:
 
 
 def test_a_diverging_run_stops_with_a_clear_error() -> None:
-    wild = dataclasses.replace(TOY, inference=InferenceConfig(lr_r=5.0, lr_r2=5.0, max_iter=50))
-    with pytest.raises(DivergedError, match="lower the inference learning rates"):
+    wild = dataclasses.replace(TOY, learning=LearningConfig(lr_dynamics=5.0))
+    with pytest.raises(DivergedError, match=r"diverged at update 1 .*lower the learning rates: inference lr_r 0\.1, "
+                                            r"lr_r2 0\.05; decoder 0\.01, dynamics 5\.0, hypernet 0\.001"):
         run_benchmark(wild, seed=0)
 
 

@@ -33,7 +33,7 @@ LIBRARY_USER_ERRORS = (
     ("birdassets.supervised.fold_data", "SupervisedDataError"),  # folds out of step; a fold smaller than one batch
     ("birdassets.supervised.submission", "SubmissionError"),  # a model folder that cannot make a submission
     ("birdassets.supervised.cross_validation", "NonFiniteLossError"),  # training diverged: lower the learning rate
-    ("birdassets.models.tidhy.fitting", "DivergedError"),  # TiDHy training diverged: lower the inference rates
+    ("birdassets.models.tidhy.fitting", "DivergedError"),  # TiDHy training diverged: lower the learning rates
 )
 """``(module, class)`` of each library exception that means "the input is wrong", never "the code is wrong"."""
 

@@ -73,6 +73,13 @@ class TrainResult:
         return done / self.seconds if done and self.seconds > 0 else 0.0
 
 
+def learning_rates(saved: SavedTiDHy) -> str:
+    """``"inference lr_r 0.1, lr_r2 0.05; decoder 0.01, dynamics 0.01, hypernet 0.001"``, for error messages."""
+    inference, learning = saved.inference, saved.learning
+    return (f"inference lr_r {inference.lr_r}, lr_r2 {inference.lr_r2}; decoder {learning.lr_decoder}, dynamics "
+            f"{learning.lr_dynamics}, hypernet {learning.lr_hypernet}")
+
+
 def batch_indices(n_windows: int, batch_size: int, seed: int, step: int) -> np.ndarray:
     """The windows of update ``step``: ``min(batch_size, n_windows)`` distinct indices, from ``(seed, step)``."""
     return np.random.default_rng((seed, step)).choice(n_windows, min(batch_size, n_windows), replace=False)
@@ -128,8 +135,8 @@ def train_tidhy(model: TiDHy, windows: np.ndarray, saved: SavedTiDHy, scaler: Sc
         losses.append(float(terms["total"]))
         iterations.append(float(jnp.mean(used)))
         if not np.isfinite(losses[-1]):
-            raise DivergedError(f"TiDHy training diverged at step {step} (loss {losses[-1]}); lower the inference "
-                                f"learning rates (lr_r {saved.inference.lr_r}, lr_r2 {saved.inference.lr_r2})")
+            raise DivergedError(f"TiDHy training diverged at update {step} (loss {losses[-1]}); lower the learning "
+                                f"rates: {learning_rates(saved)}")
         if on_step is not None:
             on_step(step, {name: float(value) for name, value in terms.items()})
         done = step + 1
