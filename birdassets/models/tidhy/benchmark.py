@@ -41,7 +41,7 @@ class BenchmarkConfig:
     """One benchmark run: data, model, inference, learning, and the training schedule.
 
     The defaults are the full run: the reference's model and windows (200 steps, stride 20) on a tenth of its
-    data (20 000 training steps), 600 updates of 32 windows (about 6 minutes on 2 CPU cores); the reference
+    data (20 000 training steps), 600 updates of 32 windows (about 4 minutes on 2 CPU cores); the reference
     trains 1000 full-batch epochs on 200 000 steps, hours on a GPU.
 
     Attributes:
