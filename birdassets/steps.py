@@ -513,13 +513,15 @@ def slds_benchmark(settings: Settings, seed: int, small: bool, run_id: str, on_s
     transaction (a re-run replaces that step's rows). ``config`` (a
     :class:`~birdassets.models.tidhy.benchmark.BenchmarkConfig`) replaces the full or small one."""
     from birdassets.models.tidhy import benchmark
+    from birdassets.models.tidhy.saved_model import FAMILY_NAME
     from birdassets.models.tidhy.slds_scores import run_name
 
     config = config or (benchmark.SMALL if small else benchmark.BenchmarkConfig())
     run = run_name(seed, small)
     run_dir = settings.checkpoint_roots[0] / run
     scores = benchmark.run_benchmark(config, seed, on_step, run_dir)
-    ref = EncoderRef(f"{run}@{config.train_steps}", "tidhy", run, config.train_steps, run_dir / str(config.train_steps))
+    step = config.train_steps
+    ref = EncoderRef(f"{run}@{step}", FAMILY_NAME, run, step, run_dir / str(step))
     return record_slds(settings, config, seed, scores, run_id, ref)
 
 
@@ -535,12 +537,14 @@ def record_slds(settings: Settings, config, seed: int, scores: dict, run_id: str
 def score_slds_checkpoint(settings: Settings, checkpoint: str, run_id: str) -> SLDSReport | None:
     """Score a checkpoint of the SLDS benchmark on the test data of its saved seed and record it (task ``slds``);
     ``None`` for any other checkpoint (another family, or TiDHy trained on audio)."""
+    from birdassets.checkpoints.discovery import AUDIO, observed_data
+    from birdassets.checkpoints.refs import CheckpointRef
     from birdassets.models.tidhy.benchmark import evaluate_checkpoint
-    from birdassets.models.tidhy.saved_model import FAMILY_NAME, read_saved
+    from birdassets.models.tidhy.saved_model import FAMILY_NAME
 
     ref = resolve_encoder(settings.checkpoint_roots, checkpoint, settings.layout.models_root)
-    if ref.family != FAMILY_NAME or read_saved(ref.path.parent, ref.step).input["kind"] != "slds":
-        return None
+    if ref.family != FAMILY_NAME or observed_data(CheckpointRef(ref.run, ref.step, ref.path.parent)) == AUDIO:
+        return None  # the checkpoint sensor routes by the same test
     config, seed, scores = evaluate_checkpoint(ref.path.parent, ref.step)
     return record_slds(settings, config, seed, scores, run_id, ref)
 
@@ -566,12 +570,9 @@ def train_tidhy_encoder(settings: Settings, task: str, schedule, run_dir: Path, 
     """Train (or resume) a TiDHy encoder on the ``train`` windows of ``task``'s mel dataset into ``run_dir``;
     ``config``: a :class:`~birdassets.models.tidhy.mel_encoder.MelEncoderConfig` (default: its defaults).
     Returns the :class:`~birdassets.models.tidhy.fitting.TrainResult`."""
-    from birdassets.models.base import InputSpec
     from birdassets.models.tidhy.mel_encoder import MelEncoderConfig, train_mel_encoder
 
     dataset = ensure_mel_dataset(settings, task)
     mel, _ = dataset.arrays("train")
-    preset = dataset.builder().info.metadata["preset"]
-    spec = InputSpec(preset=preset["name"], sample_rate=preset["sample_rate"], clip_s=preset["clip_s"],
-                     frames=mel.shape[1], mels=mel.shape[2])
-    return train_mel_encoder(mel, spec, task, config or MelEncoderConfig(), schedule, run_dir, on_step)[1]
+    return train_mel_encoder(mel, dataset.input_spec(), task, config or MelEncoderConfig(), schedule, run_dir,
+                             on_step)[1]

@@ -229,6 +229,16 @@ def flatten_shapes(tree: Any, prefix: tuple[str, ...] = ()) -> dict[str, tuple[i
     return out
 
 
+def first_shape_mismatch(saved: Mapping[str, tuple[int, ...]], wanted: Mapping[str, tuple[int, ...]]
+                         ) -> tuple[str, Any, Any] | None:
+    """``(name, saved shape, wanted shape)`` of the first parameter (by name) whose shapes differ, ``"absent"``
+    standing for a parameter on one side only; ``None`` when all agree. Inputs as :func:`flatten_shapes` gives."""
+    for name in sorted(set(saved) | set(wanted)):
+        if saved.get(name) != wanted.get(name):
+            return name, saved.get(name, "absent"), wanted.get(name, "absent")
+    return None
+
+
 def read_state_shapes(run_dir: str | os.PathLike, step: int, subtree: str) -> dict[str, tuple[int, ...]]:
     """Shapes of ``state[subtree]``'s arrays, from checkpoint metadata only (no array data read).
 

@@ -2,9 +2,10 @@
 
 * ``birdassets tidhy benchmark [--small] [--seed N]``: generate the SLDS data (3 switching linear dynamical
   systems, mixed and projected observations), train TiDHy into ``<first checkpoint root>/tidhy-slds[-small]-
-  seed<N>`` (Orbax checkpoints; a re-run resumes there, and a finished run is only scored again), decode the 8 joint discrete states by k-NN from
-  ``r2`` and ``r`` and from a PCA baseline, print the table (``r2_knn_acc``, ``r_knn_acc``, ``pca_knn_acc``,
-  ``recon_r2``) and record it in DuckDB under task ``slds`` with lineage. ``--small`` is the CI-sized run.
+  seed<N>`` (Orbax checkpoints; a re-run resumes there, and a finished run is only scored again), decode the 8
+  joint discrete states by k-NN from ``r2`` and ``r`` and from a PCA baseline, print the table (``r2_knn_acc``,
+  ``r_knn_acc``, ``pca_knn_acc``, ``recon_r2``) and record it in DuckDB under task ``slds`` with lineage.
+  ``--small`` is the CI-sized run.
 """
 
 from __future__ import annotations

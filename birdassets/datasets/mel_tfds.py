@@ -31,6 +31,7 @@ from birdassets.audio.io import load
 from birdassets.frontends.presets import MelPreset
 from birdassets.frontends.tf_mel import TFMelFrontend
 from birdassets.frontends.windowing import cut_windows, window_starts
+from birdassets.models.base import InputSpec
 from birdassets.sources.manifest import Manifest
 
 WINDOW_INDEX = "window_index.parquet"
@@ -202,6 +203,15 @@ class MelDataset:
 
     def classes(self) -> list[str]:
         return list(self.builder().info.metadata["classes"])
+
+    def input_spec(self) -> InputSpec:
+        """What an encoder of these windows takes: the preset's name, rate and clip length, and the stored
+        window shape ``[frames, mels]`` (the preset's model input, e.g. 256 × 256 for ``birdclef2025``)."""
+        info = self.builder().info
+        frames, mels = info.features["mel"].shape
+        preset = info.metadata["preset"]
+        return InputSpec(preset=preset["name"], sample_rate=preset["sample_rate"], clip_s=preset["clip_s"],
+                         frames=frames, mels=mels)
 
     def as_dataset(self, split: str, batch_size: int | None = None) -> tf.data.Dataset:
         """The split as a ``tf.data.Dataset`` in window-index order (optionally batched, prefetched)."""

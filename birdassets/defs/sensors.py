@@ -32,7 +32,8 @@ def checkpoint_sensor(partitions: Partitions, encoder_job: dg.JobDefinition,
         pretrained = [key for key in available_pretrained() if key in settings.pretrained]
         found = list(dict.fromkeys([*discovery.keys, *pretrained, *supervised_keys(settings.layout.models_root)]))
         new = [key for key in found if key not in known]
-        slds = {ref.key for ref in discovery.checkpoints if observed_data(ref) != AUDIO}
+        refs = {ref.key: ref for ref in discovery.checkpoints}
+        slds = {key for key in new if key in refs and observed_data(refs[key]) != AUDIO}  # new steps only
         return dg.SensorResult(
             run_requests=[dg.RunRequest(partition_key=key, run_key=f"slds:{key}", job_name=slds_job.name)
                           if key in slds else

@@ -174,10 +174,9 @@ def train_steps(
 
 def model_config(config: TrainConfig, dataset: MelDataset) -> ViTConfig:
     """The ViT of ``config.model`` sized for ``dataset``'s mel windows and stamped with its preset."""
-    mel_shape = tuple(dataset.builder().info.features["mel"].shape)  # (frames, mels)
-    preset = dataset.builder().info.metadata["preset"]
-    return vit_config(config.model, frames=mel_shape[0], mels=mel_shape[1], preset=preset["name"],
-                      sample_rate=preset["sample_rate"], clip_s=preset["clip_s"],
+    spec = dataset.input_spec()
+    return vit_config(config.model, frames=spec.frames, mels=spec.mels, preset=spec.preset,
+                      sample_rate=spec.sample_rate, clip_s=spec.clip_s,
                       patch_frames=config.patch_frames, patch_mels=config.patch_mels)
 
 

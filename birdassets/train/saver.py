@@ -29,6 +29,7 @@ from birdassets.checkpoints.integrity import check_finite, missing_manifest, wri
 from birdassets.checkpoints.orbax_io import (
     ANNOUNCE_MANIFEST,
     STATE_ITEM,
+    first_shape_mismatch,
     flatten_shapes,
     item_handlers,
     save_args,
@@ -178,12 +179,13 @@ class RunCheckpointer:
         saved = flatten_shapes({k: v for k, v in self.manager.item_metadata(step)[STATE_ITEM].tree.items()
                                 if k in model})
         wanted = flatten_shapes({k: v for k, v in target.items() if k in model})
-        for name in sorted(set(saved) | set(wanted)):
-            if saved.get(name) != wanted.get(name):
-                raise CheckpointError(
-                    f"cannot resume run {self.run_dir} from step {step}: parameter {name} was saved with shape "
-                    f"{saved.get(name, 'absent')} but this run asks for {wanted.get(name, 'absent')} (another model "
-                    "size or objective?); train into a new run folder, or use the run's own settings")
+        mismatch = first_shape_mismatch(saved, wanted)
+        if mismatch is not None:
+            name, saved_shape, wanted_shape = mismatch
+            raise CheckpointError(
+                f"cannot resume run {self.run_dir} from step {step}: parameter {name} was saved with shape "
+                f"{saved_shape} but this run asks for {wanted_shape} (another model size or objective?); train "
+                "into a new run folder, or use the run's own settings")
 
     def close(self) -> None:
         started = time.perf_counter()

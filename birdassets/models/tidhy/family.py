@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from birdassets.checkpoints.orbax_io import read_state_shapes
+from birdassets.checkpoints.orbax_io import flatten_shapes
 from birdassets.checkpoints.refs import CheckpointError
 from birdassets.models.base import Encoder, EncoderFamily, EncoderRef, InputSpec, no_pretrained
-from birdassets.models.tidhy.saved_model import FAMILY_NAME, MODEL, SavedTiDHy, restore_tidhy, validate_tidhy
+from birdassets.models.tidhy.saved_model import FAMILY_NAME, SavedTiDHy, abstract_params, restore_tidhy, validate_tidhy
 from birdassets.models.tidhy.embedder import TiDHyEmbedder
 from birdassets.models.tidhy.frames import FramePooling
 
@@ -49,8 +49,9 @@ def input_spec(saved: SavedTiDHy, where: str) -> tuple[InputSpec, FramePooling]:
     return spec, pooling
 
 
-def n_params(ref: EncoderRef) -> int:
-    return int(sum(np.prod(shape) for shape in read_state_shapes(ref.path.parent, ref.step, MODEL).values()))
+def n_params(saved: SavedTiDHy) -> int:
+    """Parameters of the model ``saved`` describes (a validated checkpoint holds exactly these shapes)."""
+    return int(sum(np.prod(shape) for shape in flatten_shapes(abstract_params(saved.model)).values()))
 
 
 def validate(ref: EncoderRef) -> dict[str, Any]:
@@ -59,7 +60,7 @@ def validate(ref: EncoderRef) -> dict[str, Any]:
     if saved.input["kind"] == "mel":
         input_spec(saved, str(ref.path))
     dim = 2 * (saved.model.r_dim + saved.model.r2_dim)
-    return {"checkpoint": str(ref.path), "input": saved.input["kind"], "dim": dim, "n_params": n_params(ref)}
+    return {"checkpoint": str(ref.path), "input": saved.input["kind"], "dim": dim, "n_params": n_params(saved)}
 
 
 def load(ref: EncoderRef, batch_size: int) -> Encoder:
@@ -72,7 +73,8 @@ def load(ref: EncoderRef, batch_size: int) -> Encoder:
 
 def describe(ref: EncoderRef) -> dict[str, Any]:
     """``{"config": {model, inference, learning, input}, "n_params": int}`` from metadata only."""
-    return {"config": validate_tidhy(ref.path.parent, ref.step).to_dict(), "n_params": n_params(ref)}
+    saved = validate_tidhy(ref.path.parent, ref.step)
+    return {"config": saved.to_dict(), "n_params": n_params(saved)}
 
 
 FAMILY = EncoderFamily(name=FAMILY_NAME, pretrained=(), locate=no_pretrained, validate=validate, load=load,

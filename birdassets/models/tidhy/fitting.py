@@ -20,8 +20,7 @@ from flax import nnx
 
 from birdassets.checkpoints.refs import CheckpointError, finalized_steps, latest_step
 from birdassets.field_checks import check_fields
-from birdassets.models.tidhy.saved_model import SavedTiDHy, Scaler, read_saved, restore_optimizer, restore_tidhy, \
-    save_tidhy
+from birdassets.models.tidhy.saved_model import SavedTiDHy, Scaler, restore_optimizer, restore_tidhy, save_tidhy
 from birdassets.models.tidhy.learning import new_optimizer, train_step
 from birdassets.models.tidhy.network import TiDHy
 
@@ -93,13 +92,12 @@ def resume(run_dir: Path, model: TiDHy, saved: SavedTiDHy, scaler: Scaler) -> tu
             (the training data changed), or the step cannot be resumed.
     """
     step = latest_step(run_dir)
-    on_disk = read_saved(run_dir, step)
+    restored, saved_scaler, on_disk, _ = restore_tidhy(run_dir, step)  # validated against its own config
     for part in ("model", "inference", "learning", "input"):
         if getattr(on_disk, part) != getattr(saved, part):
             raise CheckpointError(f"cannot resume {run_dir} from step {step}: its {part} settings "
                                   f"{getattr(on_disk, part)} differ from this run's {getattr(saved, part)}; "
                                   "train into a new folder, or use the run's own settings")
-    restored, saved_scaler, _, _ = restore_tidhy(run_dir, step)
     if not (np.allclose(saved_scaler.mean, scaler.mean) and np.allclose(saved_scaler.std, scaler.std)):
         raise CheckpointError(f"cannot resume {run_dir} from step {step}: the training data's channel means and "
                               "stds differ from the saved ones (the data changed); train into a new folder")

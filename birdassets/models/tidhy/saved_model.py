@@ -29,6 +29,7 @@ from flax import nnx
 from birdassets.checkpoints.discovery import AUDIO
 from birdassets.checkpoints.orbax_io import (
     CONFIG_ITEM,
+    first_shape_mismatch,
     flatten_shapes,
     read_json_item,
     read_state_shapes,
@@ -134,10 +135,11 @@ def abstract_params(config: TiDHyConfig) -> dict[str, Any]:
 def check_shapes(saved: dict[str, tuple[int, ...]], wanted: dict[str, tuple[int, ...]], where: str,
                  what: str) -> None:
     """Raise CheckpointError naming the first parameter whose saved shape differs from the wanted one."""
-    for name in sorted(set(saved) | set(wanted)):
-        if saved.get(name) != wanted.get(name):
-            raise CheckpointError(f"checkpoint {where}: {what} parameter {name} was saved with shape "
-                                  f"{saved.get(name, 'absent')} but its config asks for {wanted.get(name, 'absent')}")
+    mismatch = first_shape_mismatch(saved, wanted)
+    if mismatch is not None:
+        name, saved_shape, wanted_shape = mismatch
+        raise CheckpointError(f"checkpoint {where}: {what} parameter {name} was saved with shape {saved_shape} but "
+                              f"its config asks for {wanted_shape}")
 
 
 def validate_tidhy(run_dir: str | os.PathLike, step: int) -> SavedTiDHy:
