@@ -114,7 +114,7 @@ def test_run_step_keys_route_to_the_family_named_in_the_saved_metadata(tmp_path,
 def test_an_unregistered_family_is_refused_by_name(tmp_path):
     step_dir = save_meanpool(tmp_path / "mp", 0, W, TINY)
     with pytest.raises(CheckpointError, match=f"{step_dir}: unknown encoder family 'meanpool'; known families: "
-                                              r"\['birdnet', 'keras', 'tidhy', 'vit'\]"):
+                                              r"\['birdnet', 'keras', 'resnet18', 'tidhy', 'vit'\]"):
         resolve_encoder([tmp_path], "mp@0")
     with pytest.raises(ValueError, match="'vit' is already registered"):
         register_family(EncoderFamily("vit", (), no_pretrained, _validate, _load, lambda ref: {}))

@@ -103,6 +103,20 @@ class Encoder(Protocol):
         ...
 
 
+def in_fixed_batches(apply: Callable[[np.ndarray], Any], x: np.ndarray, batch_size: int, out_dim: int) -> np.ndarray:
+    """``apply`` over the rows of ``x [n, ...]`` in chunks of exactly ``batch_size`` (the last one zero-padded, the
+    padding dropped), so a jitted ``apply`` compiles once whatever ``n``; float32 ``[n, out_dim]``."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    out = []
+    for start in range(0, len(x), batch_size):
+        chunk = x[start:start + batch_size]
+        padded = np.zeros((batch_size, *x.shape[1:]), x.dtype)
+        padded[:len(chunk)] = chunk
+        out.append(np.asarray(apply(padded), dtype=np.float32)[:len(chunk)])
+    return np.concatenate(out) if out else np.zeros((0, out_dim), np.float32)
+
+
 def check_mel_batch(mel: np.ndarray, spec: InputSpec, *, encoder_name: str) -> np.ndarray:
     """Validate and convert an encoder input batch.
 

@@ -42,6 +42,7 @@ FAMILIES: dict[str, str] = {
     "birdnet": "birdassets.models.birdnet.family",
     SUPERVISED_FAMILY: "birdassets.models.keras.family",
     "tidhy": "birdassets.models.tidhy.family",
+    "resnet18": "birdassets.models.resnet.family",
 }
 """Family name -> the module whose ``FAMILY`` it is (imported on first use)."""
 

@@ -19,6 +19,12 @@ TIDHY = "tidhy"
 (:func:`birdassets.steps.train_tidhy_encoder`)."""
 TIDHY_FIELDS = ("task", "num_steps", "batch_size", "checkpoint_every", "max_checkpoints", "seed", "log_every")
 """The settings a TiDHy run reads (besides the run folder); the others are the ViT's."""
+RESNET = "resnet18"
+"""``model = "resnet18"``: a ResNet18 call detector trained with softmax cross-entropy on a binary task
+(:func:`birdassets.train.detector_loop.train_detector`)."""
+RESNET_FIELDS = ("task", "num_steps", "warmup_steps", "lr", "weight_decay", "grad_clip", "batch_size", "log_every",
+                 "checkpoint_every", "max_checkpoints", "seed", "precision", "devices", "shuffle_buffer", "width")
+"""The settings a ResNet18 run reads (besides the run folder)."""
 PRECISIONS = ("float32", "bfloat16")
 
 
@@ -33,7 +39,8 @@ class TrainConfig:
     Attributes:
         task: configured data set whose ``train`` windows are used.
         objective: ``"mae"`` (masked-patch reconstruction, SimMIM-style) or ``"supervised"`` (BCE on labels).
-        model: ViT size (``tiny``, ``small``, ``base``), or ``tidhy`` for a TiDHy dynamics encoder.
+        model: ViT size (``tiny``, ``small``, ``base``), ``tidhy`` for a TiDHy dynamics encoder, or ``resnet18``
+            for a ResNet18 call detector (``no_call``/``call``) on a task with one class.
         patch_frames, patch_mels: ViT patch size along time (frames) and frequency (mel bins) of the model input.
         num_steps: optimisation steps in total (a resumed run continues up to this).
         warmup_steps: linear warm-up steps of the learning rate (capped at ``num_steps``).
@@ -51,6 +58,7 @@ class TrainConfig:
         precision: ``"bfloat16"`` computes in bf16 with float32 master weights.
         devices: how many devices to shard the batch over (``None``: all visible).
         shuffle_buffer: tf.data shuffle buffer (windows).
+        width: ResNet18 base channels (64 = the standard ResNet18, 512-d features; stages double it).
     """
 
     task: str = "demo-noisy"
@@ -74,6 +82,7 @@ class TrainConfig:
     precision: str = "float32"
     devices: int | None = None
     shuffle_buffer: int = 2048
+    width: int = 64
 
     def __post_init__(self) -> None:
         kinds = {"int": numbers.Integral, "float": numbers.Real, "str": str}
@@ -91,7 +100,7 @@ class TrainConfig:
             problems.append(f"objective {self.objective!r} is not one of {OBJECTIVES}")
         if self.precision not in PRECISIONS:
             problems.append(f"precision {self.precision!r} is not one of {PRECISIONS}")
-        for name in ("num_steps", "batch_size", "log_every", "checkpoint_every", "patch_frames", "patch_mels"):
+        for name in ("num_steps", "batch_size", "log_every", "checkpoint_every", "patch_frames", "patch_mels", "width"):
             if int(getattr(self, name)) < 1:
                 problems.append(f"{name} must be >= 1")
         if self.warmup_steps < 0:

@@ -13,7 +13,9 @@ Randomness is a pure function of ``(seed, step)``: masks use ``fold_in(PRNGKey(s
 is tf.data's seeded shuffle, so nothing random needs saving.
 
 Read as Flax's examples: :func:`train` builds the pieces (:func:`create_train_state`, :class:`RunFolder`,
-:func:`make_train_step`, :func:`make_evaluate`) and hands them to :func:`train_steps`, the loop itself.
+:func:`make_train_step`, :func:`make_evaluate`) and hands them to :func:`fit` (resume or step 0, the data
+stream) and :func:`train_steps`, the loop itself. The ResNet18 detector's trainer
+(:mod:`birdassets.train.detector_loop`) builds its own pieces and shares :func:`fit`.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from birdassets.datasets.mel_tfds import MelDataset
 from birdassets.folds import FoldConfig, assign_folds
 from birdassets.metrics import cmap
 from birdassets.models.vit import ViTConfig, vit_config
+from birdassets.models.vit.family import FAMILY_NAME
 from birdassets.train.config import TrainConfig
 from birdassets.train.stream import training_stream
 from birdassets.train.objectives import TrainModel, losses
@@ -111,23 +114,43 @@ def train(
     """
     vit = model_config(config, dataset)
     state = create_train_state(config, vit, len(dataset.classes()))
-    replicated, by_data = data_shardings(config)
-    run = RunFolder.open(Path(run_dir), config, vit)
+    shardings = data_shardings(config)
+    run = RunFolder.open(Path(run_dir), config, vit, FAMILY_NAME, config.objective)
+    holdout = holdout_mask(dataset)
+    evaluate = make_evaluate(state.graphdef, config, *dataset.arrays("train", holdout))
+    return fit(state, run, dataset, holdout, make_train_step(state, config), evaluate, shardings,
+               desc=f"train {config.objective} {config.model}", progress=progress, log=log)
+
+
+def fit(
+    state: TrainState,
+    run: RunFolder,
+    dataset: MelDataset,
+    holdout: np.ndarray,
+    train_step: Callable,
+    evaluate: Callable[[dict], dict[str, float]],
+    shardings: tuple[NamedSharding, NamedSharding],
+    *,
+    desc: str,
+    progress: bool,
+    log: Callable[[str], None] | None,
+) -> TrainResult:
+    """Resume ``state`` from ``run``'s latest step (or evaluate and save step 0 of a new run), then train on the
+    training windows outside ``holdout`` up to ``run.config.num_steps``; ``shardings`` as :func:`data_shardings`."""
+    config, (replicated, by_data) = run.config, shardings
     if run.resuming:
         state.params, state.opt_state = run.checkpointer.restore(run.start, state.params, state.opt_state)
     state.params = jax.device_put(state.params, replicated)
     state.opt_state = jax.device_put(state.opt_state, replicated)
-    holdout = holdout_mask(dataset)
-    evaluate = make_evaluate(state.graphdef, config, *dataset.arrays("train", holdout))
     if not run.resuming:
-        run.history.append({"step": 0, "probe_cmap": evaluate(state.params)})
+        run.history.append({"step": 0, **evaluate(state.params)})
         run.save(0, state)
     stream = training_stream(dataset, ~holdout, config.batch_size, config.seed, run.start, config.shuffle_buffer)
     batches = (jax.device_put(batch, by_data) for batch in stream)
     bar = tqdm(range(run.start, config.num_steps), initial=run.start, total=config.num_steps,
-               disable=not progress, desc=f"train {config.objective} {config.model}", unit="step")
+               disable=not progress, desc=desc, unit="step")
     try:  # an exception mid-run still waits for (and finalizes) the save in flight
-        timer = train_steps(state, run, make_train_step(state, config), evaluate, batches, bar, log)
+        timer = train_steps(state, run, train_step, evaluate, batches, bar, log)
     finally:
         bar.close()
         run.checkpointer.close()
@@ -140,14 +163,16 @@ def train_steps(
     state: TrainState,
     run: RunFolder,
     train_step: Callable,
-    evaluate: Callable[[dict], float],
+    evaluate: Callable[[dict], dict[str, float]],
     batches: Iterator[dict],
     steps: tqdm,
     log: Callable[[str], None] | None,
 ) -> StepTimer:
     """Run the steps ``steps`` yields (0-based), updating ``state`` in place; log and checkpoint as configured.
 
-    Step ``s`` produces parameters of step ``s + 1``; that number is what is logged and saved.
+    Step ``s`` produces parameters of step ``s + 1``; that number is what is logged and saved. ``train_step``
+    returns ``(params, opt_state, metrics)`` with a scalar ``loss`` among the metrics; ``evaluate(params)`` gives
+    the held-out metrics logged beside them (the ViT's ``probe_cmap``).
     """
     config = run.config
     schedule = learning_rate_schedule(config.lr, config.warmup_steps, config.num_steps)
@@ -157,10 +182,11 @@ def train_steps(
         done = step + 1
         timer.step_done(done, state.params)
         if done % config.log_every == 0 or done == config.num_steps:
-            record = {"step": done, **{k: float(v) for k, v in metrics.items()},
-                      "lr": float(schedule(step)), "probe_cmap": evaluate(state.params)}
+            evaluated = evaluate(state.params)
+            record = {"step": done, **{k: float(v) for k, v in metrics.items()}, "lr": float(schedule(step)),
+                      **evaluated}
             run.history.append(record)
-            steps.set_postfix(loss=f"{record['loss']:.4f}", probe_cmap=f"{record['probe_cmap']:.3f}")
+            steps.set_postfix(loss=f"{record['loss']:.4f}", **{k: f"{v:.3f}" for k, v in evaluated.items()})
             if log is not None:
                 log(json.dumps(record))
         if done % config.checkpoint_every == 0 or done == config.num_steps:
@@ -263,8 +289,9 @@ def make_train_step(state: TrainState, config: TrainConfig) -> Callable:
     return jax.jit(train_step, donate_argnums=(0, 1))
 
 
-def make_evaluate(graphdef: Any, config: TrainConfig, mel: np.ndarray, labels: np.ndarray) -> Callable[[dict], float]:
-    """``params -> cmAP`` of the online probe on held-out windows ``mel [n, frames, mels]``, ``labels [n, classes]``."""
+def make_evaluate(graphdef: Any, config: TrainConfig, mel: np.ndarray, labels: np.ndarray
+                  ) -> Callable[[dict], dict[str, float]]:
+    """``params -> {"probe_cmap": cmAP}`` of the online probe on held-out windows ``mel [n, frames, mels]``, ``labels [n, classes]``."""
     dtype = compute_dtype(config.precision)
     merged = _model_of(graphdef, dtype)
 
@@ -273,10 +300,10 @@ def make_evaluate(graphdef: Any, config: TrainConfig, mel: np.ndarray, labels: n
         model = merged(p)
         return jax.nn.sigmoid(model.probe(model.encoder.embed(batch.astype(dtype))).astype(jnp.float32))
 
-    def evaluate(params: dict) -> float:
+    def evaluate(params: dict) -> dict[str, float]:
         scores = np.concatenate([np.asarray(probe_scores(params, mel[i : i + EVAL_BATCH]))
                                  for i in range(0, len(mel), EVAL_BATCH)])
-        return cmap(labels.astype(np.uint8), scores).value
+        return {"probe_cmap": cmap(labels.astype(np.uint8), scores).value}
 
     return evaluate
 
@@ -303,7 +330,9 @@ class RunFolder:
 
     Attributes:
         path: the folder.
-        config, vit: the run's training config and model (stamped into every checkpoint).
+        config: the run's training config.
+        model: the model's config (``to_dict()`` is the ``config`` item of every checkpoint).
+        objective: what the model is trained for (stamped into every checkpoint's metadata).
         checkpointer: asynchronous Orbax saves.
         resuming: the folder held finalized steps when the call began.
         start: the latest finalized step (0 for a new run): where this call starts.
@@ -312,26 +341,28 @@ class RunFolder:
 
     path: Path
     config: TrainConfig
-    vit: ViTConfig
+    model: Any
+    objective: str
     checkpointer: RunCheckpointer
     resuming: bool
     start: int
     history: list[dict]
 
     @classmethod
-    def open(cls, path: Path, config: TrainConfig, vit: ViTConfig) -> RunFolder:
-        """Open (or create) ``path``; a crashed save past the latest finalized step is discarded."""
-        checkpointer = RunCheckpointer(path, config.max_checkpoints)
+    def open(cls, path: Path, config: TrainConfig, model: Any, family: str, objective: str) -> RunFolder:
+        """Open (or create) ``path`` for a run of ``family``; a crashed save past the latest finalized step is
+        discarded."""
+        checkpointer = RunCheckpointer(path, config.max_checkpoints, family)
         start = checkpointer.latest_step() or 0
         history = [h for h in _read_history(path / HISTORY) if h["step"] <= start]
-        return cls(path, config, vit, checkpointer, bool(finalized_steps(path)), start, history)
+        return cls(path, config, model, objective, checkpointer, bool(finalized_steps(path)), start, history)
 
     def save(self, step: int, state: TrainState) -> None:
         """Start saving ``step``; its metrics are the last history record when that is ``step``'s."""
         record = self.history[-1] if self.history[-1]["step"] == step else None
         self.write_history()  # so a crash after this save keeps the history up to it
-        self.checkpointer.save(step, state.params, state.opt_state, self.vit, {
-            "objective": self.config.objective, "train_config": self.config.to_dict(), "metrics": record or {}
+        self.checkpointer.save(step, state.params, state.opt_state, self.model, {
+            "objective": self.objective, "train_config": self.config.to_dict(), "metrics": record or {}
         })
 
     def write_history(self) -> None:

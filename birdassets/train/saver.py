@@ -9,7 +9,9 @@ finalized a step, its checksum manifest is written (:mod:`birdassets.checkpoints
 step's ``_CHECKPOINT_METADATA`` so discovery waits for it); a resume verifies it and the saved shapes first.
 
 It lives with training (not in :mod:`birdassets.checkpoints`) because it saves and restores a *training* state
-(optimizer included, in the structure of the live pytrees) of the ViT family; the benchmark only reads.
+(optimizer included, in the structure of the live pytrees); the benchmark only reads. Each run folder holds one
+family's steps (the ViT's by default, ``"resnet18"`` for the detector); its parameter groups are the top-level
+keys of the saved ``params`` (ViT: ``encoder, probe, objective``; ResNet18: ``encoder``).
 """
 
 from __future__ import annotations
@@ -38,8 +40,10 @@ from birdassets.checkpoints.orbax_io import (
     verified_step_dir,
 )
 from birdassets.checkpoints.refs import STEP_NAME, CheckpointError, finalized_steps, latest_step
-from birdassets.models.vit import ViTConfig
 from birdassets.models.vit.family import FAMILY_NAME
+
+OPT_STATE = "opt_state"
+"""The ``state`` subtree holding the optimizer's state."""
 
 __all__ = ["RunCheckpointer", "complete_manifests", "discard_unfinished_steps", "like_template", "string_keys"]
 
@@ -104,8 +108,9 @@ class RunCheckpointer:
     :meth:`close` waits for the last one. ``blocking_seconds`` accumulates the time saves held up training.
     """
 
-    def __init__(self, run_dir: str | Path, max_to_keep: int | None = None):
+    def __init__(self, run_dir: str | Path, max_to_keep: int | None = None, family: str = FAMILY_NAME):
         self.run_dir = Path(run_dir)
+        self.family = family
         self.run_dir.mkdir(parents=True, exist_ok=True)
         discard_unfinished_steps(self.run_dir)
         complete_manifests(self.run_dir)
@@ -126,16 +131,12 @@ class RunCheckpointer:
         """The run's latest finalized step, or ``None``."""
         return latest_step(self.run_dir)
 
-    def save(self, step: int, params: Mapping[str, Any], opt_state: Any, config: ViTConfig, metadata: dict) -> None:
-        """Start saving ``step``: ``params`` has the keys ``encoder``, ``objective`` and ``probe``."""
+    def save(self, step: int, params: Mapping[str, Any], opt_state: Any, config: Any, metadata: dict) -> None:
+        """Start saving ``step``: ``params``' groups (ViT: ``encoder``, ``objective``, ``probe``) and ``opt_state``
+        as the ``state`` item, ``config.to_dict()`` as the ``config`` item."""
         started = time.perf_counter()
-        state = {
-            "encoder": string_keys(params["encoder"]),
-            "probe": string_keys(params["probe"]),
-            "objective": string_keys(params["objective"]),
-            "opt_state": string_keys(opt_state),
-        }
-        metadata_json, config_json = stamp_items(step, FAMILY_NAME, metadata, config.to_dict())
+        state = {**{group: string_keys(tree) for group, tree in params.items()}, OPT_STATE: string_keys(opt_state)}
+        metadata_json, config_json = stamp_items(step, self.family, metadata, config.to_dict())
         self.unhashed.append(step)
         saved = self.manager.save(step, args=save_args(state, metadata_json, config_json),
                                   custom_metadata=ANNOUNCE_MANIFEST)
@@ -163,7 +164,7 @@ class RunCheckpointer:
         """
         self.manager.wait_until_finished()
         step_dir = verified_step_dir(self.run_dir, step)[1]
-        target = string_keys({**params_template, "opt_state": opt_state_template})
+        target = string_keys({**params_template, OPT_STATE: opt_state_template})
         self.check_saved_shapes(step, target)
         args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
         restored = self.manager.restore(
@@ -171,14 +172,14 @@ class RunCheckpointer:
         )[STATE_ITEM]
         check_finite(restored, where=str(step_dir))
         params = like_template(dict(params_template), {k: restored[k] for k in params_template})
-        return params, like_template(opt_state_template, restored["opt_state"])
+        return params, like_template(opt_state_template, restored[OPT_STATE])
 
     def check_saved_shapes(self, step: int, target: Any) -> None:
         """Refuse to resume into a model whose parameter shapes differ from the ones saved at ``step``."""
-        model = ("encoder", "objective", "probe")  # the optimizer state follows them (and names namedtuples apart)
-        saved = flatten_shapes({k: v for k, v in self.manager.item_metadata(step)[STATE_ITEM].tree.items()
-                                if k in model})
-        wanted = flatten_shapes({k: v for k, v in target.items() if k in model})
+        def model(tree: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:  # the optimizer state follows the model
+            return flatten_shapes({group: value for group, value in tree.items() if group != OPT_STATE})
+
+        saved, wanted = model(self.manager.item_metadata(step)[STATE_ITEM].tree), model(target)
         mismatch = first_shape_mismatch(saved, wanted)
         if mismatch is not None:
             name, saved_shape, wanted_shape = mismatch

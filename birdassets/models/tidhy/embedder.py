@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from birdassets.models.base import InputSpec, check_mel_batch
+from birdassets.models.base import InputSpec, check_mel_batch, in_fixed_batches
 from birdassets.models.tidhy.saved_model import Scaler
 from birdassets.models.tidhy.frames import FramePooling
 from birdassets.models.tidhy.inference import InferenceConfig, infer_batch
@@ -51,10 +51,5 @@ class TiDHyEmbedder:
         return np.asarray(self.scaler.apply(self.pooling.apply(mel)), np.float32)
 
     def embed(self, mel: np.ndarray) -> np.ndarray:
-        x = self.sequences(mel)
-        out = []
-        for start in range(0, len(x), self.batch_size):
-            chunk = x[start:start + self.batch_size]
-            padded = np.pad(chunk, ((0, self.batch_size - len(chunk)), (0, 0), (0, 0)))
-            out.append(np.asarray(latent_summary(self.model, jnp.asarray(padded), self.inference))[:len(chunk)])
-        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+        apply = lambda batch: latent_summary(self.model, jnp.asarray(batch), self.inference)  # noqa: E731
+        return in_fixed_batches(apply, self.sequences(mel), self.batch_size, self.dim)

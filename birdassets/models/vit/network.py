@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from birdassets.models.base import InputSpec, check_mel_batch
+from birdassets.models.base import InputSpec, check_mel_batch, in_fixed_batches
 
 VIT_SIZES: dict[str, dict[str, Any]] = {
     "tiny": {"dim": 64, "depth": 2, "heads": 4},
@@ -389,12 +389,4 @@ class ViTEmbedder:
             float32 ``[batch, dim]``.
         """
         mel = check_mel_batch(mel, self.input_spec, encoder_name=self.name)
-        n = mel.shape[0]
-        if n == 0:
-            return np.zeros((0, self.dim), np.float32)
-        size = self.batch_size
-        n_chunks = -(-n // size)
-        padded = np.zeros((n_chunks * size, *mel.shape[1:]), np.float32)
-        padded[:n] = mel
-        outputs = [self._apply(self._state, padded[i * size:(i + 1) * size]) for i in range(n_chunks)]
-        return np.asarray(jnp.concatenate(outputs, axis=0)[:n], dtype=np.float32)
+        return in_fixed_batches(lambda batch: self._apply(self._state, batch), mel, self.batch_size, self.dim)

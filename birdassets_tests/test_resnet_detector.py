@@ -1,0 +1,166 @@
+"""The ResNet18 call detector: topology, BatchNorm bookkeeping, training, exact resume and its checkpoints.
+
+Training runs a width-4 ResNet18 on a real mel dataset (``orcahello`` preset, 20 kHz): 16 four-second recordings,
+the even ones with a harmonic "call" over noise (labelled ``call``), the odd ones noise only -> 48 windows.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from birdassets.checkpoints import CheckpointError
+from birdassets.checkpoints.orbax_io import read_metadata, save_step
+from birdassets.datasets.mel_tfds import MelDataset, build_mel_dataset
+from birdassets.frontends.presets import get_preset
+from birdassets.models.registry import load_encoder, validate_encoder
+from birdassets.models.resnet.family import n_params, restore_resnet
+from birdassets.models.resnet.network import ResNet18, ResNetConfig, model_state
+from birdassets.sources.manifest import Manifest, file_sha256
+from birdassets.train.config import TrainConfig
+from birdassets.train.detector_loop import create_detector_state, make_detector_step, train_detector
+from birdassets.train.loop import HISTORY
+from birdassets_tests.conftest import write_recording
+
+RATE = 20_000
+BASE = TrainConfig(task="calls", model="resnet18", width=4, num_steps=20, warmup_steps=2, batch_size=8, log_every=5,
+                   checkpoint_every=10, shuffle_buffer=64, seed=0)
+
+
+def orca_config(width: int) -> ResNetConfig:
+    return ResNetConfig(width=width, preset="orcahello", sample_rate=RATE, clip_s=2.0, frames=312, mels=256)
+
+
+def recording(i: int) -> tuple[np.ndarray, bool]:
+    """4 s at 20 kHz: noise, plus (even ``i``) a 4-harmonic stack on f0 = 700 + 50 i Hz."""
+    t = np.arange(4 * RATE) / RATE
+    audio = 0.05 * np.random.default_rng(i).standard_normal(len(t))
+    call = i % 2 == 0
+    if call:
+        f0 = 700 + 50 * i
+        audio += sum(0.2 / k * np.sin(2 * np.pi * k * f0 * t) for k in range(1, 5))
+    return audio.astype(np.float32), call
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> MelDataset:
+    root = tmp_path_factory.mktemp("calls")
+    rows = []
+    for i in range(16):
+        audio, call = recording(i)
+        path = write_recording(root / f"r{i}.wav", audio, RATE)
+        rows.append(dict(recording_id=f"r{i}", path=str(path), duration_s=4.0, sample_rate=RATE, channels=1,
+                         primary_label="call" if call else "", labels=["call"] if call else [], split="train",
+                         sha256=file_sha256(path)))
+    return build_mel_dataset(Manifest.from_rows(rows, classes=("call",)), get_preset("orcahello"), root / "mel")
+
+
+@pytest.fixture(scope="module")
+def straight(dataset, tmp_path_factory):
+    return train_detector(BASE, dataset, tmp_path_factory.mktemp("runs") / "straight", progress=False)
+
+
+def test_standard_width_has_torchvision_resnet18_parameter_count_with_one_input_channel_and_two_classes():
+    # torchvision resnet18: 11,689,512 parameters; conv1 with 1 input channel instead of 3 drops 2 * 64 * 7 * 7
+    # = 6,272; fc to 2 classes instead of 1000 drops 998 * 512 + 998 = 511,974.
+    assert n_params(orca_config(64)) == 11_689_512 - 6_272 - 511_974 == 11_171_266
+    assert orca_config(64).dim == 512
+
+
+def test_feature_map_strides_follow_resnet18_and_pooling_gives_eight_width_features():
+    model = ResNet18(orca_config(4), rngs=nnx.Rngs(0))
+    model.eval()
+    x = jnp.zeros((2, 312, 256))
+    # conv1 stride 2 (pad 3): 156 x 128; max-pool stride 2 (pad 1): 78 x 64; stages 2-4 halve (ceil): 39x32,
+    # 20x16, 10x8.
+    h = nnx.relu(model.bn1(model.conv1(x[..., None])))
+    assert h.shape == (2, 156, 128, 4)
+    from birdassets.models.resnet.network import max_pool
+
+    h = max_pool(h)
+    assert h.shape == (2, 78, 64, 4)
+    sizes = []
+    for stage in range(4):
+        for block in getattr(model, f"layer{stage + 1}"):
+            h = block(h)
+        sizes.append(h.shape[1:])
+    assert sizes == [(78, 64, 4), (39, 32, 8), (20, 16, 16), (10, 8, 32)]
+    assert model.features(x).shape == (2, 32) and model(x).shape == (2, 2)
+
+
+def test_one_step_moves_running_statistics_by_torchvision_momentum_and_adamw_leaves_them_alone(dataset):
+    state = create_detector_state(BASE, orca_config(4))
+    model = nnx.merge(state.graphdef, nnx.State(nnx.restore_int_paths(state.params["encoder"])))
+    mel = jnp.asarray(dataset.arrays("train")[0][:8])
+    batch = {"mel": mel, "labels": jnp.zeros((8, 1))}
+    conv1 = model.conv1(mel[..., None])  # [8, 156, 128, 4]
+    expected_mean = 0.1 * np.asarray(conv1.mean(axis=(0, 1, 2)))  # running mean starts at 0
+    expected_var = 0.9 * 1.0 + 0.1 * np.asarray(conv1.var(axis=(0, 1, 2)))  # running var starts at 1
+    params, _, _ = make_detector_step(state, BASE)(state.params, state.opt_state, batch, 0)
+    bn1 = params["encoder"]["bn1"]
+    np.testing.assert_allclose(np.asarray(bn1["mean"]), expected_mean, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(bn1["var"]), expected_var, rtol=1e-3)
+
+
+def test_detector_learns_the_calls_and_its_checkpoints_restore_through_the_registry(dataset, straight):
+    history = [json.loads(line) for line in (straight.run_dir / HISTORY).read_text().splitlines()]
+    assert [h["step"] for h in history] == [0, 5, 10, 15, 20]
+    assert history[-1]["loss"] < 0.5 * history[1]["loss"]
+    assert history[-1]["val_ap"] == 1.0 and history[-1]["val_accuracy"] == 1.0
+    metadata = read_metadata(straight.run_dir, 20)
+    assert metadata["family"] == "resnet18" and metadata["objective"] == "softmax-ce"
+    roots = [straight.run_dir.parent]
+    assert validate_encoder(roots, "straight@20")["dim"] == 32
+    loaded = load_encoder(roots, "straight@20", batch_size=5)
+    mel, labels = dataset.arrays("train")
+    probabilities = loaded.encoder.probabilities(mel)  # [48, 2], 5 per jitted call (last call padded)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-6)
+    assert np.mean((probabilities[:, 1] > 0.5) == (labels[:, 0] == 1)) == 1.0
+    assert loaded.encoder.embed(mel[:7]).shape == (7, 32) and loaded.encoder.classes == ("no_call", "call")
+
+
+class Interrupted(Exception):
+    """Raised from the ``log`` callback to stop a run mid-way, as Ctrl-C or a pre-emption would."""
+
+
+def test_interrupted_run_resumes_bit_for_bit(dataset, straight, tmp_path):
+    def stop_at_step_15(line: str) -> None:
+        if json.loads(line)["step"] == 15:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train_detector(BASE, dataset, tmp_path / "resumed", log=stop_at_step_15, progress=False)
+    resumed = train_detector(BASE, dataset, tmp_path / "resumed", progress=False)
+    assert resumed.start_step == 10 and resumed.final_step == 20
+    assert resumed.history == straight.history  # losses, gradient norms and validation AP at every logged step
+    for a, b in zip(jax.tree.leaves(resumed.params), jax.tree.leaves(straight.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # running statistics included
+
+
+def test_a_checkpoint_whose_weights_disagree_with_its_config_is_refused_naming_the_parameter(tmp_path):
+    wide = model_state(ResNet18(orca_config(8), rngs=nnx.Rngs(0)))
+    save_step(tmp_path / "liar", 1, "resnet18", {"encoder": wide}, config=orca_config(4).to_dict())
+    with pytest.raises(CheckpointError, match=r"bn1\.bias was saved with shape \(8,\).*width 4.*\(4,\)"):
+        restore_resnet(tmp_path / "liar", 1)
+
+
+def test_a_task_with_several_classes_is_refused(tmp_path, dataset):
+    rows = dataset.windows()
+    assert len(dataset.classes()) == 1 and len(rows) == 48
+    from birdassets.train.detector_loop import detector_config
+
+    class TwoClasses:
+        root = Path("/data/birds")
+
+        @staticmethod
+        def classes():
+            return ("a", "b")
+
+    with pytest.raises(ValueError, match="/data/birds: a call detector trains on a task with one class.*has 2"):
+        detector_config(BASE, TwoClasses())
