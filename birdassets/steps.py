@@ -39,7 +39,7 @@ from birdassets.folds import FoldConfig, assign_folds, fold_table, folds_hash
 from birdassets.frontends.presets import MelPreset
 from birdassets.layout import safe_name
 from birdassets.lineage import Lineage, code_version
-from birdassets.models.base import EncoderRef, LoadedEncoder
+from birdassets.models.base import EncoderRef, InputSpec, LoadedEncoder
 from birdassets.models.registry import EMBED_BATCH, SUPERVISED_FAMILY, load_encoder, resolve_encoder
 from birdassets.probes import PROBES, fit_probe
 from birdassets.scoring import chance_scores, score_fold_predictions, score_probes
@@ -202,13 +202,24 @@ class EmbeddingsReport:
     health: dict
 
 
-def embed(settings: Settings, task: str, checkpoint: str) -> EmbeddingsReport:
-    """Embed every window of the task with the checkpoint's encoder (batched), publish the arrays."""
+def embed(settings: Settings, task: str, checkpoint: str) -> EmbeddingsReport | None:
+    """Embed every window of the task with the checkpoint's encoder (batched), publish the arrays; ``None`` when
+    the encoder reads mel windows of another frontend preset than the task's (the ResNet18 detector trained on
+    ``orcahello`` windows and a BirdCLEF task): that pair has nothing to embed."""
     data = TaskData.load(settings, task)
     loaded = load_encoder(settings.checkpoint_roots, checkpoint, models_root=settings.layout.models_root)
+    if reads_other_preset(loaded, data.preset):
+        return None
     embedded, stats = compute_embeddings(loaded.encoder, data.mel, batch_size=EMBED_BATCH)
     directory = write_embeddings(embedded, settings.layout.embeddings_dir(task, checkpoint), stats)
     return EmbeddingsReport(directory, loaded.ref.family, stats, collapse_stats(embedded.embeddings))
+
+
+def reads_other_preset(loaded: LoadedEncoder, preset: MelPreset) -> bool:
+    """Whether a mel encoder was trained on another frontend preset than ``preset`` (waveform encoders read any
+    task)."""
+    spec = loaded.encoder.input_spec
+    return isinstance(spec, InputSpec) and spec.preset != preset.name
 
 
 # ---------------------------------------------------------------------------------- probes, scores
@@ -550,6 +561,21 @@ def score_slds_checkpoint(settings: Settings, checkpoint: str, run_id: str) -> S
 
 
 # ---------------------------------------------------------------------------------- TiDHy as an encoder
+
+
+def training_function(config) -> Callable:
+    """The trainer of a :class:`~birdassets.train.config.TrainConfig`'s model (not TiDHy, which trains on pooled
+    frames: :func:`train_tidhy_encoder`): :func:`~birdassets.train.detector_loop.train_detector` for ``resnet18``,
+    else the ViT's :func:`~birdassets.train.loop.train`; both ``(config, dataset, run_dir, *, progress, log)``."""
+    from birdassets.train.config import RESNET
+
+    if config.model == RESNET:
+        from birdassets.train.detector_loop import train_detector
+
+        return train_detector
+    from birdassets.train.loop import train
+
+    return train
 
 
 def tidhy_run_name(task: str) -> str:

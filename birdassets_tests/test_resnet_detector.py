@@ -164,3 +164,58 @@ def test_a_task_with_several_classes_is_refused(tmp_path, dataset):
 
     with pytest.raises(ValueError, match="/data/birds: a call detector trains on a task with one class.*has 2"):
         detector_config(BASE, TwoClasses())
+
+
+# --------------------------------------------------------------------------- detection
+
+
+def test_target_call_resolves_to_call_not_to_the_call_part_of_no_call():
+    from birdassets.detection import resolve_labels
+
+    assert resolve_labels(("no_call", "call"), ["call"]).tolist() == [1]
+    assert resolve_labels(("no_call", "call"), ["no_call"]).tolist() == [0]
+    assert resolve_labels(("Orcinus orca_Killer Whale", "x_y"), ["killer whale"]).tolist() == [0]
+
+
+def long_recording(path: Path, call_from_s: float | None, seconds: float = 10.0) -> Path:
+    """Noise, plus the training calls' 4-harmonic stack (f0 900 Hz) from ``call_from_s`` for 4 s."""
+    t = np.arange(int(seconds * RATE)) / RATE
+    audio = 0.05 * np.random.default_rng(99).standard_normal(len(t))
+    if call_from_s is not None:
+        inside = (t >= call_from_s) & (t < call_from_s + 4.0)
+        audio += inside * sum(0.2 / k * np.sin(2 * np.pi * k * 900.0 * t) for k in range(1, 5))
+    return write_recording(path, audio.astype(np.float32), RATE)
+
+
+def test_orcahello_predicts_the_windows_holding_the_call_and_the_global_decision(straight, tmp_path):
+    from birdassets.detection import OrcaHello
+
+    loaded = load_encoder([straight.run_dir.parent], "straight@20")
+    detector = OrcaHello(loaded.encoder, threshold=0.5, min_num_positive_calls_threshold=3)
+    calling = detector.predict(long_recording(tmp_path / "calling.wav", 4.0))
+    assert calling.start_s.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]  # 2 s every 1 s, whole only
+    assert calling.local_predictions[[0, 1, 2]].tolist() == [0, 0, 0]  # windows 0-2 .. 2-4 s: noise only
+    assert calling.local_predictions[[4, 5, 6]].tolist() == [1, 1, 1]  # 4-6 .. 6-8 s: inside the call
+    assert calling.global_prediction == 1
+    positive = calling.confidence[calling.confidence > 0.5]
+    assert calling.global_confidence == pytest.approx(positive.mean())
+    quiet = detector.predict(long_recording(tmp_path / "quiet.wav", None))
+    assert quiet.global_prediction == 0 and quiet.local_predictions.sum() < 3
+
+
+def test_detect_cli_with_a_detector_checkpoint_writes_per_window_rows(straight, tmp_path, cli, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "birdassets.toml").write_text(f'checkpoint_roots = ["{straight.run_dir.parent}"]\npretrained = []\n')
+    folder = tmp_path / "season"
+    long_recording(folder / "a.wav", 4.0)
+    long_recording(folder / "b.wav", None)
+    (folder / "broken.wav").write_bytes(b"not audio")
+    result = cli("detect", str(folder), "--encoder", "straight@20", "--target", "call", "--out",
+                 str(tmp_path / "out.csv"))
+    assert result.returncode == 2  # one unreadable file: reported, the others written
+    assert "broken.wav" in result.stderr and "2 recording(s), 1 with a detection of resnet18@straight@20:call" in result.stdout
+    import pandas as pd
+
+    rows = pd.read_csv(tmp_path / "out.csv")
+    assert len(rows) == 18 and rows.groupby("file")["global_prediction"].first().tolist() == [1, 0]

@@ -14,7 +14,7 @@ import typing
 from pathlib import Path
 
 from birdassets.cli.errors import UserError
-from birdassets.train.config import TIDHY, TIDHY_FIELDS
+from birdassets.train.config import RESNET, RESNET_FIELDS, TIDHY, TIDHY_FIELDS
 
 
 def config_flags() -> list[tuple[str, type]]:
@@ -78,17 +78,23 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if config.model == TIDHY:
         return train_tidhy(config, settings, progress=not args.no_progress)
-    if config.model not in VIT_SIZES:
-        raise UserError(f"unknown model {config.model!r}; choose one of {sorted(VIT_SIZES)} or {TIDHY!r}")
-    from birdassets.steps import ensure_mel_dataset
-    from birdassets.train.loop import train
+    if config.model not in (*VIT_SIZES, RESNET):
+        raise UserError(f"unknown model {config.model!r}; choose one of {sorted(VIT_SIZES)}, {TIDHY!r} or {RESNET!r}")
+    from birdassets.steps import ensure_mel_dataset, training_function
 
-    run_dir = Path(config.output_dir) if config.output_dir else (
-        settings.checkpoint_roots[0] / f"{config.task}-{config.objective}-{config.model}"
-    )
+    default_run = f"{config.task}-{RESNET}" if config.model == RESNET else (
+        f"{config.task}-{config.objective}-{config.model}")
+    run_dir = Path(config.output_dir) if config.output_dir else settings.checkpoint_roots[0] / default_run
     dataset = ensure_mel_dataset(settings, config.task)
-    print(f"training {config.objective} {config.model} on {config.task} -> {run_dir}")
-    result = train(config, dataset, run_dir, progress=not args.no_progress, log=print)
+    if config.model == RESNET:
+        print(f"training a ResNet18 call detector (width {config.width}) on {config.task} -> {run_dir} (reads "
+              f"{', '.join(RESNET_FIELDS)}, output_dir)")
+    else:
+        print(f"training {config.objective} {config.model} on {config.task} -> {run_dir}")
+    try:
+        result = training_function(config)(config, dataset, run_dir, progress=not args.no_progress, log=print)
+    except ValueError as error:  # e.g. a detector asked to train on a task with several classes
+        raise UserError(str(error)) from error
     if result.final_step == result.start_step:
         print(f"nothing to do: {run_dir} already holds step {result.start_step} (>= --num-steps)")
         return 0

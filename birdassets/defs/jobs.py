@@ -13,9 +13,8 @@ import pydantic
 from birdassets.defs.partitions import Partitions
 from birdassets.defs.resources import BirdassetsHome
 from birdassets.settings import SettingsError
-from birdassets.steps import ensure_mel_dataset, tidhy_schedule, train_tidhy_encoder
+from birdassets.steps import ensure_mel_dataset, tidhy_schedule, train_tidhy_encoder, training_function
 from birdassets.train.config import TIDHY, TrainConfig, TrainConfigError, run_directory
-from birdassets.train.loop import train
 
 DATA_JOB = "data_job"
 ENCODER_JOB = "encoder_job"
@@ -42,6 +41,9 @@ def build_jobs(partitions: Partitions) -> dict:
 
 
 TRAIN_JOB = "train_job"
+HELD_OUT_METRICS = {"probe_cmap": "online_probe_cmap", "val_ap": "val_ap", "val_accuracy": "val_accuracy"}
+"""History keys of the last logged step -> the train op's metadata entries (ViT's online probe, detector's
+validation)."""
 
 #: The demo's run and the launchpad defaults: supervised pretraining of a tiny ViT on demo-pretrain (other
 #: individuals of the demo species, never scored), checkpoints at steps 0, 100 and 200.
@@ -93,7 +95,7 @@ def checked_run(config: TrainRunConfig, settings) -> tuple[TrainConfig, Path]:
 
 
 @dg.op(description="Train (or resume) an encoder into <first checkpoint root>/<run>/ (run: a plain name; model "
-             "tiny/small/base for a ViT, tidhy for a TiDHy dynamics encoder).")
+             "tiny/small/base for a ViT, tidhy for a TiDHy dynamics encoder, resnet18 for a call detector).")
 def train_encoder(context: dg.OpExecutionContext, config: TrainRunConfig, birdassets: BirdassetsHome) -> dg.Output:
     settings = birdassets.settings
     train_config, run_dir = checked_run(config, settings)
@@ -101,7 +103,10 @@ def train_encoder(context: dg.OpExecutionContext, config: TrainRunConfig, birdas
         return tidhy_output(train_tidhy_encoder(settings, train_config.task, tidhy_schedule(train_config), run_dir),
                             run_dir)
     dataset = ensure_mel_dataset(settings, train_config.task)
-    result = train(train_config, dataset, run_dir, progress=False, log=context.log.info)
+    try:
+        result = training_function(train_config)(train_config, dataset, run_dir, progress=False, log=context.log.info)
+    except ValueError as error:  # e.g. a detector asked to train on a task with several classes
+        raise dg.Failure(f"{TRAIN_JOB}: {error}") from error
     last = result.history[-1] if result.history else {}
     return dg.Output(
         str(run_dir),
@@ -111,7 +116,7 @@ def train_encoder(context: dg.OpExecutionContext, config: TrainRunConfig, birdas
             "steps_per_s": result.steps_per_s or 0.0,
             "checkpoint_blocking_s": result.checkpoint_seconds,
             "final_loss": float(last.get("loss", float("nan"))),
-            "online_probe_cmap": float(last.get("probe_cmap", float("nan"))),
+            **{HELD_OUT_METRICS[key]: float(value) for key, value in last.items() if key in HELD_OUT_METRICS},
         },
     )
 

@@ -2,7 +2,8 @@
 
 * :mod:`~birdassets.detection.scorers`: clips -> one confidence each (BirdNET logits, a trained probe, band energy);
 * :mod:`~birdassets.detection.rule`: windows -> scores -> per-recording decision (:func:`detect_recordings`);
-* :mod:`~birdassets.detection.export`: JSON and CSV files.
+* :mod:`~birdassets.detection.export`: JSON and CSV files;
+* :mod:`~birdassets.detection.orcahello`: :class:`OrcaHello`, the inference class over a call classifier.
 """
 
 from birdassets.detection.export import WINDOW_COLUMNS, write_detections
@@ -17,9 +18,11 @@ from birdassets.detection.rule import (
     read_windows,
     score_windows,
 )
+from birdassets.detection.orcahello import OrcaHello
 from birdassets.detection.scorers import (
     BandEnergyScorer,
     BirdNetScorer,
+    ClassifierScorer,
     ProbeScorer,
     WindowScorer,
     fit_clips,
@@ -33,8 +36,10 @@ __all__ = [
     "WINDOW_COLUMNS",
     "BandEnergyScorer",
     "BirdNetScorer",
+    "ClassifierScorer",
     "DetectionConfig",
     "DetectionResult",
+    "OrcaHello",
     "ProbeScorer",
     "RecordingDetections",
     "RecordingWindows",

@@ -1,9 +1,10 @@
 """Window scorers: clips in, one confidence in [0, 1] per clip out.
 
 A :class:`WindowScorer` has a ``name`` (stored with the detections), the ``sample_rate`` its clips are resampled
-to, and ``score(clips [windows, clip_samples]) -> [windows]``. Three kinds:
+to, and ``score(clips [windows, clip_samples]) -> [windows]``. Four kinds:
 
 * :class:`BirdNetScorer`: BirdNET's own logits for chosen target classes;
+* :class:`ClassifierScorer`: a window classifier's own class probabilities (the ResNet18 call detector);
 * :class:`ProbeScorer`: a probe trained in the benchmark, on any encoder's embeddings;
 * :class:`BandEnergyScorer`: a model-free energy detector (fraction of power in a band).
 
@@ -133,13 +134,60 @@ class ProbeScorer:
         from birdassets.probes import predict_probe
 
         samples = self.preset.clip_samples if self.preset is not None else self.encoder.input_spec.clip_samples
-        windows = fit_clips(clips, samples)  # [n, k, samples]
-        n, k, _ = windows.shape
-        flat = windows.reshape(n * k, samples)
-        inputs = self._frontend.model_input(flat).numpy() if self._frontend is not None else flat
+        inputs, n, k = encoder_inputs(clips, samples, self._frontend)
         embeddings = np.asarray(self.encoder.embed(inputs), dtype=np.float32)  # [n * k, dim]
         probabilities = predict_probe(self.params, embeddings).mean(axis=0)  # [n * k, classes]
         return probabilities[:, self.indices].max(axis=1).reshape(n, k).max(axis=1)
+
+
+@dataclass
+class ClassifierScorer:
+    """Confidence = max over target classes of a window classifier's own probability (the ResNet18 detector's
+    softmax ``P(call)``) on the stage-C input of its preset; clips are fitted to its windows as in
+    :class:`ProbeScorer`.
+
+    Attributes:
+        model: has ``name``, ``classes``, ``input_spec`` (an :class:`~birdassets.models.base.InputSpec`) and
+            ``probabilities(mel [n, frames, mels]) -> [n, classes]``.
+        targets: target class names among ``model.classes`` (``["call"]``).
+        preset: the frontend of ``model.input_spec.preset`` (a built-in, a user preset or an exported folder's).
+    """
+
+    model: object
+    targets: Sequence[str]
+    preset: object
+    indices: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        from birdassets.frontends.tf_mel import TFMelFrontend
+
+        if self.preset.name != self.model.input_spec.preset:
+            raise ValueError(f"{self.model.name} reads {self.model.input_spec.preset!r} windows, not {self.preset.name!r}")
+        self.indices = resolve_labels(self.model.classes, self.targets)
+        self._frontend = TFMelFrontend(self.preset)
+
+    @property
+    def name(self) -> str:
+        return f"{self.model.name}:" + "|".join(self.model.classes[i] for i in self.indices)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.preset.sample_rate
+
+    def score(self, clips: np.ndarray) -> np.ndarray:
+        mel, n, k = encoder_inputs(clips, self.preset.clip_samples, self._frontend)
+        probabilities = self.model.probabilities(mel)  # [n * k, classes]
+        return probabilities[:, self.indices].max(axis=1).reshape(n, k).max(axis=1)
+
+
+def encoder_inputs(clips: np.ndarray, samples: int, frontend) -> tuple[np.ndarray, int, int]:
+    """``[n, clip_samples]`` clips -> ``(inputs, n, k)``: ``k`` windows of ``samples`` per clip
+    (:func:`fit_clips`) as stage-C mel ``[n * k, frames, mels]`` of ``frontend``, or as waveforms
+    ``[n * k, samples]`` when ``frontend`` is ``None``."""
+    windows = fit_clips(clips, samples)  # [n, k, samples]
+    n, k, _ = windows.shape
+    flat = windows.reshape(n * k, samples)
+    return (frontend.model_input(flat).numpy() if frontend is not None else flat), n, k
 
 
 @dataclass(frozen=True)
@@ -166,8 +214,9 @@ class BandEnergyScorer:
 
 
 def make_scorer(settings, encoder: str, targets: Sequence[str], probe: str | None = None) -> WindowScorer:
-    """The scorer a user names: BirdNET's own logits, or ``probe = "<task>:<probe>"``, the probe the benchmark
-    trained on ``task`` for ``encoder`` (``"birdnet"``/``"birdnet-v2.4"`` or any checkpoint key).
+    """The scorer a user names: BirdNET's own logits, a window classifier's own probabilities (a ResNet18
+    detector checkpoint), or ``probe = "<task>:<probe>"``, the probe the benchmark trained on ``task`` for
+    ``encoder`` (``"birdnet"``/``"birdnet-v2.4"`` or any checkpoint key).
 
     Raises:
         ValueError: unknown targets, a malformed probe name, or an encoder without class logits and no probe.
@@ -181,6 +230,8 @@ def make_scorer(settings, encoder: str, targets: Sequence[str], probe: str | Non
     task, name = parse_probe(settings, probe) if probe is not None else ("", "")
     loaded = load_encoder(settings.checkpoint_roots, key, models_root=settings.layout.models_root)
     if probe is None:
+        if hasattr(loaded.encoder, "probabilities"):  # a window classifier (the ResNet18 call detector)
+            return ClassifierScorer(loaded.encoder, targets, settings.preset(loaded.encoder.input_spec.preset))
         if key != BIRDNET_KEY:
             raise ValueError(f"encoder {key!r} has no class logits: name a trained probe (--probe TASK:PROBE)")
         return BirdNetScorer(loaded.encoder, targets)
@@ -211,9 +262,9 @@ def resolve_labels(labels: Sequence[str], targets: Sequence[str]) -> np.ndarray:
     """Indices of ``targets`` in ``labels`` (full label, scientific name or common name, case-insensitive)."""
     if not targets:
         raise ValueError("no target classes given")
-    lookup: dict[str, int] = {}
-    for index, label in enumerate(labels):
-        for key in (label, *label.split("_", 1)):
+    lookup = {label.strip().lower(): index for index, label in reversed(list(enumerate(labels)))}
+    for index, label in enumerate(labels):  # a whole label wins over a part of another ("call" vs "no_call")
+        for key in label.split("_", 1):
             lookup.setdefault(key.strip().lower(), index)
     missing = [t for t in targets if t.strip().lower() not in lookup]
     if missing:

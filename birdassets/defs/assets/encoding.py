@@ -23,11 +23,15 @@ def encoder_asset(partitions: Partitions) -> dg.AssetsDefinition:
 
 def embeddings_asset(partitions: Partitions) -> dg.AssetsDefinition:
     @dg.asset(group_name=GROUP, partitions_def=partitions.evaluation, deps=["mel_dataset", "encoder"],
-              code_version=__version__, automation_condition=EAGER, kinds={"jax", "numpy"})
-    def embeddings(context: dg.AssetExecutionContext, birdassets: BirdassetsHome) -> dg.MaterializeResult:
-        """Embeddings ``[windows, dim]`` of every window of the task under the checkpoint's encoder."""
+              code_version=__version__, automation_condition=EAGER, output_required=False, kinds={"jax", "numpy"})
+    def embeddings(context: dg.AssetExecutionContext, birdassets: BirdassetsHome):
+        """Embeddings ``[windows, dim]`` of every window of the task under the checkpoint's encoder (nothing when
+        the encoder reads another frontend preset's windows than the task's)."""
         report = steps.embed(birdassets.settings, *split_evaluation_key(context))
-        return dg.MaterializeResult(metadata=embeddings_metadata(report))
+        if report is None:
+            context.log.info(f"{context.partition_key}: the encoder reads another frontend preset; nothing to embed")
+            return
+        yield dg.MaterializeResult(metadata=embeddings_metadata(report))
 
     return embeddings
 
