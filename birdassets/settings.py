@@ -5,7 +5,7 @@ Everything lives under one folder, ``BIRDASSETS_HOME`` (environment variable; de
 
 ``birdassets.toml`` example::
 
-    include_demo = true                       # keep the two demo tasks (default true)
+    include_demo = true                       # keep the two demo tasks and demo data sets (default true)
     checkpoint_roots = ["/runs/ssl"]          # folders holding <run>/<step>/ Orbax checkpoints
     probes = ["linear", "mlp", "centroid"]    # also "linear-asl"
     pretrained = ["birdnet-v2.4"]             # pretrained encoders to benchmark when installed ([] for none)
@@ -14,7 +14,7 @@ Everything lives under one folder, ``BIRDASSETS_HOME`` (environment variable; de
 
     [[datasets]]
     name = "birdclef-2025"                    # the task partition key
-    source = "birdclef"                       # birdclef | birdset | folder | demo
+    source = "birdclef"                       # birdclef | birdset | folder | clips | demo
     root = "/data/birdclef-2025"
     preset = "birdclef2025"                   # default: birdset for source "birdset", else birdclef2025
     # benchmark = false                       # only for training (no task partition)
@@ -51,6 +51,7 @@ from birdassets.toml_schema import DEFAULT_PROBES, KNOWN_PRETRAINED, TASK_NAME, 
 HOME_ENV = "BIRDASSETS_HOME"
 DEMO_TASK_NAMES = ("demo-clear", "demo-noisy")
 DEMO_PRETRAIN = "demo-pretrain"
+DEMO_ORCA = "demo-orca"
 
 
 class SettingsError(ValueError):
@@ -63,8 +64,9 @@ class DatasetConfig:
 
     Attributes:
         name: task name; the Dagster ``task`` partition key (letters, digits, ``-_.``).
-        source: ``"demo"`` (generated), ``"birdclef"`` (train.csv + train_audio/), ``"birdset"`` (local HF copy)
-            or ``"folder"`` (a folder of unlabelled recordings).
+        source: ``"demo"`` (generated), ``"birdclef"`` (train.csv + train_audio/), ``"birdset"`` (local HF copy),
+            ``"folder"`` (a folder of unlabelled recordings) or ``"clips"`` (labelled clips: positive/ and negative/,
+            optional test/positive/ and test/negative/; :mod:`birdassets.sources.clips`).
         root: folder of the collection.
         preset: frontend preset name: a built-in one (:data:`birdassets.frontends.presets.PRESETS`) or one
             of the file's ``[presets.<name>]``.
@@ -141,11 +143,14 @@ def home_from_env() -> Path:
 
 
 def demo_datasets(home: Path) -> tuple[DatasetConfig, ...]:
-    """The two demo benchmark tasks plus the demo's pretraining data set."""
+    """The two demo benchmark tasks, the demo's pretraining data set and its hydrophone clips (``demo-orca``: a
+    killer-whale call detector's training clips, OrcaHello frontend); the last two are not benchmarked."""
     layout = Layout(home)
     tasks = tuple(DatasetConfig(name=name, source="demo", root=layout.demo_data(name)) for name in DEMO_TASK_NAMES)
     pretrain = DatasetConfig(name=DEMO_PRETRAIN, source="demo", root=layout.demo_data(DEMO_PRETRAIN), benchmark=False)
-    return (*tasks, pretrain)
+    orca = DatasetConfig(name=DEMO_ORCA, source="demo", root=layout.demo_data(DEMO_ORCA), preset="orcahello",
+                         benchmark=False)
+    return (*tasks, pretrain, orca)
 
 
 def toml_error(error: tomllib.TOMLDecodeError, text: str) -> str:

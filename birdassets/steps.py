@@ -21,11 +21,12 @@ A task's manifest is read once per step (:class:`TaskData`).
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -602,3 +603,70 @@ def train_tidhy_encoder(settings: Settings, task: str, schedule, run_dir: Path, 
     mel, _ = dataset.arrays("train")
     return train_mel_encoder(mel, dataset.input_spec(), task, config or MelEncoderConfig(), schedule, run_dir,
                              on_step)[1]
+
+
+# ---------------------------------------------------------------------------------- export
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """``birdassets export``: the folder written and its DuckDB ``exports`` row."""
+
+    summary: Any
+    key: str
+
+
+EXPORTABLE_FAMILIES = ("resnet18",)
+"""Families ``birdassets export`` writes today (the ViT with its probe and the Keras models come next)."""
+
+
+def export_model(settings: Settings, key: str, out: Path, rule: DetectionConfig, licence: str,
+                 run_id: str) -> ExportReport:
+    """Export the checkpoint ``key`` as a self-describing folder ``out`` and record it in DuckDB ``exports``.
+
+    Raises:
+        CheckpointError: no such checkpoint, or one its family refuses.
+        ValueError: a family that cannot be exported yet.
+    """
+    from birdassets.checkpoints.orbax_io import read_metadata
+    from birdassets.export.from_checkpoint import export_detector
+    from birdassets.models.resnet.family import read_config
+
+    ref = resolve_encoder(settings.checkpoint_roots, key, settings.layout.models_root)
+    if ref.family not in EXPORTABLE_FAMILIES:
+        raise ValueError(f"{key}: exporting family {ref.family!r} is not supported yet (exportable: "
+                         f"{list(EXPORTABLE_FAMILIES)})")
+    metadata = read_metadata(ref.path.parent, ref.step)
+    train_config = metadata.get("train_config", {})
+    preset = settings.preset(read_config(ref.path.parent, ref.step).preset)
+    lineage = export_lineage(settings, ref, train_config, preset)
+    validation = {k: float(v) for k, v in metadata.get("metrics", {}).items() if k.startswith("val_")}
+    summary = export_detector(ref, out, preset=preset, rule=rule, lineage=lineage, validation=validation,
+                              metrics=checkpoint_metrics(settings, key), licence=licence)
+    row = {"checkpoint": key, "family": ref.family, "lineage_hash": summary.config["lineage_hash"],
+           "size_bytes": summary.size_bytes, "files": json.dumps(summary.files, sort_keys=True),
+           "tflite_max_abs_diff": summary.tflite_max_abs_diff}
+    open_store(settings).record_export(str(Path(out).resolve()), row, run_id)
+    return ExportReport(summary, key)
+
+
+def export_lineage(settings: Settings, ref: EncoderRef, train_config: dict, preset: MelPreset) -> dict:
+    """Where an exported checkpoint came from: its training task's manifest hash (when the task's manifest is
+    on this machine), the preset's hash, the code version, the checkpoint and its training config."""
+    task = train_config.get("task", "")
+    manifest = settings.layout.manifest_path(task) if task else None
+    manifest_hash = Manifest.read(manifest).content_hash() if manifest is not None and manifest.exists() else ""
+    return {"task": task, "manifest_hash": manifest_hash, "preset_name": preset.name,
+            "preset_hash": preset.content_hash(), "checkpoint": ref.key, "step": ref.step,
+            "code_version": code_version(), "train_config": train_config}
+
+
+def checkpoint_metrics(settings: Settings, key: str) -> pd.DataFrame:
+    """The DuckDB leaderboard rows of ``key`` (empty when the database does not exist yet)."""
+    from birdassets.store import query_readonly
+
+    if not settings.layout.db_path.exists():
+        return pd.DataFrame(columns=["task", "probe", "split", "metric", "mean", "std", "n_folds"])
+    sql = ("select task, probe, split, metric, mean, coalesce(std, 0) as std, n_folds from leaderboard "
+           "where checkpoint = ? order by task, probe, split, metric")
+    return query_readonly(settings.layout.db_path, sql, [key])

@@ -101,7 +101,8 @@ def _pretrained() -> Iterable[str]:
 
 
 TOP_LEVEL_KEYS: tuple[Key, ...] = (
-    Key("include_demo", "bool", "keep the demo tasks demo-clear and demo-noisy (and the demo's pretraining set)", True),
+    Key("include_demo", "bool", "keep the demo tasks demo-clear and demo-noisy (and the demo's training sets "
+        "demo-pretrain and demo-orca)", True),
     Key("checkpoint_roots", "list", "folders holding `<run>/<step>/` Orbax checkpoints, besides "
         "`$BIRDASSETS_HOME/checkpoints`", (), item="path"),
     Key("probes", "list", "probes trained on every task x checkpoint", DEFAULT_PROBES, item="str",

@@ -219,3 +219,127 @@ def test_detect_cli_with_a_detector_checkpoint_writes_per_window_rows(straight, 
 
     rows = pd.read_csv(tmp_path / "out.csv")
     assert len(rows) == 18 and rows.groupby("file")["global_prediction"].first().tolist() == [1, 0]
+
+
+# --------------------------------------------------------------------------- export
+
+
+@pytest.fixture(scope="module")
+def exported(straight, tmp_path_factory):
+    """``birdassets export straight@20`` into a folder, from a home whose checkpoint root holds the run."""
+    import os
+
+    from birdassets.cli import main
+
+    home = tmp_path_factory.mktemp("export_home")
+    (home / "birdassets.toml").write_text(f'checkpoint_roots = ["{straight.run_dir.parent}"]\npretrained = []\n')
+    out = tmp_path_factory.mktemp("exports") / "detector"
+    before = os.environ.get("BIRDASSETS_HOME")
+    os.environ["BIRDASSETS_HOME"] = str(home)
+    try:
+        assert main(["export", "straight@20", "--out", str(out), "--licence", "CC-BY-4.0"]) == 0
+        assert main(["export", "straight@20", "--out", str(out), "--licence", "CC-BY-4.0"]) == 0  # idempotent
+    finally:
+        os.environ.pop("BIRDASSETS_HOME") if before is None else os.environ.__setitem__("BIRDASSETS_HOME", before)
+    return out, home
+
+
+def test_export_writes_a_self_describing_folder_and_one_duckdb_row(exported):
+    out, home = exported
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors", "model.tflite",
+                                                     "preprocessor_config.json"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["classes"] == ["no_call", "call"] and config["architecture"]["width"] == 4
+    assert config["decision_rule"]["threshold"] == 0.5 and config["decision_rule"]["min_num_positive_calls"] == 3
+    preprocessor = json.loads((out / "preprocessor_config.json").read_text())
+    preset = preprocessor["preset"]  # OrcaHello's published frontend, written out by hand here
+    assert (preset["sample_rate"], preset["n_fft"], preset["hop_length"], preset["n_mels"]) == (20000, 2560, 256, 256)
+    assert (preset["f_max"], preset["top_db"], preset["model_input"]["frames"]) == (10000.0, 100.0, 312)
+    assert preset["filterbank_rate"] == 16000 and "built for 16000 Hz" in preprocessor["notes"][0]
+    card = (out / "README.md").read_text()
+    assert config["lineage_hash"] in card and "CC-BY-4.0" in card and "val_ap 1.0000" in card
+    import hashlib
+
+    assert config["lineage_hash"] == hashlib.sha256(json.dumps(config["lineage"], sort_keys=True).encode()).hexdigest()
+    from birdassets.layout import Layout
+    from birdassets.store import query_readonly
+
+    rows = query_readonly(Layout(home).db_path, "select * from exports")
+    assert len(rows) == 1 and rows["checkpoint"][0] == "straight@20"
+    assert rows["lineage_hash"][0] == config["lineage_hash"]
+    assert rows["size_bytes"][0] == sum(p.stat().st_size for p in out.iterdir())
+
+
+def test_exported_folder_reloads_with_the_checkpoints_outputs_and_tflite_within_1e5(dataset, straight, exported):
+    from birdassets.export.bundle import read_bundle
+    from birdassets.export.tflite import TFLiteDetector
+
+    out, _ = exported
+    bundle = read_bundle(out)
+    mel, _ = dataset.arrays("train")
+    reference = load_encoder([straight.run_dir.parent], "straight@20").encoder
+    np.testing.assert_allclose(bundle.model.probabilities(mel), reference.probabilities(mel), atol=1e-6, rtol=0)
+    np.testing.assert_allclose(bundle.model.embed(mel), reference.embed(mel), atol=1e-6, rtol=0)
+    tflite = TFLiteDetector(bundle.tflite_path, name="tflite", classes=bundle.model.classes,
+                            input_spec=bundle.model.input_spec, dim=bundle.model.dim)
+    probabilities, features = tflite.run(mel)
+    assert np.abs(probabilities - reference.probabilities(mel)).max() < 1e-5
+    assert np.abs(features - reference.embed(mel)).max() < 1e-3 * max(1.0, np.abs(features).max())
+
+
+def test_a_fresh_process_detects_with_only_the_folder_and_matches_the_checkpoint(straight, exported, tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from birdassets.detection import OrcaHello
+
+    folder = tmp_path / "handed_over"
+    shutil.copytree(exported[0], folder)
+    recordings = tmp_path / "season"
+    long_recording(recordings / "a.wav", 4.0)
+    long_recording(recordings / "b.wav", None)
+    env = {k: v for k, v in os.environ.items() if k != "BIRDASSETS_HOME"}
+    env["HOME"] = str(tmp_path / "empty_home")  # no ~/.birdassets either
+    done = subprocess.run([sys.executable, "-m", "birdassets.cli", "detect", str(recordings), "--encoder", str(folder),
+                           "--target", "call", "--out", str(tmp_path / "out.json")],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "empty_home" / ".birdassets").exists()
+    result = json.loads((tmp_path / "out.json").read_text())
+    detector = OrcaHello(load_encoder([straight.run_dir.parent], "straight@20").encoder)
+    for recording in result["recordings"]:
+        expected = detector.predict(recording["file"])
+        np.testing.assert_allclose(recording["local_confidences"], expected.confidence, atol=1e-6, rtol=0)
+        assert recording["global_prediction"] == expected.global_prediction
+    assert [r["global_prediction"] for r in result["recordings"]] == [1, 0]
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("missing", "not an exported model folder (missing model.safetensors)"),
+    ("preset", "do not give its recorded preset_hash"),
+    ("width", "weight bn1.bias has shape (4,) but the architecture (width 8) gives (8,)"),
+])
+def test_a_damaged_export_is_refused_in_one_line_naming_the_folder(exported, tmp_path, cli, damage, message):
+    import shutil
+
+    folder = tmp_path / "damaged"
+    shutil.copytree(exported[0], folder)
+    if damage == "missing":
+        (folder / "model.safetensors").unlink()
+    elif damage == "preset":
+        document = json.loads((folder / "preprocessor_config.json").read_text())
+        document["preset"]["f_max"] = 8000.0
+        (folder / "preprocessor_config.json").write_text(json.dumps(document))
+    else:
+        config = json.loads((folder / "config.json").read_text())
+        config["architecture"]["width"] = 8
+        (folder / "config.json").write_text(json.dumps(config))
+    (tmp_path / "season").mkdir()
+    long_recording(tmp_path / "season" / "a.wav", None)
+    result = cli("detect", str(tmp_path / "season"), "--encoder", str(folder), "--target", "call", "--out",
+                 str(tmp_path / "out.json"))
+    assert result.returncode == 2
+    assert message in result.stderr and str(folder) in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -19,6 +19,10 @@ def test_defaults_are_the_demo_tasks_under_home(tmp_path, monkeypatch):
     assert settings.home == tmp_path.resolve()
     assert settings.task_names == ("demo-clear", "demo-noisy")
     assert settings.dataset("demo-clear").root == tmp_path / "data" / "demo-clear"
+    assert [d.name for d in settings.datasets if not d.benchmark] == ["demo-pretrain", "demo-orca"]
+    orca = settings.dataset("demo-orca")  # the hydrophone clips: a detector's training data, OrcaHello frontend
+    assert (orca.source, orca.preset, orca.root) == ("demo", "orcahello", tmp_path / "data" / "demo-orca")
+    assert settings.task_preset("demo-orca").sample_rate == 20_000
     assert settings.checkpoint_roots == (tmp_path / "checkpoints",)
     assert settings.layout.db_path == tmp_path / "birdassets.duckdb"
     assert settings.layout.embeddings_dir("demo-clear", "run/x@3").name == "run_x@3"  # one path component

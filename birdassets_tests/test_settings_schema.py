@@ -45,7 +45,8 @@ REFUSED = [
                                  "presets"),
     ('[datasets]\nname = "x"', "datasets: expected an array of tables, got a table"),
     ('[[datasets]]\nname = "x"\nsource = "folders"\nroot = "/x"\nbenchmark = "no"',
-     "datasets[0].source: unknown source 'folders'; expected one of ('demo', 'birdclef', 'birdset', 'folder') "
+     "datasets[0].source: unknown source 'folders'; expected one of ('demo', 'birdclef', 'birdset', 'folder', "
+     "'clips') "
      "(did you mean 'folder'?); datasets[0].benchmark: expected true or false, got the string \"no\""),
     ('[[datasets]]\nname = "a b"\nsource = "folder"\nroot = 3',
      'datasets[0].root: expected an absolute path (a string, ~ allowed), got the integer 3; '
@@ -177,7 +178,10 @@ def test_the_readme_and_docstring_examples_are_valid_settings(tmp_path):
     readme = (REPO / "README.md").read_text()
     example = readme.split("Write `$BIRDASSETS_HOME/birdassets.toml`:\n\n```toml\n", 1)[1].split("```", 1)[0]
     (tmp_path / "birdassets.toml").write_text(example)
-    assert load_settings(tmp_path).task_names == ("demo-clear", "demo-noisy", "birdclef-2025", "hsn")
+    from_readme = load_settings(tmp_path)
+    assert from_readme.task_names == ("demo-clear", "demo-noisy", "birdclef-2025", "hsn")
+    clips = from_readme.dataset("orca-clips")
+    assert (clips.source, clips.preset, clips.benchmark) == ("clips", "orcahello", False)  # the source's preset
     (tmp_path / "birdassets.toml").write_text(literal_block(birdassets.settings.__doc__, "example::"))
     settings = load_settings(tmp_path)
     assert settings.dataset("birdclef-2025").root == Path("/data/birdclef-2025")

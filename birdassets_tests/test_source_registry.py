@@ -74,3 +74,28 @@ def test_an_unregistered_source_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="unknown source 'tones'; expected one of \\('demo', 'birdclef', "):
         load_settings(tmp_path)
     assert "tones" not in SOURCES
+
+
+def test_a_clips_folder_is_configured_and_read_with_the_orcahello_preset(tmp_path: Path) -> None:
+    """Source ``clips``: OrcaHello's preset by default, so its min_last_s (2 s, one whole clip) quarantines a 1-s
+    clip; positive/ and negative/ become labelled training rows, anything else under the root is ignored."""
+    data = tmp_path / "clips"
+    for folder, name, seconds in (("positive", "p1", 2.0), ("positive", "short", 1.0), ("negative", "n1", 2.5),
+                                  ("recordings", "long", 3.0)):
+        (data / folder).mkdir(parents=True, exist_ok=True)
+        sf.write(data / folder / f"{name}.wav", np.zeros(int(seconds * 20_000)), 20_000, subtype="PCM_16")
+    (tmp_path / "birdassets.toml").write_text(
+        f'include_demo = false\n[[datasets]]\nname = "calls"\nsource = "clips"\nroot = "{data}"\nbenchmark = false\n'
+    )
+    settings = load_settings(tmp_path)
+    dataset = settings.dataset("calls")
+    assert dataset.preset == "orcahello" and SOURCES["clips"].labelled
+    result = ingest_source(dataset, settings.task_preset("calls"))
+    assert (result.found, result.ingested, result.ignored) == (3, 2, 1) and result.reconciles
+    assert [(Path(r.path).name, r.reason) for r in result.quarantine] == [("short.wav", "too_short")]
+    table = result.manifest.table
+    assert result.manifest.classes == ("call",)
+    assert list(zip(table["recording_id"], table["primary_label"], table["split"])) == [
+        ("negative/n1", "", "train"),
+        ("positive/p1", "call", "train"),
+    ]

@@ -459,7 +459,7 @@ def test_a_version_1_database_gains_the_quarantine_table(store):
         con.execute("INSERT INTO schema_version VALUES (1, now())")
     store.replace_quarantine("HSN", _records(("/d/x.wav", "empty", 0, None)), "run-1")
     assert store.query("SELECT version FROM schema_version ORDER BY version")["version"].tolist() == [1, SCHEMA_VERSION]
-    assert SCHEMA_VERSION == 4 and count(store, "quarantine") == 1
+    assert SCHEMA_VERSION == 5 and count(store, "quarantine") == 1
     assert count(store, "detections") == 0 and count(store, "detection_files") == 0  # version 3 tables too
 
 

@@ -14,12 +14,14 @@
 * ``birdassets ingest FOLDER`` — what ingestion makes of a folder: counts and quarantined files with reasons.
 * ``birdassets embed --encoder birdnet --out OUT.npz AUDIO...`` — BirdNET embeddings and logits of files.
 * ``birdassets detect FOLDER --encoder birdnet --target LABEL ...`` — OrcaHello-style sliding-window detection.
+* ``birdassets export KEY --out DIR`` — a trained detector as a self-describing folder (safetensors, config,
+  preprocessor config, model card, TFLite), recorded in DuckDB ``exports``.
 * ``birdassets bench frontend|birdnet|submission`` — speed benchmarks (``submission``: a trained model's Kaggle
   submission path, projected onto the test set's CPU limit, stored in DuckDB).
 
 One module per command group (:mod:`~birdassets.cli.pipeline`, :mod:`~birdassets.cli.ui`,
 :mod:`~birdassets.cli.query`, :mod:`~birdassets.cli.train`, :mod:`~birdassets.cli.tidhy`, :mod:`~birdassets.cli.audio`,
-:mod:`~birdassets.cli.speed`), each adding its commands with ``add_parser(subparsers)``; :mod:`~birdassets.cli.errors` turns user errors into one line and
+:mod:`~birdassets.cli.sharing`, :mod:`~birdassets.cli.speed`), each adding its commands with ``add_parser(subparsers)``; :mod:`~birdassets.cli.errors` turns user errors into one line and
 exit status 2; :mod:`~birdassets.cli.format` formats tables. Commands import the library inside their
 functions, so ``birdassets --help`` starts fast.
 """
@@ -30,10 +32,10 @@ import argparse
 import os
 import warnings
 
-from birdassets.cli import audio, birdclef, pipeline, query, speed, tidhy, train, ui
+from birdassets.cli import audio, birdclef, pipeline, query, sharing, speed, tidhy, train, ui
 from birdassets.cli.errors import run_command
 
-COMMAND_GROUPS = (pipeline, ui, query, train, birdclef, tidhy, audio, speed)
+COMMAND_GROUPS = (pipeline, ui, query, train, birdclef, tidhy, audio, sharing, speed)
 """Modules that add commands, in ``--help`` order."""
 
 

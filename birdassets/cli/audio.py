@@ -54,7 +54,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def add_detect_parser(commands: argparse._SubParsersAction) -> None:
     detect = commands.add_parser("detect", help="sliding-window detection over a folder (OrcaHello decision rule)")
     detect.add_argument("folder")
-    detect.add_argument("--encoder", default="birdnet", help="birdnet, or a checkpoint key (with --probe)")
+    detect.add_argument("--encoder", default="birdnet", help="birdnet, a detector checkpoint key, an exported model "
+                        "folder, or any checkpoint key with --probe")
     detect.add_argument("--probe", help="score with the benchmark's probe '<task>:<probe>' for this encoder, "
                         "e.g. demo-clear:linear (targets are that task's classes)")
     detect.add_argument("--target", action="append", required=True,
@@ -229,7 +230,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 def cmd_detect(args: argparse.Namespace) -> int:
     from birdassets.detection import DetectionConfig, detect_recordings, make_scorer
-    from birdassets.detection.export import EXPORT_SUFFIXES
+    from birdassets.detection.outputs import EXPORT_SUFFIXES
     from birdassets.settings import load_settings
     from birdassets.sources.folder import find_audio
 

@@ -2,11 +2,11 @@
 
 * :mod:`~birdassets.detection.scorers`: clips -> one confidence each (BirdNET logits, a trained probe, band energy);
 * :mod:`~birdassets.detection.rule`: windows -> scores -> per-recording decision (:func:`detect_recordings`);
-* :mod:`~birdassets.detection.export`: JSON and CSV files;
+* :mod:`~birdassets.detection.outputs`: JSON and CSV files;
 * :mod:`~birdassets.detection.orcahello`: :class:`OrcaHello`, the inference class over a call classifier.
 """
 
-from birdassets.detection.export import WINDOW_COLUMNS, write_detections
+from birdassets.detection.outputs import WINDOW_COLUMNS, write_detections
 from birdassets.detection.rule import (
     SCORE_BATCH_WINDOWS,
     DetectionConfig,

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from birdassets.audio.io import AudioError, load, require_finite
-from birdassets.detection.export import WINDOW_COLUMNS, write_detections
+from birdassets.detection.outputs import WINDOW_COLUMNS, write_detections
 from birdassets.detection.scorers import WindowScorer
 from birdassets.frontends.windowing import WindowSpec, cut_windows, window_starts
 
@@ -141,7 +141,7 @@ class DetectionResult:
     failed: tuple[tuple[str, str], ...] = ()
 
     def windows_frame(self) -> pd.DataFrame:
-        """One row per window, columns :data:`~birdassets.detection.export.WINDOW_COLUMNS`: ``file, start_s,
+        """One row per window, columns :data:`~birdassets.detection.outputs.WINDOW_COLUMNS`: ``file, start_s,
         duration_s, confidence, local_prediction, global_prediction, global_confidence``."""
         frames = [
             pd.DataFrame({

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -216,7 +217,8 @@ class BandEnergyScorer:
 def make_scorer(settings, encoder: str, targets: Sequence[str], probe: str | None = None) -> WindowScorer:
     """The scorer a user names: BirdNET's own logits, a window classifier's own probabilities (a ResNet18
     detector checkpoint), or ``probe = "<task>:<probe>"``, the probe the benchmark trained on ``task`` for
-    ``encoder`` (``"birdnet"``/``"birdnet-v2.4"`` or any checkpoint key).
+    ``encoder`` (``"birdnet"``/``"birdnet-v2.4"`` or any checkpoint key). An ``encoder`` naming a folder is an
+    exported model (:func:`birdassets.export.bundle.read_bundle`), run from the folder alone.
 
     Raises:
         ValueError: unknown targets, a malformed probe name, or an encoder without class logits and no probe.
@@ -226,6 +228,13 @@ def make_scorer(settings, encoder: str, targets: Sequence[str], probe: str | Non
     from birdassets.models.base import InputSpec
     from birdassets.models.registry import BIRDNET_KEY, load_encoder
 
+    if Path(encoder).is_dir():  # an exported model folder: run from the folder alone
+        from birdassets.export.bundle import read_bundle
+
+        if probe is not None:
+            raise ValueError(f"{encoder}: an exported folder scores with its own classes; drop --probe")
+        exported = read_bundle(encoder)
+        return ClassifierScorer(exported.model, targets, exported.preset)
     key = BIRDNET_KEY if encoder == "birdnet" else encoder
     task, name = parse_probe(settings, probe) if probe is not None else ("", "")
     loaded = load_encoder(settings.checkpoint_roots, key, models_root=settings.layout.models_root)

@@ -240,6 +240,20 @@ class MelPreset:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MelPreset:
+        """The preset of a :meth:`to_dict` (e.g. an exported model's ``preprocessor_config.json``), validated.
+
+        Raises:
+            PresetError: unknown or missing fields, or invalid values.
+        """
+        data = dict(data)
+        try:
+            spec = ModelInputSpec(**data.pop("model_input", {}))
+            return cls(model_input=spec, **data)
+        except TypeError as error:
+            raise PresetError(f"preset {data.get('name')!r}: {error}") from None
+
     def content_hash(self) -> str:
         """sha256 over every parameter and the frontend implementation version."""
         payload = json.dumps({"frontend_version": FRONTEND_VERSION, **self.to_dict()}, sort_keys=True)

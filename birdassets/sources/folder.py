@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -82,21 +83,22 @@ def read_folder(
     paths, ignored = find_audio(root)
     ids = dict(zip(paths, unique_ids(p.relative_to(root).with_suffix("").as_posix() for p in paths)))
     usable, quarantine = scan_audio(paths, min_duration_s, decode=decode, workers=workers)
-    manifest = Manifest.from_rows([_row(f, ids[Path(f.path)]) for f in usable], classes=())
+    manifest = Manifest.from_rows([whole_file_row(f, ids[Path(f.path)]) for f in usable], classes=())
     return IngestResult(manifest, sorted_records(quarantine), found=len(paths), ignored=ignored).check()
 
 
-def _row(file: AudioFile, recording_id: str) -> dict:
-    """The manifest row of one usable recording: the whole file, no labels, split :data:`SPLIT`."""
+def whole_file_row(file: AudioFile, recording_id: str, split: str = SPLIT, labels: Sequence[str] = ()) -> dict:
+    """The manifest row of one usable file as a whole (``start_s``/``end_s`` NaN); the primary label is the first
+    of ``labels`` ("" without labels). Default: a folder recording, no labels, split :data:`SPLIT`."""
     return {
         "recording_id": recording_id,
         "path": file.path,
         "duration_s": file.duration_s,
         "sample_rate": file.sample_rate,
         "channels": file.channels,
-        "primary_label": "",
-        "labels": [],
-        "split": SPLIT,
+        "primary_label": labels[0] if labels else "",
+        "labels": list(labels),
+        "split": split,
         "start_s": math.nan,
         "end_s": math.nan,
         "sha256": file.sha256,

@@ -74,6 +74,12 @@ def _read_folder(dataset: DatasetConfig, preset: MelPreset | None) -> IngestResu
     return read_folder(dataset.root, min_duration_s=min_duration_s(preset))
 
 
+def _read_clips(dataset: DatasetConfig, preset: MelPreset | None) -> IngestResult:
+    from birdassets.sources.clips import read_clips
+
+    return read_clips(dataset.root, min_duration_s=min_duration_s(preset))
+
+
 SOURCES: dict[str, Source] = {
     source.name: source
     for source in (
@@ -81,9 +87,11 @@ SOURCES: dict[str, Source] = {
         Source("birdclef", _read_birdclef, "birdclef2025", "BirdCLEF Kaggle folder: train.csv + train_audio/"),
         Source("birdset", _read_birdset, "birdset", "local copy of one BirdSet configuration (HF parquet/arrow)"),
         Source("folder", _read_folder, "birdclef2025", "a folder of unlabelled recordings", labelled=False),
+        Source("clips", _read_clips, "orcahello", "labelled clips: positive/ and negative/ (+ test/)"),
     )
 }
-"""Every known source by name; BirdSet data gets BirdSet's frontend, the others BirdCLEF 2025's."""
+"""Every known source by name; BirdSet data gets BirdSet's frontend, labelled clips (a call detector's training data)
+OrcaHello's, the others BirdCLEF 2025's."""
 
 
 def default_preset(source: str | None) -> str:

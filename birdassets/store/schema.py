@@ -33,6 +33,10 @@ Tables
 ``submission_speed`` (version 4) one row per (task, checkpoint): the timed submission path (audio
                     seconds per second, projected wall time of the Kaggle test set in seconds, what
                     was timed).
+``exports``         (version 5) one row per exported model folder (``export_dir`` PK): the checkpoint it
+                    came from, family, ``lineage_hash`` (as in its ``config.json``), total size, the
+                    files with their sha256 and size (``files`` JSON) and the TFLite file's largest
+                    difference from the JAX forward (NULL when no TFLite file was written).
 
 A score row joins its lineage on ``(task, checkpoint)``; both carry the same ``run_id``.
 Timestamps are UTC, stored as naive ``TIMESTAMP``.
@@ -54,11 +58,11 @@ file.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """Version written to ``schema_version``; bump on every schema change (additive only).
 1: runs, checkpoints, datasets, lineage, scores, class_scores and their views; 2: + quarantine;
 3: + detections, detection_files; 4: + supervised_models, supervised_epochs, submission_speed,
-supervised_leaderboard."""
+supervised_leaderboard; 5: + exports."""
 
 SPLITS = ("valid", "test")
 """Allowed values of the ``split`` column."""
@@ -259,6 +263,20 @@ CREATE TABLE IF NOT EXISTS submission_speed (
 )
 """
 
+EXPORTS_TABLE = """
+CREATE TABLE IF NOT EXISTS exports (
+    export_dir           VARCHAR   NOT NULL PRIMARY KEY,
+    checkpoint           VARCHAR   NOT NULL,
+    family               VARCHAR   NOT NULL,
+    lineage_hash         VARCHAR   NOT NULL,
+    size_bytes           BIGINT    NOT NULL CHECK (size_bytes >= 0),
+    files                VARCHAR   NOT NULL,
+    tflite_max_abs_diff  DOUBLE    CHECK (tflite_max_abs_diff >= 0),
+    run_id               VARCHAR   NOT NULL,
+    created_at           TIMESTAMP NOT NULL
+)
+"""
+
 TABLES = (
     SCHEMA_VERSION_TABLE,
     RUNS_TABLE,
@@ -273,6 +291,7 @@ TABLES = (
     SUPERVISED_MODELS_TABLE,
     SUPERVISED_EPOCHS_TABLE,
     SUBMISSION_SPEED_TABLE,
+    EXPORTS_TABLE,
 )
 
 # The run of a checkpoint key "<run>@<step>" is everything before the LAST '@'; a key without '@'

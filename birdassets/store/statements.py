@@ -15,7 +15,7 @@ import pandas as pd
 
 from birdassets.lineage import Lineage
 from birdassets.store.records import CheckpointRow, DatasetRow, EvaluationRecord, RunRow
-from birdassets.store.validation import SUBMISSION_SPEED_FIELDS, SUPERVISED_MODEL_FIELDS  # the columns, defined once
+from birdassets.store.validation import EXPORT_FIELDS, SUBMISSION_SPEED_FIELDS, SUPERVISED_MODEL_FIELDS  # the columns, defined once
 
 ROWS_IN = "_birdassets_rows_in"
 """Name under which a frame being inserted is registered for one statement."""
@@ -89,6 +89,8 @@ SELECT ?, ?, fold, epoch,
     seconds, ?, ?
 FROM {ROWS_IN}
 """
+
+UPSERT_EXPORT = upsert_sql("exports", ("export_dir",), tuple(EXPORT_FIELDS))
 
 UPSERT_SUBMISSION_SPEED = upsert_sql("submission_speed", ("task", "checkpoint"), tuple(SUBMISSION_SPEED_FIELDS))
 
@@ -200,6 +202,11 @@ def upsert_submission_speed(
     :data:`.validation.SUBMISSION_SPEED_FIELDS`)."""
     values = [row[name] for name in SUBMISSION_SPEED_FIELDS]
     con.execute(UPSERT_SUBMISSION_SPEED, [task, checkpoint, *values, run_id, now])
+
+
+def upsert_export(con: Any, export_dir: str, row: dict[str, Any], run_id: str, now: datetime) -> None:
+    """Insert or replace the ``exports`` row of ``export_dir`` (fields of :data:`.validation.EXPORT_FIELDS`)."""
+    con.execute(UPSERT_EXPORT, [export_dir, *[row[name] for name in EXPORT_FIELDS], run_id, now])
 
 
 def replace_detections(

@@ -361,6 +361,16 @@ SUBMISSION_SPEED_FIELDS: RowSpec = {
 }
 """The ``row`` of :meth:`birdassets.store.MetricsStore.record_submission_speed`."""
 
+EXPORT_FIELDS: RowSpec = {
+    "checkpoint": ("a non-empty string", lambda v: isinstance(v, str) and bool(v)),
+    "family": ("a non-empty string", lambda v: isinstance(v, str) and bool(v)),
+    "lineage_hash": ("64 lower-case hex digits", lambda v: isinstance(v, str) and re.fullmatch("[0-9a-f]{64}", v)),
+    "size_bytes": ("an int >= 0", lambda v: _is_int(v) and v >= 0),
+    "files": ("a JSON object", lambda v: isinstance(v, str) and v.startswith("{")),
+    "tflite_max_abs_diff": ("a finite number >= 0 or None", lambda v: v is None or (_number(v) and v >= 0)),
+}
+"""The ``row`` of :meth:`birdassets.store.MetricsStore.record_export`."""
+
 EPOCH_COLUMNS = ("fold", "epoch", "train_loss", "val_loss", "val_auc", "seconds")
 """Columns of the ``epochs`` frame of ``record_supervised``: one row per (fold, epoch)."""
 

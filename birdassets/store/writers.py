@@ -115,6 +115,15 @@ class MetricsStore:
         with self._transaction(f"record_submission_speed {where}") as con:
             statements.upsert_submission_speed(con, task, checkpoint, speed, run_id, utc_now())
 
+    def record_export(self, export_dir: str, row: dict, run_id: str) -> None:
+        """Insert or replace the ``exports`` row of ``export_dir`` (exporting again replaces it); ``row``: exactly
+        the keys of :data:`.validation.EXPORT_FIELDS`."""
+        validation.require_name(run_id, "run_id", self.path)
+        where = f"{self.path} [export {export_dir}]"
+        checked = validation.prepare_row(row, validation.EXPORT_FIELDS, "row", where)
+        with self._transaction(f"record_export {where}") as con:
+            statements.upsert_export(con, export_dir, checked, run_id, utc_now())
+
     def write_evaluation(
         self, lineage: Lineage, scores: pd.DataFrame, class_scores: pd.DataFrame
     ) -> int:

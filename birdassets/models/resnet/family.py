@@ -125,3 +125,31 @@ def describe(ref: EncoderRef) -> dict[str, Any]:
 
 FAMILY = EncoderFamily(name=FAMILY_NAME, pretrained=(), locate=no_pretrained, validate=validate, load=load,
                        describe=describe)
+
+
+# --------------------------------------------------------------------------- export
+
+
+def exported_weights(ref: EncoderRef) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(architecture, weights)`` of a checkpoint for an exported folder: :meth:`ResNetConfig.to_dict` and the
+    validated :func:`model_state` tree (numpy arrays)."""
+    config, step, _ = validate_resnet(ref.path.parent, ref.step)
+    return config.to_dict(), restore_subtree(ref.path.parent, step, ENCODER, abstract_state(config))
+
+
+def detector_from_weights(architecture: dict[str, Any], weights: dict[str, Any], *, name: str, where: str,
+                          batch_size: int = 64) -> ResNetDetector:
+    """The :class:`ResNetDetector` of an exported folder's architecture and weights.
+
+    Raises:
+        ValueError: an invalid architecture, or weights whose names or shapes differ from it (the first named).
+    """
+    try:
+        config = ResNetConfig.from_dict(architecture)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{where}: invalid ResNet18 architecture ({error})") from None
+    mismatch = first_shape_mismatch(flatten_shapes(weights), flatten_shapes(abstract_state(config)))
+    if mismatch is not None:
+        raise ValueError(f"{where}: weight {mismatch[0]} has shape {mismatch[1]} but the architecture "
+                         f"(width {config.width}) gives {mismatch[2]}")
+    return ResNetDetector(build_model(config, weights), name=name, batch_size=batch_size)

@@ -1,11 +1,15 @@
-"""Deterministic synthetic bird-like audio, written in BirdCLEF layout, so the platform runs without downloads.
+"""Deterministic synthetic audio, so the platform runs without downloads: bird calls in BirdCLEF layout
+(``demo-clear``, ``demo-noisy``, ``demo-pretrain``) and hydrophone clips for a killer-whale call detector
+(``demo-orca``).
 
-Three modules, read in this order:
+The bird tasks, in four modules read in this order:
 
 * :mod:`~birdassets.sources.demo.species`: 12 invented species (eBird-style 6-letter codes such as
   ``"glawar"``), each with a parametric call, and the task specs (:data:`DEMO_TASKS`);
 * :mod:`~birdassets.sources.demo.synthesis`: field noise, phrases, focal recordings and soundscapes;
-* :mod:`~birdassets.sources.demo.writing`: OGG files, label tables and the atomic publish (:func:`generate`).
+* :mod:`~birdassets.sources.demo.publishing`: what every layout shares (spec digest, ``.complete``, atomic publish);
+* :mod:`~birdassets.sources.demo.writing`: OGG files, label tables, and the entry points :func:`generate`,
+  :func:`is_complete` and :func:`read_demo`, which take any demo data set.
 
 Output (BirdCLEF layout, read back by :func:`birdassets.sources.birdclef.read_birdclef`)::
 
@@ -25,6 +29,11 @@ Every species appears in at least one test window (when there are at least as ma
 Audio is OGG Vorbis, 32 kHz mono, each file peak-normalised to ``peak`` (0.7). Generation is deterministic:
 every file draws from its own ``SeedSequence([seed, stream, i, j])`` and the OGG serial number is stamped, so
 the same spec gives byte-identical files. :func:`generate` is idempotent and atomic.
+
+``demo-orca`` (:data:`ORCA_TASKS`): :mod:`~birdassets.sources.demo.hydrophone` synthesises hydrophone noise and
+pulsed calls, :mod:`~birdassets.sources.demo.orca_clips` holds the spec (:class:`OrcaDemoSpec`) and writes 20 kHz FLAC
+clips in the clips layout (read back by :func:`birdassets.sources.clips.read_clips`) plus held-out long recordings
+with their call tables.
 """
 
 from birdassets.sources.demo.species import (
@@ -36,20 +45,25 @@ from birdassets.sources.demo.species import (
     SpeciesCall,
     resolve_task,
 )
+from birdassets.sources.demo.orca_clips import ORCA_TASKS, OrcaDemoSpec
+from birdassets.sources.demo.publishing import COMPLETE_MARKER
 from birdassets.sources.demo.synthesis import soundscape, train_recording, unlabelled_soundscape, window_species_plan
-from birdassets.sources.demo.writing import COMPLETE_MARKER, generate, is_complete, read_demo
+from birdassets.sources.demo.writing import generate, is_complete, read_demo, resolve_demo
 
 __all__ = [
     "CALL_KINDS",
     "COMPLETE_MARKER",
     "DEMO_TASKS",
     "GENERATOR_VERSION",
+    "ORCA_TASKS",
     "SPECIES",
     "DemoTaskSpec",
+    "OrcaDemoSpec",
     "SpeciesCall",
     "generate",
     "is_complete",
     "read_demo",
+    "resolve_demo",
     "resolve_task",
     "soundscape",
     "train_recording",

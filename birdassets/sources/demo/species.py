@@ -10,11 +10,11 @@ birds, jitter, seed); :data:`DEMO_TASKS` holds the built-in ones. :meth:`DemoTas
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass
 
 import numpy as np
+
+from birdassets.sources.demo.publishing import record_digest
 
 GENERATOR_VERSION = 2
 """Bumped when the generator's output changes; part of every spec's digest."""
@@ -222,7 +222,7 @@ class DemoTaskSpec:
 
     def digest(self) -> str:
         """sha256 of :meth:`record` (what ``.complete`` holds)."""
-        return hashlib.sha256(json.dumps(self.record(), sort_keys=True).encode()).hexdigest()
+        return record_digest(self.record())
 
     def rng(self, stream: int, *index: int) -> np.random.Generator:
         """The random generator of one item: ``SeedSequence([seed, stream, *index])`` (streams: ``*_STREAM``)."""

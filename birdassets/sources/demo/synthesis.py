@@ -45,7 +45,7 @@ from birdassets.sources.demo.species import (
 _ACTIVE_FRACTION = 0.1  # a sample counts as "calling" when the envelope exceeds this fraction of its peak
 
 
-def _filtered_noise(n: int, rng: np.random.Generator, gain_of_hz, sample_rate: int) -> np.ndarray:
+def filtered_noise(n: int, rng: np.random.Generator, gain_of_hz, sample_rate: int) -> np.ndarray:
     """Gaussian noise with amplitude spectrum ``gain_of_hz(f)``, drawn directly in the frequency domain.
 
     Returns:
@@ -62,7 +62,7 @@ def _filtered_noise(n: int, rng: np.random.Generator, gain_of_hz, sample_rate: i
 
 def pink_noise(n: int, rng: np.random.Generator, sample_rate: int) -> np.ndarray:
     """1/f-power noise (amplitude ``1/sqrt(f)`` above 20 Hz), ``[n]`` float32, unit RMS."""
-    return _filtered_noise(n, rng, lambda f: 1.0 / np.sqrt(np.maximum(f, np.float32(20.0))), sample_rate)
+    return filtered_noise(n, rng, lambda f: 1.0 / np.sqrt(np.maximum(f, np.float32(20.0))), sample_rate)
 
 
 def wind_rumble(
@@ -75,10 +75,10 @@ def wind_rumble(
     resampled (soxr) to ``sample_rate``, since it has no content above ~1 kHz.
     """
     n_low = int(np.ceil(n * control_rate / sample_rate)) + 16
-    rumble = _filtered_noise(
+    rumble = filtered_noise(
         n_low, rng, lambda f: (1.0 / np.maximum(f, np.float32(5.0))) / (1.0 + (f / cutoff_hz) ** 4), control_rate
     )
-    gusts = _filtered_noise(n_low, rng, lambda f: np.exp(-((f / np.float32(0.4)) ** 2)), control_rate)
+    gusts = filtered_noise(n_low, rng, lambda f: np.exp(-((f / np.float32(0.4)) ** 2)), control_rate)
     wind = resample(rumble * np.exp(np.float32(0.7) * gusts), control_rate, sample_rate)
     wind = np.pad(wind, (0, max(0, n - len(wind))))[:n]
     return wind / (np.sqrt(np.mean(wind**2)) + np.float32(1e-12))

@@ -1,31 +1,28 @@
-"""Writing a demo data set to disk in BirdCLEF layout: OGG encoding, the label tables, and the atomic publish.
+"""Writing a demo data set to disk in BirdCLEF layout (OGG encoding, the label tables), and the demo's entry points.
 
 Audio is OGG Vorbis (libsndfile compression level :data:`VORBIS_COMPRESSION_LEVEL`), 32 kHz mono. The OGG stream
 serial number (random in libsndfile) is stamped to a value derived from the file name, so the same spec gives
 byte-identical files (and identical sha256s in the manifest). Encoding runs on worker threads
-(:class:`_BackgroundWriter`) while the next recording is synthesised.
+(:class:`~birdassets.sources.demo.publishing.BackgroundWriter`) while the next recording is synthesised.
 
-:func:`generate` is idempotent (``.complete`` holding the spec's digest short-circuits it) and atomic: it fills a
-fresh staging sibling folder, writes ``.complete`` last, and publishes the folder with
-:func:`birdassets.atomic.publish_dir`, so a half-written data set is never visible at ``root``.
+:func:`generate`, :func:`is_complete` and :func:`read_demo` take any built-in demo data set: a BirdCLEF-layout task
+(:data:`~birdassets.sources.demo.species.DEMO_TASKS`) or the hydrophone clips of ``demo-orca``
+(:data:`~birdassets.sources.demo.orca_clips.ORCA_TASKS`, written by :mod:`~birdassets.sources.demo.orca_clips`).
+:func:`generate` is idempotent (``.complete`` holding the spec's digest short-circuits it) and atomic
+(:func:`~birdassets.sources.demo.publishing.publish_generated`): a half-written data set is never visible at ``root``.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
-import shutil
-import tempfile
 import zlib
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
-from birdassets.atomic import publish_dir, write_json, write_text
+from birdassets.atomic import write_json
 from birdassets.sources.birdclef import (
     SAMPLE_SUBMISSION_CSV,
     SOUNDSCAPE_CSV,
@@ -37,13 +34,16 @@ from birdassets.sources.birdclef import (
     read_birdclef,
     submission_row_id,
 )
-from birdassets.sources.demo.species import SITE_STREAM, DemoTaskSpec, SpeciesCall, resolve_task
+from birdassets.sources.clips import read_clips
+from birdassets.sources.demo.orca_clips import ORCA_TASKS, OrcaDemoSpec, write_orca_dataset
+from birdassets.sources.demo.publishing import SPEC_FILE, BackgroundWriter, holds_digest, publish_generated, write_csv
+from birdassets.sources.demo.species import DEMO_TASKS, SITE_STREAM, DemoTaskSpec, SpeciesCall, resolve_task
 from birdassets.sources.demo.synthesis import soundscape, train_recording, unlabelled_soundscape, window_species_plan
 from birdassets.sources.ingest import IngestResult
 
-COMPLETE_MARKER = ".complete"
-"""File holding the spec's digest; written last, so its presence means the data set is whole."""
-SPEC_FILE = "demo_spec.json"
+DemoSpec = DemoTaskSpec | OrcaDemoSpec
+"""Any built-in kind of demo data set: BirdCLEF layout, or hydrophone clips."""
+
 TRAIN_COLUMNS: tuple[str, ...] = (
     "primary_label",
     "secondary_labels",
@@ -104,47 +104,19 @@ def write_ogg(path: Path, audio: np.ndarray, sample_rate: int) -> None:
     path.write_bytes(stamp_ogg_serial(buffer.getvalue(), serial))
 
 
-class _BackgroundWriter:
-    """Encodes OGG files on worker threads while the caller synthesises the next ones.
-
-    libsndfile is called through cffi, which releases the GIL, so encoding overlaps synthesis. At most
-    ``max_pending`` waveforms wait in memory; the first failure is re-raised.
-    """
-
-    def __init__(self, workers: int = 2, max_pending: int = 8):
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="demo-ogg")
-        self._pending: deque[Future] = deque()
-        self._max_pending = max_pending
-
-    def write(self, path: Path, audio: np.ndarray, sample_rate: int) -> None:
-        self._pending.append(self._pool.submit(write_ogg, path, audio, sample_rate))
-        while len(self._pending) > self._max_pending:
-            self._pending.popleft().result()
-
-    def __enter__(self) -> "_BackgroundWriter":
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        try:
-            while self._pending:
-                self._pending.popleft().result()
-        finally:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-
-
 # ------------------------------------------------------------------------------------------- data set
 
 
 def _write_dataset(spec: DemoTaskSpec, root: Path) -> None:
     """Every file of the data set except ``.complete``, into ``root``."""
-    with _BackgroundWriter() as writer:
+    with BackgroundWriter(write_ogg) as writer:
         _write_train(spec, root, writer)
         _write_soundscapes(spec, root, writer)
         _write_unlabelled(spec, root, writer)
     write_json(root / SPEC_FILE, spec.record(), sort_keys=True)
 
 
-def _write_train(spec: DemoTaskSpec, root: Path, writer: _BackgroundWriter) -> None:
+def _write_train(spec: DemoTaskSpec, root: Path, writer: BackgroundWriter) -> None:
     """``train_audio/<code>/<code>_<nnn>.ogg`` focal recordings and their ``train.csv`` rows."""
     rows = []
     for s, call in enumerate(spec.species):
@@ -156,7 +128,7 @@ def _write_train(spec: DemoTaskSpec, root: Path, writer: _BackgroundWriter) -> N
             writer.write(root / TRAIN_AUDIO_DIR / filename, audio, spec.sample_rate)
             location = (lat + site.uniform(-0.2, 0.2), lon + site.uniform(-0.2, 0.2))
             rows.append(_train_row(call, filename, background, snr_db, location))
-    _write_csv(root / TRAIN_CSV, TRAIN_COLUMNS, rows)
+    write_csv(root / TRAIN_CSV, TRAIN_COLUMNS, rows)
 
 
 def _train_row(
@@ -180,7 +152,7 @@ def _train_row(
     }
 
 
-def _write_soundscapes(spec: DemoTaskSpec, root: Path, writer: _BackgroundWriter) -> None:
+def _write_soundscapes(spec: DemoTaskSpec, root: Path, writer: BackgroundWriter) -> None:
     """``test_soundscapes/<task>_sc<nnn>.ogg`` and ``soundscape_labels.csv`` (one row per 5-s window)."""
     windows = window_species_plan(spec)
     rows = []
@@ -198,10 +170,10 @@ def _write_soundscapes(spec: DemoTaskSpec, root: Path, writer: _BackgroundWriter
                     "labels": " ".join(spec.species[i].code for i in species),
                 }
             )
-    _write_csv(root / SOUNDSCAPE_CSV, SOUNDSCAPE_REQUIRED_COLUMNS, rows)
+    write_csv(root / SOUNDSCAPE_CSV, SOUNDSCAPE_REQUIRED_COLUMNS, rows)
 
 
-def _write_unlabelled(spec: DemoTaskSpec, root: Path, writer: _BackgroundWriter) -> None:
+def _write_unlabelled(spec: DemoTaskSpec, root: Path, writer: BackgroundWriter) -> None:
     """``train_soundscapes/<task>_u<nnn>.ogg`` (no labels anywhere) and ``sample_submission.csv``: ``row_id`` =
     ``<stem>_<window end, whole s>`` for every window, then one all-zero column per species code, sorted (the
     task's class order)."""
@@ -215,67 +187,59 @@ def _write_unlabelled(spec: DemoTaskSpec, root: Path, writer: _BackgroundWriter)
         writer.write(root / UNLABELLED_SOUNDSCAPE_DIR / f"{stem}.ogg", audio, spec.sample_rate)
         for w in range(spec.unlabelled_windows):
             rows.append({"row_id": submission_row_id(stem, (w + 1) * spec.window_s), **dict.fromkeys(codes, "0")})
-    _write_csv(root / SAMPLE_SUBMISSION_CSV, ("row_id", *codes), rows)
-
-
-def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict]) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(columns), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(root / SAMPLE_SUBMISSION_CSV, ("row_id", *codes), rows)
 
 
 # ------------------------------------------------------------------------------------------------ API
 
 
-def is_complete(root: str | Path, task: str | DemoTaskSpec) -> bool:
+def resolve_demo(task: str | DemoSpec) -> DemoSpec:
+    """A spec itself, or the built-in demo data set of that name (:data:`DEMO_TASKS` or :data:`ORCA_TASKS`)."""
+    if isinstance(task, OrcaDemoSpec):
+        return task
+    if isinstance(task, str) and task in ORCA_TASKS:
+        return ORCA_TASKS[task]
+    if isinstance(task, DemoTaskSpec) or task in DEMO_TASKS:
+        return resolve_task(task)
+    raise KeyError(f"unknown demo task {task!r}; known: {sorted([*DEMO_TASKS, *ORCA_TASKS])}")
+
+
+def is_complete(root: str | Path, task: str | DemoSpec) -> bool:
     """Whether ``root`` holds a finished data set of exactly this spec."""
-    marker = Path(root) / COMPLETE_MARKER
-    try:
-        return marker.read_text().strip() == resolve_task(task).digest()
-    except OSError:
-        return False
+    return holds_digest(root, resolve_demo(task).digest())
 
 
-def generate(task: str | DemoTaskSpec, root: str | Path) -> Path:
-    """Write the task's data set to ``root`` (BirdCLEF layout) unless it is already there.
+def generate(task: str | DemoSpec, root: str | Path) -> Path:
+    """Write the task's data set to ``root`` unless it is already there: BirdCLEF layout for a
+    :class:`DemoTaskSpec`, labelled hydrophone clips (:mod:`~birdassets.sources.demo.orca_clips`) for an
+    :class:`OrcaDemoSpec`.
 
     Idempotent: returns at once when ``root/.complete`` holds this spec's digest. Otherwise writes into
     a fresh staging sibling directory and publishes it (replacing an older generated data set of another
-    spec), so readers never see a half-written folder. Concurrent writers are safe: each has its own
-    staging folder, and one that finds the data set already complete discards its copy.
+    spec), so readers never see a half-written folder
+    (:func:`~birdassets.sources.demo.publishing.publish_generated`).
 
     Returns:
-        ``root``.
+        ``root``, absolute.
 
     Raises:
         FileExistsError: ``root`` exists, is not empty and is not a generated data set.
+        KeyError: an unknown task name.
     """
-    spec = resolve_task(task)
-    root = Path(root).absolute()
-    if is_complete(root, spec):
-        return root
-    if root.exists() and any(root.iterdir()) and not (root / COMPLETE_MARKER).exists():
-        raise FileExistsError(
-            f"{root}: exists, is not empty and is not a generated demo data set; refusing to replace it"
-        )
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.staging-", dir=root.parent))
-    try:
-        _write_dataset(spec, staging)
-        write_text(staging / COMPLETE_MARKER, spec.digest() + "\n")
-        staging.chmod(0o755)
-        if not is_complete(root, spec):  # else a concurrent writer finished first: keep theirs
-            publish_dir(staging, root)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return root
+    spec = resolve_demo(task)
+    fill = write_orca_dataset if isinstance(spec, OrcaDemoSpec) else _write_dataset
+    return publish_generated(root, spec.digest(), lambda staging: fill(spec, staging))
 
 
-def read_demo(task: str | DemoTaskSpec, root: str | Path, *, min_duration_s: float = 0.0) -> IngestResult:
-    """:func:`generate` the task into ``root`` (if needed) and read it with :func:`read_birdclef`.
+def read_demo(task: str | DemoSpec, root: str | Path, *, min_duration_s: float = 0.0) -> IngestResult:
+    """:func:`generate` the task into ``root`` (if needed) and read it: with :func:`read_birdclef`, or with
+    :func:`~birdassets.sources.clips.read_clips` for hydrophone clips (whose ``recordings/`` are not read).
 
     Generated files are all usable, so the quarantine is empty unless files were damaged after
     generation (or are shorter than ``min_duration_s``; generated files last >= 2 s).
     """
-    return read_birdclef(generate(task, root), min_duration_s=min_duration_s)
+    spec = resolve_demo(task)
+    root = generate(spec, root)
+    if isinstance(spec, OrcaDemoSpec):
+        return read_clips(root, min_duration_s=min_duration_s)
+    return read_birdclef(root, min_duration_s=min_duration_s)
