@@ -1,4 +1,4 @@
-"""Speed benchmarks (``birdassets bench frontend|birdnet|submission``): speed targets live here, never in timed
+"""Speed benchmarks (``birdassets bench frontend|birdnet|submission|detector``): speed targets live here, never in timed
 unit tests.
 
 ``bench_frontend`` times stage B of each preset on the same synthetic signal, side by side with librosa
@@ -20,7 +20,7 @@ import pandas as pd
 import soundfile as sf
 
 from birdassets.frontends.presets import MelPreset
-from birdassets.frontends.windowing import cut_windows, window_starts
+from birdassets.frontends.windowing import WindowSpec, cut_windows, window_starts
 
 
 def bench_signal(seconds: float, sample_rate: int, seed: int = 0) -> np.ndarray:
@@ -212,3 +212,31 @@ def bench_submission(
         "n_folds": len(model.models),
         "batch_size": int(batch_size),
     }
+
+
+def bench_detector(runtimes: dict[str, object], preset: MelPreset, seconds: float = 600.0,
+                   repeats: int = 3) -> pd.DataFrame:
+    """The call detector's speed per runtime (``{"jax (checkpoint)": detector, "tflite": detector}``, each with
+    ``probabilities``), side by side on the same audio, warm, best of ``repeats``.
+
+    Rows: ``runtime, windows, model_windows_per_s`` (the network alone on stage-C windows) and
+    ``end_to_end_x_real_time`` (audio seconds over the wall time of stage A + stage C + network for ``seconds`` of
+    audio, OrcaHello's 2 s windows every 1 s), and ``x_first`` (end-to-end speed over the first runtime's).
+    """
+    from birdassets.frontends.tf_mel import TFMelFrontend
+
+    spec = WindowSpec(sample_rate=preset.sample_rate, clip_s=preset.clip_s, hop_s=preset.hop_s,
+                      min_last_s=preset.clip_s)
+    audio = bench_signal(seconds, preset.sample_rate)
+    clips = cut_windows(audio, np.asarray(window_starts(seconds, spec)), spec)  # [windows, clip_samples]
+    frontend = TFMelFrontend(preset)
+    mel = frontend.model_input(clips).numpy()
+    rows = []
+    for name, runtime in runtimes.items():
+        model_s = _best_of(lambda: runtime.probabilities(mel), repeats)
+        total_s = _best_of(lambda: runtime.probabilities(frontend.model_input(clips).numpy()), repeats)
+        rows.append({"runtime": name, "windows": len(clips), "model_windows_per_s": len(clips) / model_s,
+                     "end_to_end_x_real_time": seconds / total_s})
+    frame = pd.DataFrame(rows)
+    frame["x_first"] = frame["end_to_end_x_real_time"] / frame["end_to_end_x_real_time"].iloc[0]
+    return frame

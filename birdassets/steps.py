@@ -185,11 +185,13 @@ class EncoderReport:
 
 
 def restore_encoder(settings: Settings, checkpoint: str) -> EncoderReport:
-    """Validate (from metadata) and restore the checkpoint's encoder; record what was restored."""
+    """Validate (from metadata) and restore the checkpoint's encoder; record what was restored (a JSON file, and
+    its row of the DuckDB ``checkpoints`` table, so a checkpoint no task scores yet is still listed)."""
     loaded = load_encoder(settings.checkpoint_roots, checkpoint, models_root=settings.layout.models_root)
     ref = loaded.ref
     record = {"checkpoint": checkpoint, "path": str(ref.path), "step": ref.step, "family": ref.family,
               "dim": loaded.encoder.dim, **loaded.details}
+    open_store(settings).upsert_checkpoint(checkpoint, ref.run, ref.step, ref.path, ref.family)
     return EncoderReport(loaded, write_json(settings.layout.encoder_path(checkpoint), record))
 
 
@@ -367,11 +369,13 @@ class DetectionReport:
     seconds: float
 
 
-def detect(settings: Settings, task: str, request: DetectionRequest, run_id: str) -> DetectionReport:
-    """Slide the scorer over every recording of the task; export JSON + CSV and replace the task x scorer
-    rows of DuckDB ``detections`` / ``detection_files``."""
+def detect(settings: Settings, task: str, request: DetectionRequest, run_id: str,
+           paths: list[Path] | None = None) -> DetectionReport:
+    """Slide the scorer over every recording of the task (or over ``paths``, recordings filed under ``task``);
+    export JSON + CSV and replace the task x scorer rows of DuckDB ``detections`` / ``detection_files``."""
     scorer = make_scorer(settings, request.encoder, request.targets, request.probe)
-    paths = TaskData.load(settings, task).manifest.table["path"].drop_duplicates().tolist()
+    if paths is None:
+        paths = TaskData.load(settings, task).manifest.table["path"].drop_duplicates().tolist()
     started = time.perf_counter()
     result = detect_recordings(paths, scorer, request.rule)
     seconds = time.perf_counter() - started
@@ -670,3 +674,32 @@ def checkpoint_metrics(settings: Settings, key: str) -> pd.DataFrame:
     sql = ("select task, probe, split, metric, mean, coalesce(std, 0) as std, n_folds from leaderboard "
            "where checkpoint = ? order by task, probe, split, metric")
     return query_readonly(settings.layout.db_path, sql, [key])
+
+
+# ---------------------------------------------------------------------------------- the demo's detector
+
+
+@dataclass(frozen=True)
+class DemoDetectionReport:
+    """The demo detector on ``demo-orca``'s held-out recordings: its detections and their agreement with the
+    generator's truth."""
+
+    detections: DetectionReport
+    truth: dict[str, int]
+    confusion: Any
+
+
+def detect_demo_recordings(settings: Settings, checkpoint: str, run_id: str) -> DemoDetectionReport:
+    """Run the detector ``checkpoint`` (``--target call``, OrcaHello's rule) over the ``recordings/`` of
+    ``demo-orca`` (never trained on), file its detections under that data set, compare with the truth."""
+    from birdassets.detection.agreement import confusion
+    from birdassets.settings import DEMO_ORCA
+    from birdassets.sources.demo.orca_clips import RECORDINGS_DIR, read_recording_truth
+    from birdassets.sources.folder import find_audio
+
+    root = settings.dataset(DEMO_ORCA).root
+    request = DetectionRequest(checkpoint, ("call",), None, DetectionConfig())
+    report = detect(settings, DEMO_ORCA, request, run_id, find_audio(root / RECORDINGS_DIR)[0])
+    truth = read_recording_truth(root)
+    decided = {r.file: r.global_prediction for r in report.result.recordings}
+    return DemoDetectionReport(report, truth, confusion(decided, truth))

@@ -1,4 +1,5 @@
-"""`birdassets demo` end to end (twice: identical scores, no duplicate rows) and `birdassets query`."""
+"""`birdassets demo` end to end (then the benchmark again: identical scores, no duplicate rows), the demo's call
+detector, and `birdassets query`."""
 
 from __future__ import annotations
 
@@ -86,14 +87,55 @@ def test_demo_trains_and_benchmarks_several_steps(demo_home):
     assert curve[200] > curve[0] + 0.15  # the trained encoder's embeddings are much better than random ones
 
 
-def test_demo_again_gives_identical_scores_and_no_duplicates(demo_home):
+def test_benchmark_again_gives_identical_scores_and_no_duplicates(demo_home):
+    """Re-running the chain over the demo (every task, a trained step and BirdNET) replaces rows, never adds any
+    (a second full `birdassets demo` tested the same in four more minutes)."""
     home, _ = demo_home
     before = scores(home)
-    again = birdassets(home, "demo")
+    checkpoints = ["--checkpoint", "demo-sup@200"]
+    if BIRDNET_KEY in available_pretrained():
+        checkpoints += ["--checkpoint", BIRDNET_KEY]
+    again = birdassets(home, "benchmark", *checkpoints)
     assert again.returncode == 0, again.stderr[-3000:]
+    assert "raw_audio, mel_dataset, folds up to date  [demo-clear]" in again.stdout
+    assert "materialized embeddings, probe, scores, metrics_db  [demo-noisy x demo-sup@200]" in again.stdout
     after = scores(home)
     assert len(after) == len(before) and not after.duplicated(["task", "checkpoint", "fold", "split", "probe", "metric"]).any()
     pd.testing.assert_frame_equal(before, after)
+
+
+def test_demo_trains_the_call_detector_registers_its_steps_and_detects_on_held_out_recordings(demo_home):
+    home, stdout = demo_home
+    done = birdassets(home, "query", "select checkpoint, step, family from checkpoints where family like '%resnet%' "
+                      "order by step", "--format", "json")
+    assert json.loads(done.stdout) == [{"checkpoint": f"demo-orca-resnet18@{step}", "step": step, "family": "resnet18"}
+                                       for step in (0, 50, 100, 150)]
+    assert "Call detection on demo-orca's held-out recordings (resnet18@demo-orca-resnet18@150:call" in stdout
+    block = stdout.split("Call detection on demo-orca")[1]
+    decided = [int(line.split()[2]) for line in block.splitlines() if line.startswith("rec_")]
+    assert len(decided) == 10  # the generator's 10 held-out recordings, one decision each
+    done = birdassets(home, "query", "select global_prediction from detection_files where task = 'demo-orca' "
+                      "order by path", "--format", "json")
+    assert [row["global_prediction"] for row in json.loads(done.stdout)] == decided
+    truth = pd.read_csv(home / "data" / "demo-orca" / "recordings_truth.csv").sort_values("file")
+    tp = sum(d and t for d, t in zip(decided, truth["global_truth"], strict=True))
+    assert f"  truth 1    {tp:>9d}" in block and "precision" in block
+
+
+def test_an_exported_demo_detector_reproduces_the_checkpoints_detections(demo_home, tmp_path):
+    home, _ = demo_home
+    exported = birdassets(home, "export", "demo-orca-resnet18@150", "--out", str(tmp_path / "detector"))
+    assert exported.returncode == 0, exported.stderr
+    recordings = home / "data" / "demo-orca" / "recordings"
+    done = birdassets(tmp_path / "elsewhere", "detect", str(recordings), "--encoder", str(tmp_path / "detector"),
+                      "--target", "call", "--out", str(tmp_path / "out.csv"))
+    assert done.returncode == 0, done.stderr
+    ours = pd.read_csv(tmp_path / "out.csv").sort_values(["file", "start_s"]).reset_index(drop=True)
+    theirs = birdassets(home, "query", "select path as file, start_s, confidence from detections where task = "
+                        "'demo-orca' order by path, start_s", "--format", "csv", "--limit", "0")
+    theirs = pd.read_csv(StringIO(theirs.stdout))
+    assert len(ours) == len(theirs) == 590  # 10 recordings x 59 windows of 2 s every 1 s in 60 s
+    np.testing.assert_allclose(ours["confidence"], theirs["confidence"], atol=1e-6, rtol=0)
 
 
 def test_query_is_read_only_and_formats(demo_home):

@@ -343,3 +343,13 @@ def test_a_damaged_export_is_refused_in_one_line_naming_the_folder(exported, tmp
     assert result.returncode == 2
     assert message in result.stderr and str(folder) in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_bench_detector_times_jax_and_tflite_side_by_side(exported, cli):
+    result = cli("bench", "detector", "--encoder", str(exported[0]), "--seconds", "10", "--repeats", "1")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("ResNet18 detector on 10 s of audio (2 s windows every 1 s)")
+    rows = {line.split()[0]: line.split() for line in lines[3:]}
+    assert set(rows) == {"jax", "tflite"} and rows["jax"][1] == rows["tflite"][1] == "9"  # windows of 10 s
+    assert float(rows["jax"][-1]) == 1.0  # x_first: the first runtime against itself

@@ -151,6 +151,41 @@ def run_demo_jobs(defs, instance, settings, tasks: list[str]) -> None:
         benchmark_checkpoint(defs, instance, checkpoint, tasks, new)
     for task in tasks:
         train_demo_model(defs, instance, task)
+    train_demo_detector(defs, instance, settings)
+
+
+def train_demo_detector(defs, instance, settings) -> None:
+    """The demo's ResNet18 call detector (:data:`~birdassets.defs.jobs.DEMO_DETECTOR`) trained on ``demo-orca``
+    through the train job, its steps registered like any checkpoint, then run over the held-out recordings."""
+    import uuid
+
+    from birdassets.defs.jobs import DEMO_DETECTOR, TRAIN_JOB
+    from birdassets.steps import detect_demo_recordings
+
+    seconds = run_job(defs, TRAIN_JOB, None, instance, {"train_encoder": {"config": DEMO_DETECTOR}})
+    print(f"  trained {DEMO_DETECTOR['run']} (ResNet18 width {DEMO_DETECTOR['width']}, {DEMO_DETECTOR['num_steps']} "
+          f"steps on {DEMO_DETECTOR['task']})  {seconds:.1f} s")
+    new = register_checkpoints(defs, instance, settings)
+    steps = demo_checkpoints(instance, settings, DEMO_DETECTOR["run"], pretrained=False)
+    for checkpoint in steps:
+        benchmark_checkpoint(defs, instance, checkpoint, [], new)  # registered, restored; no bird task reads it
+    report = detect_demo_recordings(settings, steps[-1], f"demo-{uuid.uuid4()}")
+    print_demo_detections(report)
+
+
+def print_demo_detections(report) -> None:
+    """Per-recording decisions of the demo detector against the generator's truth, then the confusion matrix."""
+    result, truth, matrix = report.detections.result, report.truth, report.confusion
+    print(f"\nCall detection on demo-orca's held-out recordings ({report.detections.scorer}; 2 s windows every "
+          f"1 s, P(call) > {result.config.threshold}, >= {result.config.min_num_positive_calls} positive windows):")
+    print("recording      calls?  decided  positive windows  global confidence")
+    for recording in result.recordings:
+        name = os.path.basename(recording.file)
+        print(f"{name:<14} {truth[recording.file]:>6d}  {recording.global_prediction:>7d}  "
+              f"{int(recording.local_predictions.sum()):>16d}  {recording.global_confidence:>17.3f}")
+    precision = "n/a" if matrix.precision is None else f"{matrix.precision:.2f}"
+    recall = "n/a" if matrix.recall is None else f"{matrix.recall:.2f}"
+    print(f"precision {precision}, recall {recall}\n{matrix.table()}")
 
 
 def train_demo_model(defs, instance, task: str) -> None:
@@ -179,13 +214,14 @@ def build_task_data(defs, instance, settings, tasks: list[str], *, always: bool)
         print(f"  materialized raw_audio, mel_dataset, folds  [{task}]  {seconds:.1f} s")
 
 
-def demo_checkpoints(instance, settings, run: str) -> list[str]:
-    """The registered checkpoints of ``run`` by step, then the installed pretrained encoders (BirdNET)."""
+def demo_checkpoints(instance, settings, run: str, *, pretrained: bool = True) -> list[str]:
+    """The registered checkpoints of ``run`` by step, then (``pretrained``) the installed pretrained encoders
+    (BirdNET)."""
     from birdassets.defs.partitions import CHECKPOINT_PARTITIONS_NAME
 
     registered = instance.get_dynamic_partitions(CHECKPOINT_PARTITIONS_NAME)
     steps = sorted((k for k in registered if k.startswith(f"{run}@")), key=checkpoint_order)
-    return steps + [k for k in registered if k in settings.pretrained]
+    return steps + [k for k in registered if pretrained and k in settings.pretrained]
 
 
 def benchmark_checkpoint(defs, instance, checkpoint: str, tasks: list[str], new: list[str] = ()) -> None:

@@ -27,7 +27,7 @@ def positive(kind: type) -> Callable[[str], float]:
 def add_parser(commands: argparse._SubParsersAction) -> None:
     """Add ``bench``."""
     bench = commands.add_parser("bench", help="speed benchmarks")
-    bench.add_argument("what", choices=("frontend", "birdnet", "submission"))
+    bench.add_argument("what", choices=("frontend", "birdnet", "submission", "detector"))
     bench.add_argument("--preset", action="append", help="preset to time (repeatable; default: every preset)")
     bench.add_argument("--presets", help=PRESETS_HELP)
     bench.add_argument("--seconds", type=positive(float), default=None,
@@ -36,11 +36,14 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     bench.add_argument("--task", help="submission: the task the model was trained on")
     bench.add_argument("--model", help="submission: the supervised model family (cnn, rnn, vit)")
     bench.add_argument("--batch-size", type=positive(int), default=None, help="submission: windows per forward pass")
+    bench.add_argument("--encoder", help="detector: a ResNet18 checkpoint key or an exported folder (its TFLite "
+                       "file is timed beside it; a checkpoint is converted for the run)")
     bench.set_defaults(func=cmd_bench)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    commands = {"birdnet": birdnet_speed, "frontend": frontend_speed, "submission": submission_speed}
+    commands = {"birdnet": birdnet_speed, "frontend": frontend_speed, "submission": submission_speed,
+                "detector": detector_speed}
     return commands[args.what](args)
 
 
@@ -93,3 +96,53 @@ def submission_speed(args: argparse.Namespace) -> int:
     print(f"Kaggle test set ({KAGGLE_TEST_SOUNDSCAPES} x {KAGGLE_SOUNDSCAPE_S:.0f} s): {row['projected_s'] / 60:.1f} "
           f"min on this machine; {verdict} in the {KAGGLE_CPU_LIMIT_S / 60:.0f}-minute CPU limit")
     return 0
+
+
+def detector_speed(args: argparse.Namespace) -> int:
+    """The ResNet18 detector in JAX and as TFLite (2 threads), side by side, in multiples of real time."""
+    from birdassets.cli.errors import UserError
+    from birdassets.cli.format import format_frame
+    from birdassets.speed import bench_detector
+
+    if not args.encoder:
+        raise UserError("bench detector needs --encoder (a ResNet18 checkpoint key or an exported folder)")
+    try:
+        runtimes, preset = detector_runtimes(args.encoder)
+    except (ValueError, FileNotFoundError) as error:
+        raise UserError(str(error)) from error
+    seconds = 600.0 if args.seconds is None else args.seconds
+    frame = bench_detector(runtimes, preset, seconds=seconds, repeats=args.repeats)
+    print(f"ResNet18 detector on {seconds:.0f} s of audio (2 s windows every 1 s), warm, best of {args.repeats}:")
+    print(format_frame(frame, "table"))
+    return 0
+
+
+def detector_runtimes(encoder: str) -> tuple[dict[str, object], object]:
+    """``({runtime name: detector}, preset)`` of a checkpoint key (JAX, and TFLite converted now) or an exported
+    folder (its JAX weights and its ``model.tflite``)."""
+    import tempfile
+    from pathlib import Path
+
+    from birdassets.export.tflite import TFLiteDetector, convert_detector
+
+    if Path(encoder).is_dir():
+        from birdassets.export.bundle import read_bundle
+
+        bundle = read_bundle(encoder)
+        jax_model, preset, tflite_path = bundle.model, bundle.preset, bundle.tflite_path
+    else:
+        from birdassets.models.registry import load_encoder
+        from birdassets.settings import load_settings
+
+        settings = load_settings()
+        jax_model = load_encoder(settings.checkpoint_roots, encoder).encoder
+        if not hasattr(jax_model, "probabilities"):
+            raise ValueError(f"{encoder} is not a detector checkpoint (no class probabilities)")
+        preset = settings.preset(jax_model.input_spec.preset)
+        tflite_path = Path(tempfile.mkdtemp()) / "model.tflite"
+        tflite_path.write_bytes(convert_detector(jax_model.model))
+    runtimes = {"jax": jax_model}
+    if tflite_path is not None:
+        runtimes["tflite"] = TFLiteDetector(tflite_path, name="tflite", classes=jax_model.classes,
+                                            input_spec=jax_model.input_spec, dim=jax_model.dim)
+    return runtimes, preset

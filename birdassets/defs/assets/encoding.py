@@ -12,7 +12,8 @@ GROUP = "models"
 
 
 def encoder_asset(partitions: Partitions) -> dg.AssetsDefinition:
-    @dg.asset(group_name=GROUP, partitions_def=partitions.checkpoint, code_version=__version__, kinds={"jax", "orbax"})
+    @dg.asset(group_name=GROUP, partitions_def=partitions.checkpoint, code_version=__version__, pool="duckdb",
+              kinds={"jax", "orbax", "duckdb"})
     def encoder(context: dg.AssetExecutionContext, birdassets: BirdassetsHome) -> dg.MaterializeResult:
         """The checkpoint's encoder, validated by its family from metadata, then restored."""
         report = steps.restore_encoder(birdassets.settings, context.partition_key)

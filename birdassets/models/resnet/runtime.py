@@ -21,10 +21,12 @@ class ResNetDetector:
         input_spec: the mel windows it takes.
         classes: output names (``("no_call", "call")``).
         config: the model's :class:`~birdassets.models.resnet.network.ResNetConfig`.
+        model: the restored network (eval mode), e.g. for :func:`~birdassets.export.tflite.convert_detector`.
     """
 
     def __init__(self, model: ResNet18, *, name: str, batch_size: int = 64) -> None:
         model.eval()
+        self.model = model
         self.name, self.batch_size = name, int(batch_size)
         self.config = model.config
         self.dim, self.input_spec, self.classes = model.config.dim, model.config.input_spec, model.config.classes

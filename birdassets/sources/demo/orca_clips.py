@@ -338,3 +338,13 @@ def write_orca_dataset(spec: OrcaDemoSpec, root: Path) -> None:
     write_csv(root / RECORDINGS_CSV, CALL_COLUMNS, call_rows)
     write_csv(root / RECORDINGS_TRUTH_CSV, TRUTH_COLUMNS, truth_rows)
     write_json(root / SPEC_FILE, spec.record(), sort_keys=True)
+
+
+def read_recording_truth(root: str | Path) -> dict[str, int]:
+    """``{recording path: global truth}`` from ``recordings_truth.csv`` (1 = the recording holds a call); paths
+    absolute, as :func:`birdassets.sources.folder.find_audio` lists them."""
+    import csv
+
+    root = Path(root).absolute()
+    with open(root / RECORDINGS_TRUTH_CSV, newline="") as handle:
+        return {str(root / row["file"]): int(row["global_truth"]) for row in csv.DictReader(handle)}
