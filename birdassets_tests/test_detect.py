@@ -217,3 +217,18 @@ def test_a_probe_name_never_reaches_outside_the_probes_folder(probe, problem, tm
     with pytest.raises(Exception, match=problem.replace("(", r"\(").replace(".", r"\.")) as raised:
         make_scorer(load_settings(), "nosuch-run@0", ["A"], probe)
     assert type(raised.value).__name__ in {"ValueError", "SettingsError"}  # both are one-line user errors
+
+
+def test_confusion_of_global_decisions_counts_each_cell_and_gives_precision_and_recall():
+    from birdassets.detection.agreement import confusion
+
+    truth = {"a": 1, "b": 1, "c": 1, "d": 0, "e": 0, "f": 0, "g": 0}
+    decided = {"a": 1, "b": 1, "c": 0, "d": 1, "e": 1, "f": 0, "g": 0, "extra": 1}  # "extra" has no truth: ignored
+    matrix = confusion(decided, truth)
+    assert (matrix.tp, matrix.fp, matrix.fn, matrix.tn) == (2, 2, 1, 2)
+    assert matrix.precision == pytest.approx(2 / 4) and matrix.recall == pytest.approx(2 / 3)
+    assert matrix.table().splitlines()[1].split() == ["truth", "1", "2", "1"]
+    assert matrix.table().splitlines()[2].split() == ["truth", "0", "2", "2"]
+    assert confusion({"a": 0}, {"a": 0}).precision is None
+    with pytest.raises(ValueError, match="no decision for 1 recording"):
+        confusion({}, {"a": 1})
