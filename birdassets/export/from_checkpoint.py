@@ -19,7 +19,7 @@ from birdassets.export.model_card import model_card
 from birdassets.frontends.presets import MelPreset
 from birdassets.models.base import EncoderRef
 
-PROBE_WINDOWS = 4
+PROBE_WINDOWS = 8
 """Windows of the fixed input on which the TFLite file is compared with the JAX forward at export."""
 
 
@@ -64,7 +64,7 @@ def export_detector(ref: EncoderRef, out: str | Path, *, preset: MelPreset, rule
     config = ResNetConfig.from_dict(architecture)
     if preset.name != config.preset:
         raise ValueError(f"{ref.path}: the model reads {config.preset!r} windows, not {preset.name!r}")
-    tflite, tflite_info = convert_and_compare(build_model(config, weights))
+    tflite, tflite_info = convert_and_compare(build_model(config, weights), preset)
     document = {
         "name": f"{ref.family}-{ref.key.replace('@', '-')}", "family": ref.family, "architecture": architecture,
         "classes": list(config.classes), "output": "softmax", "input_shape": [config.frames, config.mels],
@@ -83,12 +83,18 @@ def lineage_hash(lineage: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(lineage, sort_keys=True).encode()).hexdigest()
 
 
-def probe_input(spec) -> np.ndarray:
-    """``[PROBE_WINDOWS, frames, mels]`` float32: dB-like values in [-100, 0] from a fixed seed."""
-    return np.random.default_rng(0).uniform(-100.0, 0.0, (PROBE_WINDOWS, *spec.shape)).astype(np.float32)
+def probe_input(preset: MelPreset) -> np.ndarray:
+    """``[PROBE_WINDOWS, frames, mels]`` float32: the stage C of ``preset`` on consecutive windows of a fixed test
+    signal (a repeated chirp in noise, :func:`birdassets.speed.bench_signal`), as real windows look."""
+    from birdassets.frontends.tf_mel import TFMelFrontend
+    from birdassets.speed import bench_signal
+
+    samples = preset.clip_samples
+    audio = bench_signal(PROBE_WINDOWS * preset.clip_s, preset.sample_rate)[: PROBE_WINDOWS * samples]
+    return TFMelFrontend(preset).model_input(audio.reshape(PROBE_WINDOWS, samples)).numpy()
 
 
-def convert_and_compare(model) -> tuple[bytes | None, dict[str, Any]]:
+def convert_and_compare(model, preset: MelPreset) -> tuple[bytes | None, dict[str, Any]]:
     """``(flatbuffer, info)``: the TFLite conversion of ``model`` and its largest differences from the JAX forward
     (probabilities, features) on :func:`probe_input`; ``(None, {"file": None, "reason": ...})`` when conversion fails."""
     import tempfile
@@ -101,7 +107,7 @@ def convert_and_compare(model) -> tuple[bytes | None, dict[str, Any]]:
     except Exception as error:  # the converter raises many kinds; the export goes on without TFLite
         return None, {"file": None, "reason": f"TFLite conversion failed: {type(error).__name__}: {error}"}
     reference = ResNetDetector(model, name="jax")
-    mel = probe_input(model.config.input_spec)
+    mel = probe_input(preset)
     with tempfile.NamedTemporaryFile(suffix=".tflite") as handle:
         handle.write(flatbuffer)
         handle.flush()
@@ -114,7 +120,7 @@ def convert_and_compare(model) -> tuple[bytes | None, dict[str, Any]]:
         "outputs": "probabilities [batch, classes], features [batch, 8 width]",
         "max_abs_diff": float(np.abs(probabilities - reference.probabilities(mel)).max()),
         "max_abs_diff_features": float(np.abs(features - reference.embed(mel)).max()),
-        "compared_on": f"{PROBE_WINDOWS} windows uniform in [-100, 0] dB",
+        "compared_on": f"{PROBE_WINDOWS} stage-C windows of a test signal (a chirp in noise)",
     }
 
 
