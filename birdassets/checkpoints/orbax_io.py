@@ -195,6 +195,21 @@ def read_json_item(run_dir: str | os.PathLike, step: int | None, item: str) -> d
     return value
 
 
+def read_family_config(run_dir: str | os.PathLike, step: int | None, family: str) -> tuple[dict[str, Any], Path]:
+    """``(config, step_dir)``: the ``config`` item of a finalized step that ``family`` saved, without its
+    ``family`` key (for the family to parse), and the step's folder.
+
+    Raises:
+        CheckpointError: step not finalized, config missing or unreadable, or saved by another family.
+    """
+    step, step_dir = finalized_step_dir(Path(run_dir), step)
+    data = dict(read_json_item(run_dir, step, CONFIG_ITEM))
+    saved = data.pop("family", None)
+    if saved != family:
+        raise CheckpointError(f"checkpoint {step_dir} holds family {saved!r}, expected {family!r}")
+    return data, step_dir
+
+
 def read_metadata(run_dir: str | os.PathLike, step: int) -> dict[str, Any]:
     """The ``metadata`` item of a finalized step (``{"step": int, "family": "vit", ...}``)."""
     return read_json_item(run_dir, step, METADATA_ITEM)

@@ -19,10 +19,9 @@ import numpy as np
 from flax import nnx
 
 from birdassets.checkpoints.orbax_io import (
-    CONFIG_ITEM,
     first_shape_mismatch,
     flatten_shapes,
-    read_json_item,
+    read_family_config,
     read_state_shapes,
     restore_subtree,
 )
@@ -44,11 +43,7 @@ def read_config(run_dir: str | os.PathLike, step: int | None) -> ResNetConfig:
     Raises:
         CheckpointError: no such step, another family, or an invalid config (the step named).
     """
-    step, step_dir = finalized_step_dir(Path(run_dir), step)
-    data = dict(read_json_item(run_dir, step, CONFIG_ITEM))
-    family = data.pop("family", None)
-    if family != FAMILY_NAME:
-        raise CheckpointError(f"checkpoint {step_dir} holds family {family!r}, expected {FAMILY_NAME!r}")
+    data, step_dir = read_family_config(run_dir, step, FAMILY_NAME)
     try:
         return ResNetConfig.from_dict(data)
     except (TypeError, ValueError) as error:

@@ -28,10 +28,9 @@ from flax import nnx
 
 from birdassets.checkpoints.discovery import AUDIO
 from birdassets.checkpoints.orbax_io import (
-    CONFIG_ITEM,
     first_shape_mismatch,
     flatten_shapes,
-    read_json_item,
+    read_family_config,
     read_state_shapes,
     restore_subtree,
     save_step,
@@ -119,11 +118,7 @@ def save_tidhy(run_dir: str | os.PathLike, step: int, model: TiDHy, scaler: Scal
 
 def read_saved(run_dir: str | os.PathLike, step: int | None) -> SavedTiDHy:
     """The parsed config item of a finalized step (``None``: the latest)."""
-    step, step_dir = finalized_step_dir(Path(run_dir), step)
-    data = dict(read_json_item(run_dir, step, CONFIG_ITEM))
-    family = data.pop("family", None)
-    if family != FAMILY_NAME:
-        raise CheckpointError(f"checkpoint {step_dir} holds family {family!r}, expected {FAMILY_NAME!r}")
+    data, step_dir = read_family_config(run_dir, step, FAMILY_NAME)
     return SavedTiDHy.from_dict(data, str(step_dir))
 
 

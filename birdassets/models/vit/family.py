@@ -24,9 +24,8 @@ import numpy as np
 from flax import nnx
 
 from birdassets.checkpoints.orbax_io import (
-    CONFIG_ITEM,
     flatten_shapes,
-    read_json_item,
+    read_family_config,
     read_state_shapes,
     restore_subtree,
     save_step,
@@ -113,12 +112,7 @@ def read_config(run_dir: str | os.PathLike, step: int) -> ViTConfig:
     Raises:
         CheckpointError: step not finalized, missing config item, wrong family or invalid config.
     """
-    run_dir = Path(run_dir)
-    step, step_dir = finalized_step_dir(run_dir, step)
-    data = dict(read_json_item(run_dir, step, CONFIG_ITEM))
-    family = data.pop("family", None)
-    if family != FAMILY_NAME:
-        raise CheckpointError(f"checkpoint {step_dir} holds family {family!r}, expected {FAMILY_NAME!r}")
+    data, step_dir = read_family_config(run_dir, step, FAMILY_NAME)
     try:
         return ViTConfig.from_dict(data)
     except (TypeError, ValueError) as err:
