@@ -198,16 +198,16 @@ def test_a_version_3_file_gains_the_supervised_tables_and_keeps_its_rows(store):
     old = record(checkpoint="demo-vit@200")
     with duckdb.connect(str(store.path)) as con:
         for statement in schema.SCHEMA_SQL:
-            if statement not in schema.VERSION_4_SQL:
+            if statement not in schema.VERSION_4_SQL + schema.VERSION_5_SQL:
                 con.execute(statement)
         con.execute("INSERT INTO schema_version VALUES (3, now())")
         _, scores, class_scores = validation.prepare_record(old, store.path)
         statements.write_record(con, old, scores, class_scores, utc_now())
         tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-    assert not tables & {*SUPERVISED_TABLES, "supervised_leaderboard"}
+    assert not tables & {*SUPERVISED_TABLES, "supervised_leaderboard", "exports"}
     store.record_supervised(record(), model_row(), history())
-    assert store.query("SELECT version FROM schema_version ORDER BY version")["version"].tolist() == [3, 4]
-    assert SCHEMA_VERSION == 4
+    assert store.query("SELECT version FROM schema_version ORDER BY version")["version"].tolist() == [3, 5]
+    assert SCHEMA_VERSION == 5 and len(rows(store, "exports")) == 0
     counts = store.query("SELECT checkpoint, count(*) AS n FROM scores GROUP BY checkpoint ORDER BY checkpoint")
     assert counts.values.tolist() == [[KEY, 40], ["demo-vit@200", 40]]
     assert len(rows(store, "supervised_leaderboard")) == 1 and len(rows(store, "supervised_epochs")) == FOLDS * EPOCHS

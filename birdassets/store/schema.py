@@ -389,7 +389,10 @@ VERSION_4_SQL = (
     SUPERVISED_EPOCHS_TABLE,
     SUPERVISED_LEADERBOARD_VIEW,
 )
-"""What version 4 added (re-applying :data:`SCHEMA_SQL` to a version-3 file creates exactly these)."""
+"""What version 4 added (re-applying :data:`SCHEMA_SQL` to a version-3 file creates these and :data:`VERSION_5_SQL`)."""
+
+VERSION_5_SQL = (EXPORTS_TABLE,)
+"""What version 5 added: the ``exports`` table (one row per exported model bundle)."""
 
 SCHEMA_SQL = TABLES + VIEWS
 """Every statement that creates the schema, in order; each is idempotent."""
