@@ -433,17 +433,17 @@ def predict_probe(params: dict, x: np.ndarray) -> np.ndarray:
     ``params`` as :attr:`ProbeResult.params` (leading fold axis): linear/mlp probes (``out_kernel`` ...) or
     centroid probes (``centroids``, ``positive_weight``). ``x``: ``[n, dim]`` raw embeddings.
     """
-    x = jnp.asarray(x, jnp.float32)
     params = {name: jnp.asarray(value) for name, value in params.items()}
+    return np.asarray(probe_probabilities(params, jnp.asarray(x, jnp.float32)), dtype=np.float32)
+
+
+def probe_probabilities(params: dict, x: jax.Array) -> jax.Array:
+    """:func:`predict_probe` as a traceable JAX function (jit, jax2tf): ``[folds, n, classes]``."""
     if "centroids" in params:
-        scores = jax.vmap(_centroid_scores, in_axes=(0, 0, None))(
-            params["centroids"], params["positive_weight"] > 0, x
-        )
-    else:
-        stats = {name: params[name] for name in ("input_mean", "input_std")}
-        trained = {name: value for name, value in params.items() if name not in stats}
-        scores = jax.vmap(lambda p, s: jax.nn.sigmoid(_logits(p, s, x)))(trained, stats)
-    return np.asarray(scores, dtype=np.float32)
+        return jax.vmap(_centroid_scores, in_axes=(0, 0, None))(params["centroids"], params["positive_weight"] > 0, x)
+    stats = {name: params[name] for name in ("input_mean", "input_std")}
+    trained = {name: value for name, value in params.items() if name not in stats}
+    return jax.vmap(lambda p, s: jax.nn.sigmoid(_logits(p, s, x)))(trained, stats)
 
 
 # --------------------------------------------------------------------------- validation

@@ -620,38 +620,60 @@ class ExportReport:
     key: str
 
 
-EXPORTABLE_FAMILIES = ("resnet18",)
-"""Families ``birdassets export`` writes today (the ViT with its probe and the Keras models come next)."""
-
-
-def export_model(settings: Settings, key: str, out: Path, rule: DetectionConfig, licence: str,
-                 run_id: str) -> ExportReport:
-    """Export the checkpoint ``key`` as a self-describing folder ``out`` and record it in DuckDB ``exports``.
+def export_model(settings: Settings, key: str, out: Path, rule: DetectionConfig, licence: str, run_id: str,
+                 probe: str | None = None) -> ExportReport:
+    """Export the checkpoint ``key`` (a ResNet18 detector; a ViT with ``probe = "<task>:<probe>"``, the probe the
+    benchmark trained on that task for it) as a self-describing folder ``out``; record it in DuckDB ``exports``.
 
     Raises:
         CheckpointError: no such checkpoint, or one its family refuses.
-        ValueError: a family that cannot be exported yet.
+        ValueError: a family that cannot be exported, a ViT without a probe, or an unknown probe.
+        FileNotFoundError: the named probe was never trained for this checkpoint.
     """
     from birdassets.checkpoints.orbax_io import read_metadata
-    from birdassets.export.from_checkpoint import export_detector
-    from birdassets.models.resnet.family import read_config
+    from birdassets.export.from_checkpoint import export_checkpoint
 
     ref = resolve_encoder(settings.checkpoint_roots, key, settings.layout.models_root)
-    if ref.family not in EXPORTABLE_FAMILIES:
-        raise ValueError(f"{key}: exporting family {ref.family!r} is not supported yet (exportable: "
-                         f"{list(EXPORTABLE_FAMILIES)})")
     metadata = read_metadata(ref.path.parent, ref.step)
     train_config = metadata.get("train_config", {})
-    preset = settings.preset(read_config(ref.path.parent, ref.step).preset)
+    chosen = exported_probe(settings, key, probe) if probe is not None else None
+    preset = settings.preset(checkpoint_preset(ref))
     lineage = export_lineage(settings, ref, train_config, preset)
     validation = {k: float(v) for k, v in metadata.get("metrics", {}).items() if k.startswith("val_")}
-    summary = export_detector(ref, out, preset=preset, rule=rule, lineage=lineage, validation=validation,
-                              metrics=checkpoint_metrics(settings, key), licence=licence)
+    metrics = checkpoint_metrics(settings, key)
+    if chosen is not None:
+        lineage["probe"] = {"task": chosen.task, "name": chosen.name}
+        board = metrics[(metrics["task"] == chosen.task) & (metrics["probe"] == chosen.name)
+                        & (metrics["split"] == "valid") & (metrics["metric"] == "cmAP")]
+        validation = {f"{chosen.task} {chosen.name} cmAP (valid folds)": float(board["mean"].iloc[0])} if len(board) else {}
+    summary = export_checkpoint(ref, out, preset=preset, rule=rule, lineage=lineage, validation=validation,
+                                metrics=metrics, licence=licence, probe=chosen)
     row = {"checkpoint": key, "family": ref.family, "lineage_hash": summary.config["lineage_hash"],
            "size_bytes": summary.size_bytes, "files": json.dumps(summary.files, sort_keys=True),
            "tflite_max_abs_diff": summary.tflite_max_abs_diff}
     open_store(settings).record_export(str(Path(out).resolve()), row, run_id)
     return ExportReport(summary, key)
+
+
+def checkpoint_preset(ref: EncoderRef) -> str:
+    """The frontend preset a ResNet18 or ViT checkpoint reads (from its config item)."""
+    from birdassets.models.resnet.family import FAMILY_NAME as RESNET
+
+    if ref.family == RESNET:
+        from birdassets.models.resnet.family import read_config
+    else:
+        from birdassets.models.vit.family import read_config
+    return read_config(ref.path.parent, ref.step).preset
+
+
+def exported_probe(settings: Settings, key: str, probe: str):
+    """The :class:`~birdassets.export.from_checkpoint.ProbeChoice` of ``"<task>:<probe>"`` for checkpoint ``key``."""
+    from birdassets.detection.scorers import parse_probe
+    from birdassets.export.from_checkpoint import ProbeChoice
+
+    task, name = parse_probe(settings, probe)
+    params, classes = artifacts.load_probe(settings.layout.probes_dir(task, key), name, f"{task} x {key}")
+    return ProbeChoice(task, name, params, tuple(classes))
 
 
 def export_lineage(settings: Settings, ref: EncoderRef, train_config: dict, preset: MelPreset) -> dict:

@@ -138,6 +138,24 @@ def test_an_exported_demo_detector_reproduces_the_checkpoints_detections(demo_ho
     np.testing.assert_allclose(ours["confidence"], theirs["confidence"], atol=1e-6, rtol=0)
 
 
+def test_an_exported_vit_with_its_probe_detects_as_the_checkpoint_with_the_probe_does(demo_home, tmp_path):
+    home, _ = demo_home
+    exported = birdassets(home, "export", "demo-sup@200", "--probe", "demo-clear:linear", "--out", str(tmp_path / "vit"))
+    assert exported.returncode == 0, exported.stderr
+    config = json.loads((tmp_path / "vit" / "config.json").read_text())
+    assert config["family"] == "vit" and config["probe"] == {"task": "demo-clear", "name": "linear", "folds": 5}
+    assert config["tflite"]["file"] == "model.tflite" and config["tflite"]["max_abs_diff"] < 1e-5
+    folder = home / "data" / "demo-clear" / "test_soundscapes"
+    target = config["classes"][0]
+    runs = {name: birdassets(home, "detect", str(folder), *encoder, "--target", target, "--out", str(tmp_path / name))
+            for name, encoder in (("ours.csv", ["--encoder", str(tmp_path / "vit")]),
+                                  ("theirs.csv", ["--encoder", "demo-sup@200", "--probe", "demo-clear:linear"]))}
+    assert all(run.returncode == 0 for run in runs.values()), [run.stderr[-500:] for run in runs.values()]
+    ours, theirs = (pd.read_csv(tmp_path / name) for name in runs)
+    assert len(ours) == len(theirs) > 0
+    np.testing.assert_allclose(ours["confidence"], theirs["confidence"], atol=1e-6, rtol=0)
+
+
 def test_query_is_read_only_and_formats(demo_home):
     home, _ = demo_home
     refused = birdassets(home, "query", "delete from scores")

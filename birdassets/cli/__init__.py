@@ -14,8 +14,8 @@
 * ``birdassets ingest FOLDER`` — what ingestion makes of a folder: counts and quarantined files with reasons.
 * ``birdassets embed --encoder birdnet --out OUT.npz AUDIO...`` — BirdNET embeddings and logits of files.
 * ``birdassets detect FOLDER --encoder birdnet --target LABEL ...`` — OrcaHello-style sliding-window detection.
-* ``birdassets export KEY --out DIR`` — a trained detector as a self-describing folder (safetensors, config,
-  preprocessor config, model card, TFLite), recorded in DuckDB ``exports``.
+* ``birdassets export KEY [--probe TASK:PROBE] --out DIR`` — a trained detector (or a ViT with its probe) as a
+  self-describing folder (safetensors, config, preprocessor config, model card, TFLite), in DuckDB ``exports``.
 * ``birdassets bench frontend|birdnet|submission`` — speed benchmarks (``submission``: a trained model's Kaggle
   submission path, projected onto the test set's CPU limit, stored in DuckDB).
 

@@ -21,7 +21,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     """Add ``export``."""
     export = commands.add_parser("export", help="write a trained model as a self-describing folder (weights, "
                                  "config, preprocessor, model card, TFLite)")
-    export.add_argument("key", help="checkpoint key '<run>@<step>' of a ResNet18 detector")
+    export.add_argument("key", help="checkpoint key '<run>@<step>' of a ResNet18 detector or of a ViT (with --probe)")
+    export.add_argument("--probe", help="a ViT's benchmark probe '<task>:<probe>' exported with it, e.g. "
+                        "demo-clear:linear")
     export.add_argument("--out", required=True, help="the folder to write (replaced when it exists)")
     export.add_argument("--licence", default=DEFAULT_LICENCE, help="licence stated on the model card")
     export.add_argument("--threshold", type=float, default=0.5, help="decision rule: a window is positive above this")
@@ -37,8 +39,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     try:
         rule = DetectionConfig(threshold=args.threshold, min_num_positive_calls=args.min_positive)
-        report = export_model(load_settings(), args.key, Path(args.out), rule, args.licence, f"export-{uuid.uuid4()}")
-    except (ValueError, CheckpointError) as error:
+        report = export_model(load_settings(), args.key, Path(args.out), rule, args.licence, f"export-{uuid.uuid4()}",
+                              args.probe)
+    except (ValueError, FileNotFoundError, CheckpointError) as error:
         raise UserError(str(error)) from error
     summary = report.summary
     tflite = summary.config["tflite"]

@@ -123,7 +123,7 @@ def detector_runtimes(encoder: str) -> tuple[dict[str, object], object]:
     import tempfile
     from pathlib import Path
 
-    from birdassets.export.tflite import TFLiteDetector, convert_detector
+    from birdassets.export.tflite import TFLiteDetector, convert_forward
 
     if Path(encoder).is_dir():
         from birdassets.export.bundle import read_bundle
@@ -140,7 +140,7 @@ def detector_runtimes(encoder: str) -> tuple[dict[str, object], object]:
             raise ValueError(f"{encoder} is not a detector checkpoint (no class probabilities)")
         preset = settings.preset(jax_model.input_spec.preset)
         tflite_path = Path(tempfile.mkdtemp()) / "model.tflite"
-        tflite_path.write_bytes(convert_detector(jax_model.model))
+        tflite_path.write_bytes(convert_forward(jax_model.forward, jax_model.input_spec))
     runtimes = {"jax": jax_model}
     if tflite_path is not None:
         runtimes["tflite"] = TFLiteDetector(tflite_path, name="tflite", classes=jax_model.classes,

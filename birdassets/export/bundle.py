@@ -46,7 +46,8 @@ class ExportedModel:
         config: ``config.json``.
         preset: the frontend preset of ``preprocessor_config.json``.
         rule: the decision rule of ``config.json``.
-        model: the family's runtime (the ResNet18's :class:`~birdassets.models.resnet.runtime.ResNetDetector`).
+        model: the family's runtime: the ResNet18's :class:`~birdassets.models.resnet.runtime.ResNetDetector`, a
+            ViT's :class:`~birdassets.models.vit.classifier.ViTProbeClassifier`.
     """
 
     directory: Path
@@ -127,13 +128,22 @@ def read_preset(path: Path) -> MelPreset:
 
 
 def runtime(config: dict[str, Any], weights: dict[str, Any], directory: Path, batch_size: int) -> Any:
-    """The family's runtime of an exported model (the ResNet18 detector's :class:`ResNetDetector`)."""
-    from birdassets.models.resnet.family import FAMILY_NAME, detector_from_weights
+    """The family's runtime of an exported model: the ResNet18's ``ResNetDetector`` or a ViT's
+    ``ViTProbeClassifier``."""
+    from birdassets.models.resnet.family import FAMILY_NAME as RESNET
+    from birdassets.models.vit.family import FAMILY_NAME as VIT
 
-    if config.get("family") != FAMILY_NAME:
-        raise ValueError(f"exported family {config.get('family')!r} cannot be run here (known: {FAMILY_NAME!r})")
-    return detector_from_weights(config["architecture"], weights, name=f"export:{directory.name}",
-                                 where=str(directory / WEIGHTS_FILE), batch_size=batch_size)
+    name, where = f"export:{directory.name}", str(directory / WEIGHTS_FILE)
+    if config.get("family") == RESNET:
+        from birdassets.models.resnet.family import detector_from_weights
+
+        return detector_from_weights(config["architecture"], weights, name=name, where=where, batch_size=batch_size)
+    if config.get("family") == VIT:
+        from birdassets.models.vit.family import classifier_from_weights
+
+        return classifier_from_weights(config["architecture"], weights["encoder"], weights["probe"],
+                                       config["classes"], name=name, where=where, batch_size=batch_size)
+    raise ValueError(f"exported family {config.get('family')!r} cannot be run here (known: {RESNET!r}, {VIT!r})")
 
 
 def _json(path: Path) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Exporting a ResNet18 detector checkpoint: weights, config, preset, card and TFLite into one folder."""
+"""Exporting a checkpoint (a ResNet18 detector, or a ViT with a benchmark probe): weights, config, preset, card and
+TFLite into one folder."""
 
 from __future__ import annotations
 
@@ -44,31 +45,37 @@ class ExportSummary:
         return sum(entry["bytes"] for entry in self.files.values())
 
 
-def export_detector(ref: EncoderRef, out: str | Path, *, preset: MelPreset, rule: DetectionConfig,
-                    lineage: dict[str, Any], validation: dict[str, float], metrics: pd.DataFrame,
-                    licence: str) -> ExportSummary:
-    """Write the exported folder of a ResNet18 checkpoint ``ref``.
+@dataclass(frozen=True)
+class ProbeChoice:
+    """The benchmark probe exported with a ViT: ``task`` and ``name`` (``"demo-clear"``, ``"linear"``), its
+    parameters (leading fold axis) and classes."""
+
+    task: str
+    name: str
+    params: dict[str, Any]
+    classes: tuple[str, ...]
+
+
+def export_checkpoint(ref: EncoderRef, out: str | Path, *, preset: MelPreset, rule: DetectionConfig,
+                      lineage: dict[str, Any], validation: dict[str, float], metrics: pd.DataFrame, licence: str,
+                      probe: ProbeChoice | None = None) -> ExportSummary:
+    """Write the exported folder of checkpoint ``ref``: a ResNet18 detector, or a ViT with ``probe``.
 
     Args:
         preset: the checkpoint's frontend preset (its input names it).
         rule: the decision rule stated in ``config.json`` and used by ``detect --encoder DIR``.
         lineage: JSON-safe facts of where the model came from (task, manifest and preset hashes, code version,
             training config); its sha256 is the ``lineage_hash``.
-        validation: the training run's held-out figures at this step (``val_ap``, ``val_accuracy``).
+        validation: held-out figures of the model (the detector's ``val_ap``; the probe's benchmark cmAP).
         metrics: DuckDB leaderboard rows of this checkpoint for the card.
     """
-    from birdassets.models.resnet.family import build_model, exported_weights
-    from birdassets.models.resnet.network import ResNetConfig
-
-    architecture, weights = exported_weights(ref)
-    config = ResNetConfig.from_dict(architecture)
-    if preset.name != config.preset:
-        raise ValueError(f"{ref.path}: the model reads {config.preset!r} windows, not {preset.name!r}")
-    tflite, tflite_info = convert_and_compare(build_model(config, weights), preset)
+    weights, model_config, runtime = family_export(ref, probe)
+    if preset.name != runtime.input_spec.preset:
+        raise ValueError(f"{ref.path}: the model reads {runtime.input_spec.preset!r} windows, not {preset.name!r}")
+    tflite, tflite_info = convert_and_compare(runtime, preset)
     document = {
-        "name": f"{ref.family}-{ref.key.replace('@', '-')}", "family": ref.family, "architecture": architecture,
-        "classes": list(config.classes), "output": "softmax", "input_shape": [config.frames, config.mels],
-        "decision_rule": dataclasses.asdict(rule),
+        "name": f"{ref.family}-{ref.key.replace('@', '-')}", "family": ref.family, **model_config,
+        "input_shape": list(runtime.input_spec.shape), "decision_rule": dataclasses.asdict(rule),
         "source": {"checkpoint": ref.key, "run": ref.run, "step": ref.step, "path": str(ref.path)},
         "lineage": lineage, "lineage_hash": lineage_hash(lineage), "validation": validation,
         "birdassets_version": __version__, "tflite": tflite_info,
@@ -76,6 +83,32 @@ def export_detector(ref: EncoderRef, out: str | Path, *, preset: MelPreset, rule
     card = model_card(document, preset.to_dict(), metrics, licence)
     directory = write_bundle(out, weights, document, preset, card, tflite)
     return ExportSummary(directory, document, file_digests(directory), tflite_info.get("max_abs_diff"))
+
+
+def family_export(ref: EncoderRef, probe: ProbeChoice | None) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    """``(weights, config entries, runtime)`` of a checkpoint: what ``model.safetensors`` holds, the family's part
+    of ``config.json`` (architecture, classes, output, probe) and the model as the folder will run it."""
+    from birdassets.models.resnet.family import FAMILY_NAME as RESNET
+    from birdassets.models.vit.family import FAMILY_NAME as VIT
+
+    if ref.family == RESNET:
+        from birdassets.models.resnet.family import detector_from_weights, exported_weights
+
+        architecture, weights = exported_weights(ref)
+        runtime = detector_from_weights(architecture, weights, name=ref.key, where=str(ref.path))
+        return weights, {"architecture": architecture, "classes": list(runtime.classes), "output": "softmax"}, runtime
+    if ref.family == VIT and probe is not None:
+        from birdassets.models.vit.family import classifier_from_weights, exported_weights
+
+        architecture, encoder = exported_weights(ref)
+        runtime = classifier_from_weights(architecture, encoder, probe.params, list(probe.classes), name=ref.key,
+                                          where=str(ref.path))
+        entries = {"architecture": architecture, "classes": list(probe.classes),
+                   "output": "sigmoid, mean over the probe's fold models",
+                   "probe": {"task": probe.task, "name": probe.name, "folds": int(next(iter(probe.params.values())).shape[0])}}
+        return {"encoder": encoder, "probe": probe.params}, entries, runtime
+    raise ValueError(f"{ref.key}: family {ref.family!r} cannot be exported"
+                     + (" without a probe (--probe TASK:PROBE)" if ref.family == VIT else ""))
 
 
 def lineage_hash(lineage: dict[str, Any]) -> str:
@@ -94,32 +127,32 @@ def probe_input(preset: MelPreset) -> np.ndarray:
     return TFMelFrontend(preset).model_input(audio.reshape(PROBE_WINDOWS, samples)).numpy()
 
 
-def convert_and_compare(model, preset: MelPreset) -> tuple[bytes | None, dict[str, Any]]:
-    """``(flatbuffer, info)``: the TFLite conversion of ``model`` and its largest differences from the JAX forward
-    (probabilities, features) on :func:`probe_input`; ``(None, {"file": None, "reason": ...})`` when conversion fails."""
+def convert_and_compare(runtime, preset: MelPreset) -> tuple[bytes | None, dict[str, Any]]:
+    """``(flatbuffer, info)``: the TFLite conversion of ``runtime.forward`` and its largest differences from the JAX
+    forward (probabilities, features) on :func:`probe_input`; ``(None, {"file": None, "reason": ...})`` when the
+    conversion fails."""
     import tempfile
 
-    from birdassets.export.tflite import TFLiteDetector, convert_detector
-    from birdassets.models.resnet.runtime import ResNetDetector
+    from birdassets.export.tflite import TFLiteDetector, convert_forward
 
     try:
-        flatbuffer = convert_detector(model)
+        flatbuffer = convert_forward(runtime.forward, runtime.input_spec,
+                                     dynamic_batch=getattr(runtime, "reshapes_batch", False))
     except Exception as error:  # the converter raises many kinds; the export goes on without TFLite
         return None, {"file": None, "reason": f"TFLite conversion failed: {type(error).__name__}: {error}"}
-    reference = ResNetDetector(model, name="jax")
     mel = probe_input(preset)
     with tempfile.NamedTemporaryFile(suffix=".tflite") as handle:
         handle.write(flatbuffer)
         handle.flush()
-        runtime = TFLiteDetector(handle.name, name="tflite", classes=reference.classes,
-                                 input_spec=reference.input_spec, dim=reference.dim)
-        probabilities, features = runtime.run(mel)
+        converted = TFLiteDetector(handle.name, name="tflite", classes=runtime.classes,
+                                   input_spec=runtime.input_spec, dim=runtime.dim)
+        probabilities, features = converted.run(mel)
     return flatbuffer, {
         "file": TFLITE_FILE, "converted_with": "jax2tf (StableHLO) + TFLiteConverter, builtin ops",
         "input": "[batch, frames, mels, 1] (batch 1 in the file; resize_tensor_input for more)",
-        "outputs": "probabilities [batch, classes], features [batch, 8 width]",
-        "max_abs_diff": float(np.abs(probabilities - reference.probabilities(mel)).max()),
-        "max_abs_diff_features": float(np.abs(features - reference.embed(mel)).max()),
+        "outputs": "probabilities [batch, classes], features [batch, dim]",
+        "max_abs_diff": float(np.abs(probabilities - runtime.probabilities(mel)).max()),
+        "max_abs_diff_features": float(np.abs(features - runtime.embed(mel)).max()),
         "compared_on": f"{PROBE_WINDOWS} stage-C windows of a test signal (a chirp in noise)",
     }
 

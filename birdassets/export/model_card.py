@@ -11,6 +11,8 @@ INTENDED_USE = {
     "resnet18": "Detecting calls in long recordings: 2 s windows every 1 s are scored with P(call), and a recording "
                 "is flagged when enough windows are positive (OrcaHello's rule). Meant to triage audio for human "
                 "review on data like its training data (same recorder type, site and sound classes).",
+    "vit": "Scoring windows for the probe's classes: a frozen ViT encoder and a probe the benchmark trained on its "
+           "embeddings of one task. Meant for recordings like that task's (species, sites, recorders).",
 }
 """Per family: the intended use stated on its card."""
 
@@ -32,7 +34,8 @@ def model_card(config: dict[str, Any], preset: dict[str, Any], metrics: pd.DataF
         "",
         "## Training data and lineage",
         "",
-        f"- task: `{lineage['task']}` (windows labelled `{config['classes'][-1]}` against unlabelled ones)",
+        f"- task: `{lineage['task']}`" + (f"; probe `{config['probe']['name']}` trained on `{config['probe']['task']}`"
+                                          if "probe" in config else ""),
         f"- manifest hash: `{lineage['manifest_hash'] or 'unknown (no manifest of the task on the exporting machine)'}`",
         f"- frontend preset: `{preset['name']}` (hash `{lineage['preset_hash']}`)",
         f"- code version: `{lineage['code_version']}`",
@@ -47,14 +50,15 @@ def model_card(config: dict[str, Any], preset: dict[str, Any], metrics: pd.DataF
         f"- input: mono audio resampled to {preset['sample_rate']} Hz, windows of {rule['clip_s']} s every "
         f"{rule['hop_s']} s, stage-C mel `[{', '.join(str(n) for n in config['input_shape'])}]` "
         "(`preprocessor_config.json` holds every frontend parameter)",
-        f"- output: {config['output']} over `{', '.join(config['classes'])}`; window confidence = P(`call`)",
+        f"- output: {config['output']} over `{', '.join(config['classes'][:12])}`"
+        + (" ..." if len(config["classes"]) > 12 else "") + "; a window's confidence is the target classes' largest",
         f"- decision: a window is positive when its confidence > {rule['threshold']}; a recording is positive when "
         f">= {rule['min_num_positive_calls']} windows are",
         "",
         "## How to run",
         "",
         "```",
-        "birdassets detect FOLDER --encoder THIS_FOLDER --target call --out detections.csv",
+        f"birdassets detect FOLDER --encoder THIS_FOLDER --target {config['classes'][-1]} --out detections.csv",
         "```",
         "",
         "## Licence",

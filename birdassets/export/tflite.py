@@ -1,4 +1,4 @@
-"""The ResNet18 forward pass as TFLite, converted from the JAX function, and a runtime for it.
+"""An exported model's forward pass as TFLite, converted from the JAX function, and a runtime for it.
 
 Conversion: ``jax2tf.convert`` (StableHLO serialization; jax 0.10 has no other) of the eval-mode forward with the
 weights as constants, at batch 1 with a 4-D input ``[1, frames, mels, 1]``, traced by ``tf.function`` and
@@ -6,8 +6,8 @@ converted with TFLite builtin ops only (BatchNorm folds into the convolutions). 
 but leaves ~70 broadcast ops in the graph and runs 1.5-2.5x slower, and a 3-D input bakes a batch-1 reshape in
 that breaks resizing; so the static graph is resized at run time (``resize_tensor_input(strict=False)``).
 
-Outputs: ``probabilities [batch, classes]`` and ``features [batch, 8 width]``, told apart by their width (the
-converter does not keep their order).
+Outputs: ``probabilities [batch, classes]`` and ``features [batch, dim]`` (the ResNet18's pooled features, the
+ViT's embedding), told apart by their width (the converter does not keep their order).
 """
 
 from __future__ import annotations
@@ -19,25 +19,19 @@ from birdassets.models.base import check_mel_batch
 TFLITE_THREADS = 2
 
 
-def convert_detector(model) -> bytes:
-    """The TFLite flatbuffer of a :class:`~birdassets.models.resnet.network.ResNet18`'s eval-mode forward
-    ``mel [1, frames, mels, 1] -> (softmax probabilities, pooled features)``."""
-    import jax
+def convert_forward(forward, spec, *, dynamic_batch: bool = False) -> bytes:
+    """The TFLite flatbuffer of ``forward(mel [batch, frames, mels]) -> (probabilities, features)`` (weights closed
+    over as constants) with a 4-D input ``[batch, frames, mels, 1]``: traced at batch 1 (resized at run time), or
+    with ``dynamic_batch`` a polymorphic batch for graphs whose reshapes would bake batch 1 in (the ViT's patches).
+    """
+    import jax.numpy as jnp
     import tensorflow as tf
-    from flax import nnx
     from jax.experimental import jax2tf
 
-    model.eval()
-    graphdef, state = nnx.split(model)
-    spec = model.config.input_spec
-
-    def forward(mel4):
-        network = nnx.merge(graphdef, state)
-        features = network.features(mel4[..., 0])
-        return jax.nn.softmax(network.fc(features), axis=-1), features
-
-    converted = jax2tf.convert(forward, with_gradient=False, native_serialization_platforms=("cpu",))
-    signature = tf.TensorSpec([1, spec.frames, spec.mels, 1], tf.float32, name="mel")
+    polymorphic = {"polymorphic_shapes": ["(b, _, _, _)"]} if dynamic_batch else {}
+    converted = jax2tf.convert(lambda mel4: forward(jnp.squeeze(mel4, axis=-1)), with_gradient=False,
+                               native_serialization_platforms=("cpu",), **polymorphic)
+    signature = tf.TensorSpec([None if dynamic_batch else 1, spec.frames, spec.mels, 1], tf.float32, name="mel")
     function = tf.function(converted, autograph=False, input_signature=[signature])
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], function)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]

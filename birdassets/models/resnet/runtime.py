@@ -21,7 +21,7 @@ class ResNetDetector:
         input_spec: the mel windows it takes.
         classes: output names (``("no_call", "call")``).
         config: the model's :class:`~birdassets.models.resnet.network.ResNetConfig`.
-        model: the restored network (eval mode), e.g. for :func:`~birdassets.export.tflite.convert_detector`.
+        model: the restored network (eval mode).
     """
 
     def __init__(self, model: ResNet18, *, name: str, batch_size: int = 64) -> None:
@@ -31,9 +31,15 @@ class ResNetDetector:
         self.config = model.config
         self.dim, self.input_spec, self.classes = model.config.dim, model.config.input_spec, model.config.classes
         graphdef, state = nnx.split(model)
-        self._state = state
+        self._graphdef, self._state = graphdef, state
         self._features = jax.jit(lambda state, mel: nnx.merge(graphdef, state).features(mel))
         self._probabilities = jax.jit(lambda state, mel: jax.nn.softmax(nnx.merge(graphdef, state)(mel), axis=-1))
+
+    def forward(self, mel: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """``mel [batch, frames, mels] -> (probabilities, features)``, traceable (for the TFLite conversion)."""
+        network = nnx.merge(self._graphdef, self._state)
+        features = network.features(mel)
+        return jax.nn.softmax(network.fc(features), axis=-1), features
 
     def embed(self, mel: np.ndarray) -> np.ndarray:
         """float32 ``[batch, frames, mels]`` -> ``[batch, dim]`` pooled features."""

@@ -370,3 +370,34 @@ def describe(ref: EncoderRef) -> dict[str, Any]:
 FAMILY = EncoderFamily(
     name=FAMILY_NAME, pretrained=(), locate=no_pretrained, validate=validate, load=load, describe=describe
 )
+
+
+# --------------------------------------------------------------------------- export
+
+
+def exported_weights(ref: EncoderRef) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(architecture, encoder parameters)`` of a checkpoint for an exported folder (validated, restored)."""
+    model, config, _ = restore_encoder(ref.path.parent, ref.step)
+    return config.to_dict(), jax.tree.map(np.asarray, encoder_params(model))
+
+
+def classifier_from_weights(architecture: dict[str, Any], encoder: dict[str, Any], probe: dict[str, Any],
+                            classes: list[str], *, name: str, where: str, batch_size: int = 64):
+    """The :class:`~birdassets.models.vit.classifier.ViTProbeClassifier` of an exported folder.
+
+    Raises:
+        ValueError: an invalid architecture, or encoder weights that do not fit it (the first named).
+    """
+    from birdassets.models.vit.classifier import ViTProbeClassifier
+
+    try:
+        config = ViTConfig.from_dict(architecture)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{where}: invalid ViT architecture ({error})") from None
+    problems = _config_problems(flatten_shapes(encoder), config)
+    if problems:
+        raise ValueError(f"{where}: encoder weights do not fit the architecture: " + "; ".join(problems))
+    abstract = nnx.eval_shape(lambda: ViTEncoder(config, rngs=nnx.Rngs(0)))
+    graphdef, state = nnx.split(abstract)
+    nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, nnx.restore_int_paths(encoder)))
+    return ViTProbeClassifier(nnx.merge(graphdef, state), probe, classes, name=name, batch_size=batch_size)

@@ -324,7 +324,8 @@ class ViTEncoder(nnx.Module):
         Returns:
             ``[batch, dim]``.
         """
-        return jnp.mean(self(mel)[:, 1:, :], axis=1)
+        tokens = self(mel)  # [batch, 1 + n_patches, dim]; a static slice, so a polymorphic-batch export has no gather
+        return jnp.mean(jax.lax.slice_in_dim(tokens, 1, tokens.shape[1], axis=1), axis=1)
 
 
 def encoder_params(model: ViTEncoder) -> dict[str, Any]:
