@@ -221,7 +221,7 @@ def bench_detector(runtimes: dict[str, object], preset: MelPreset, seconds: floa
 
     Rows: ``runtime, windows, model_windows_per_s`` (the network alone on stage-C windows) and
     ``end_to_end_x_real_time`` (audio seconds over the wall time of stage A + stage C + network for ``seconds`` of
-    audio, OrcaHello's 2 s windows every 1 s), and ``x_first`` (end-to-end speed over the first runtime's).
+    audio, the preset's windows: OrcaHello's 2 s every 1 s), and ``x_first`` (end-to-end speed over the first runtime's).
     """
     from birdassets.frontends.tf_mel import TFMelFrontend
 

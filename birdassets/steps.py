@@ -622,17 +622,21 @@ class ExportReport:
 
 def export_model(settings: Settings, key: str, out: Path, rule: DetectionConfig, licence: str, run_id: str,
                  probe: str | None = None) -> ExportReport:
-    """Export the checkpoint ``key`` (a ResNet18 detector; a ViT with ``probe = "<task>:<probe>"``, the probe the
-    benchmark trained on that task for it) as a self-describing folder ``out``; record it in DuckDB ``exports``.
+    """Export the model ``key`` (a ResNet18 detector checkpoint; a ViT checkpoint with ``probe =
+    "<task>:<probe>"``, the probe the benchmark trained on that task for it; a supervised model
+    ``birdclef-<model>.<task>``) as a self-describing folder ``out``; record it in DuckDB ``exports``.
 
     Raises:
         CheckpointError: no such checkpoint, or one its family refuses.
         ValueError: a family that cannot be exported, a ViT without a probe, or an unknown probe.
-        FileNotFoundError: the named probe was never trained for this checkpoint.
+        FileNotFoundError: the named probe or supervised model was never trained.
     """
     from birdassets.checkpoints.orbax_io import read_metadata
     from birdassets.export.from_checkpoint import export_checkpoint
+    from birdassets.models.keras.keys import parse_model_key
 
+    if parse_model_key(key) is not None:
+        return export_supervised_model(settings, key, out, rule, licence, run_id)
     ref = resolve_encoder(settings.checkpoint_roots, key, settings.layout.models_root)
     metadata = read_metadata(ref.path.parent, ref.step)
     train_config = metadata.get("train_config", {})
@@ -648,7 +652,42 @@ def export_model(settings: Settings, key: str, out: Path, rule: DetectionConfig,
         validation = {f"{chosen.task} {chosen.name} cmAP (valid folds)": float(board["mean"].iloc[0])} if len(board) else {}
     summary = export_checkpoint(ref, out, preset=preset, rule=rule, lineage=lineage, validation=validation,
                                 metrics=metrics, licence=licence, probe=chosen)
-    row = {"checkpoint": key, "family": ref.family, "lineage_hash": summary.config["lineage_hash"],
+    return record_export(settings, key, out, summary, run_id)
+
+
+def export_supervised_model(settings: Settings, key: str, out: Path, rule: DetectionConfig, licence: str,
+                            run_id: str) -> ExportReport:
+    """Export the supervised model ``key`` (``birdclef-<model>.<task>``): its fold models, its out-of-fold
+    figures from DuckDB as the validation, the hashes of its data, folds and configs as the lineage."""
+    from birdassets.export.from_checkpoint import export_model_folder
+    from birdassets.models.keras.keys import parse_model_key
+    from birdassets.supervised.model_folder import read_model_record
+
+    model, task = parse_model_key(key)
+    folder = settings.layout.models_dir(task, model)
+    record = read_model_record(folder)
+    preset = settings.preset(record["preset"])
+    if preset.content_hash() != record["preset_hash"]:
+        raise ValueError(f"{folder}: trained on preset {preset.name!r} as it was then; its parameters have "
+                         "changed since (preset_hash differs), so an export would describe the wrong input")
+    lineage = {name: record[name] for name in SUPERVISED_LINEAGE if name in record} | {"code_version": code_version()}
+    metrics = checkpoint_metrics(settings, key)
+    own = metrics[(metrics["task"] == task) & (metrics["probe"] == SUPERVISED_PROBE) & (metrics["split"] == "valid")]
+    validation = {f"{task} {row.metric} (valid folds)": float(row.mean) for row in own.itertuples(index=False)}
+    summary = export_model_folder(folder, out, preset=preset, rule=rule, lineage=lineage, validation=validation,
+                                  metrics=metrics, licence=licence)
+    return record_export(settings, key, out, summary, run_id)
+
+
+SUPERVISED_LINEAGE = ("key", "task", "manifest_hash", "folds_hash", "preset", "preset_hash", "run_id",
+                      "model_config", "model_config_hash", "train_config", "train_config_hash", "augment",
+                      "augment_hash")
+"""The facts of a supervised model's ``model.json`` that an export carries as its lineage."""
+
+
+def record_export(settings: Settings, key: str, out: Path, summary: Any, run_id: str) -> ExportReport:
+    """The DuckDB ``exports`` row of an export (folder, lineage hash, size, file digests, TFLite difference)."""
+    row = {"checkpoint": key, "family": summary.config["family"], "lineage_hash": summary.config["lineage_hash"],
            "size_bytes": summary.size_bytes, "files": json.dumps(summary.files, sort_keys=True),
            "tflite_max_abs_diff": summary.tflite_max_abs_diff}
     open_store(settings).record_export(str(Path(out).resolve()), row, run_id)

@@ -145,15 +145,43 @@ def test_an_exported_vit_with_its_probe_detects_as_the_checkpoint_with_the_probe
     config = json.loads((tmp_path / "vit" / "config.json").read_text())
     assert config["family"] == "vit" and config["probe"] == {"task": "demo-clear", "name": "linear", "folds": 5}
     assert config["tflite"]["file"] == "model.tflite" and config["tflite"]["max_abs_diff"] < 1e-5
+    assert (config["decision_rule"]["clip_s"], config["decision_rule"]["hop_s"]) == (5.0, 2.5)  # the ViT's windows
     folder = home / "data" / "demo-clear" / "test_soundscapes"
     target = config["classes"][0]
     runs = {name: birdassets(home, "detect", str(folder), *encoder, "--target", target, "--out", str(tmp_path / name))
             for name, encoder in (("ours.csv", ["--encoder", str(tmp_path / "vit")]),
-                                  ("theirs.csv", ["--encoder", "demo-sup@200", "--probe", "demo-clear:linear"]))}
+                                  ("theirs.csv", ["--encoder", "demo-sup@200", "--probe", "demo-clear:linear",
+                                                  "--clip", "5", "--hop", "2.5"]))}
     assert all(run.returncode == 0 for run in runs.values()), [run.stderr[-500:] for run in runs.values()]
     ours, theirs = (pd.read_csv(tmp_path / name) for name in runs)
     assert len(ours) == len(theirs) > 0
     np.testing.assert_allclose(ours["confidence"], theirs["confidence"], atol=1e-6, rtol=0)
+
+
+def test_an_exported_supervised_model_scores_as_its_fold_models_do_from_the_folder_alone(demo_home, tmp_path):
+    """The demo's RNN (5 fold models): exported, reloaded in a process without BIRDASSETS_HOME, detected with."""
+    from birdassets.export.bundle import read_bundle
+    from birdassets.supervised.model_folder import load_fold_models
+
+    home, _ = demo_home
+    exported = birdassets(home, "export", "birdclef-rnn.demo-clear", "--out", str(tmp_path / "rnn"))
+    assert exported.returncode == 0, exported.stderr
+    config = json.loads((tmp_path / "rnn" / "config.json").read_text())
+    assert config["family"] == "keras" and config["architecture"]["folds"] == 5
+    assert config["lineage"]["task"] == "demo-clear" and config["tflite"]["max_abs_diff"] < 1e-5
+    assert set(config["validation"]) == {f"demo-clear {m} (valid folds)" for m in ("AUC", "cmAP", "pcmAP", "top1")}
+    mel = np.random.default_rng(0).uniform(-80, 0, (3, 256, 256)).astype(np.float32)
+    logits = np.stack([model.predict(mel, verbose=0) for model in load_fold_models(home / "models/demo-clear/rnn")])
+    np.testing.assert_allclose(read_bundle(tmp_path / "rnn").model.probabilities(mel),
+                               (1 / (1 + np.exp(-logits))).mean(axis=0), atol=1e-6, rtol=0)
+    row = birdassets(home, "query", "select checkpoint, family from exports", "--format", "json")
+    assert {"checkpoint": "birdclef-rnn.demo-clear", "family": "keras"} in json.loads(row.stdout)
+    done = birdassets(tmp_path / "elsewhere", "detect", str(home / "data" / "demo-clear" / "test_soundscapes"),
+                      "--encoder", str(tmp_path / "rnn"), "--target", config["classes"][0], "--out",
+                      str(tmp_path / "out.csv"))
+    assert done.returncode == 0, done.stderr
+    windows = pd.read_csv(tmp_path / "out.csv")
+    assert set(windows["duration_s"]) == {5.0} and windows.groupby("file")["start_s"].diff().dropna().eq(2.5).all()
 
 
 def test_query_is_read_only_and_formats(demo_home):

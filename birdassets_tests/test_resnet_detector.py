@@ -363,7 +363,7 @@ def test_bench_detector_times_jax_and_tflite_side_by_side(exported, cli):
     result = cli("bench", "detector", "--encoder", str(exported[0]), "--seconds", "10", "--repeats", "1")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("ResNet18 detector on 10 s of audio (2 s windows every 1 s)")
+    assert lines[0].startswith(f"export:{exported[0].name} on 10 s of audio (2 s windows every 1 s)")
     rows = {line.split()[0]: line.split() for line in lines[3:] if not line.startswith("(")}
     assert set(rows) == {"jax", "tflite"} and rows["jax"][1] == rows["tflite"][1] == "9"  # windows of 10 s
     assert float(rows["jax"][-1]) == 1.0  # x_first: the first runtime against itself

@@ -62,8 +62,8 @@ def add_detect_parser(commands: argparse._SubParsersAction) -> None:
                         help="target class (BirdNET label, scientific or common name); repeatable")
     detect.add_argument("--threshold", type=float, default=0.5, help="a window is positive above this")
     detect.add_argument("--min-positive", type=int, default=3, help="positive windows for a global detection")
-    detect.add_argument("--clip", type=float, default=2.0, help="window length, s")
-    detect.add_argument("--hop", type=float, default=1.0, help="hop between windows, s")
+    detect.add_argument("--clip", type=float, help="window length, s (default: an exported folder's, else 2)")
+    detect.add_argument("--hop", type=float, help="hop between windows, s (default: an exported folder's, else 1)")
     detect.add_argument("--out", required=True, help="output .json or .csv")
     detect.set_defaults(func=cmd_detect)
 
@@ -228,6 +228,19 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return USER_ERROR_STATUS if failed else 0
 
 
+def detection_windows(encoder: str, clip_s: float | None, hop_s: float | None) -> tuple[float, float]:
+    """``(clip_s, hop_s)`` of ``detect``: the flags where given, else an exported folder's decision rule (the
+    model's own windows), else OrcaHello's 2 s every 1 s."""
+    from birdassets.detection import DetectionConfig
+
+    default = DetectionConfig()
+    if (clip_s is None or hop_s is None) and Path(encoder).is_dir():
+        from birdassets.export.bundle import read_rule
+
+        default = read_rule(encoder)
+    return (default.clip_s if clip_s is None else clip_s), (default.hop_s if hop_s is None else hop_s)
+
+
 def cmd_detect(args: argparse.Namespace) -> int:
     from birdassets.detection import DetectionConfig, detect_recordings, make_scorer
     from birdassets.detection.outputs import EXPORT_SUFFIXES
@@ -240,7 +253,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
     if Path(args.out).suffix.lower() not in EXPORT_SUFFIXES:
         raise UserError(f"{args.out}: detections are written as {' or '.join(EXPORT_SUFFIXES)}")
     try:
-        config = DetectionConfig(clip_s=args.clip, hop_s=args.hop, threshold=args.threshold,
+        clip_s, hop_s = detection_windows(args.encoder, args.clip, args.hop)
+        config = DetectionConfig(clip_s=clip_s, hop_s=hop_s, threshold=args.threshold,
                                  min_num_positive_calls=args.min_positive)
         scorer = make_scorer(load_settings(), args.encoder, args.target, args.probe)
     except (ValueError, FileNotFoundError, RuntimeError) as error:  # unknown target, probe, checkpoint, ...

@@ -21,7 +21,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     """Add ``export``."""
     export = commands.add_parser("export", help="write a trained model as a self-describing folder (weights, "
                                  "config, preprocessor, model card, TFLite)")
-    export.add_argument("key", help="checkpoint key '<run>@<step>' of a ResNet18 detector or of a ViT (with --probe)")
+    export.add_argument("key", help="checkpoint key '<run>@<step>' of a ResNet18 detector or of a ViT (with --probe), "
+                        "or a supervised model 'birdclef-<model>.<task>' (birdassets birdclef train)")
     export.add_argument("--probe", help="a ViT's benchmark probe '<task>:<probe>' exported with it, e.g. "
                         "demo-clear:linear")
     export.add_argument("--out", required=True, help="the folder to write (replaced when it exists)")

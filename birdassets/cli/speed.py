@@ -99,7 +99,8 @@ def submission_speed(args: argparse.Namespace) -> int:
 
 
 def detector_speed(args: argparse.Namespace) -> int:
-    """The ResNet18 detector in JAX and as TFLite (2 threads), side by side, in multiples of real time."""
+    """An exportable model (a ResNet18 detector, or any exported folder) in JAX and as TFLite (2 threads), side by
+    side, in multiples of real time."""
     from birdassets.cli.errors import UserError
     from birdassets.cli.format import format_frame
     from birdassets.speed import bench_detector
@@ -112,7 +113,8 @@ def detector_speed(args: argparse.Namespace) -> int:
         raise UserError(str(error)) from error
     seconds = 600.0 if args.seconds is None else args.seconds
     frame = bench_detector(runtimes, preset, seconds=seconds, repeats=args.repeats)
-    print(f"ResNet18 detector on {seconds:.0f} s of audio (2 s windows every 1 s), warm, best of {args.repeats}:")
+    print(f"{runtimes['jax'].name} on {seconds:.0f} s of audio ({preset.clip_s:g} s windows every "
+          f"{preset.hop_s:g} s), warm, best of {args.repeats}:")
     print(format_frame(frame, "table"))
     return 0
 
@@ -140,7 +142,8 @@ def detector_runtimes(encoder: str) -> tuple[dict[str, object], object]:
             raise ValueError(f"{encoder} is not a detector checkpoint (no class probabilities)")
         preset = settings.preset(jax_model.input_spec.preset)
         tflite_path = Path(tempfile.mkdtemp()) / "model.tflite"
-        tflite_path.write_bytes(convert_forward(jax_model.forward, jax_model.input_spec))
+        tflite_path.write_bytes(convert_forward(jax_model.forward, jax_model.input_spec,
+                                                dynamic_batch=getattr(jax_model, "reshapes_batch", False)))
     runtimes = {"jax": jax_model}
     if tflite_path is not None:
         runtimes["tflite"] = TFLiteDetector(tflite_path, name="tflite", classes=jax_model.classes,

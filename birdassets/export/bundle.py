@@ -2,7 +2,7 @@
 
 ::
 
-    model.safetensors          the weights (:mod:`birdassets.export.weights`; Flax layouts)
+    model.safetensors          the weights (:mod:`birdassets.export.weights`; Flax layouts, Keras variables by path)
     config.json                format, family, architecture, classes, output, decision rule, source and lineage
     preprocessor_config.json   the full frontend preset (stages A, B, C) and its content hash
     README.md                  the model card (:mod:`birdassets.export.model_card`)
@@ -47,7 +47,8 @@ class ExportedModel:
         preset: the frontend preset of ``preprocessor_config.json``.
         rule: the decision rule of ``config.json``.
         model: the family's runtime: the ResNet18's :class:`~birdassets.models.resnet.runtime.ResNetDetector`, a
-            ViT's :class:`~birdassets.models.vit.classifier.ViTProbeClassifier`.
+            ViT's :class:`~birdassets.models.vit.classifier.ViTProbeClassifier`, a supervised model's
+            :class:`~birdassets.models.keras.ensemble.KerasFoldEnsemble`.
     """
 
     directory: Path
@@ -106,13 +107,22 @@ def read_bundle(directory: str | Path, batch_size: int = 64) -> ExportedModel:
     if config.get("format") != FORMAT:
         raise ExportError(f"{directory / CONFIG_FILE}: format {config.get('format')!r}, expected {FORMAT!r}")
     preset = read_preset(directory / PREPROCESSOR_FILE)
+    rule = read_rule(directory)
     try:
-        rule = DetectionConfig(**config["decision_rule"])
         weights, _ = load_weights(directory / WEIGHTS_FILE)
         model = runtime(config, weights, directory, batch_size)
     except (KeyError, TypeError, ValueError) as error:
         raise ExportError(f"{directory}: {error}") from None
     return ExportedModel(directory, config, preset, rule, model)
+
+
+def read_rule(directory: str | Path) -> DetectionConfig:
+    """The decision rule of an exported folder's ``config.json`` (no weights read)."""
+    config = _json(Path(directory) / CONFIG_FILE)
+    try:
+        return DetectionConfig(**config["decision_rule"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ExportError(f"{Path(directory) / CONFIG_FILE}: no valid decision_rule ({error})") from None
 
 
 def read_preset(path: Path) -> MelPreset:
@@ -128,8 +138,9 @@ def read_preset(path: Path) -> MelPreset:
 
 
 def runtime(config: dict[str, Any], weights: dict[str, Any], directory: Path, batch_size: int) -> Any:
-    """The family's runtime of an exported model: the ResNet18's ``ResNetDetector`` or a ViT's
-    ``ViTProbeClassifier``."""
+    """The family's runtime of an exported model: the ResNet18's ``ResNetDetector``, a ViT's
+    ``ViTProbeClassifier`` or a supervised model's ``KerasFoldEnsemble``."""
+    from birdassets.models.registry import SUPERVISED_FAMILY
     from birdassets.models.resnet.family import FAMILY_NAME as RESNET
     from birdassets.models.vit.family import FAMILY_NAME as VIT
 
@@ -143,7 +154,13 @@ def runtime(config: dict[str, Any], weights: dict[str, Any], directory: Path, ba
 
         return classifier_from_weights(config["architecture"], weights["encoder"], weights["probe"],
                                        config["classes"], name=name, where=where, batch_size=batch_size)
-    raise ValueError(f"exported family {config.get('family')!r} cannot be run here (known: {RESNET!r}, {VIT!r})")
+    if config.get("family") == SUPERVISED_FAMILY:
+        from birdassets.models.keras.ensemble import ensemble_from_weights
+
+        return ensemble_from_weights(config["architecture"], weights, config["classes"], name=name, where=where,
+                                     batch_size=batch_size)
+    raise ValueError(f"exported family {config.get('family')!r} cannot be run here "
+                     f"(known: {RESNET!r}, {VIT!r}, {SUPERVISED_FAMILY!r})")
 
 
 def _json(path: Path) -> dict[str, Any]:

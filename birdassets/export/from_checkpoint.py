@@ -1,5 +1,5 @@
-"""Exporting a checkpoint (a ResNet18 detector, or a ViT with a benchmark probe): weights, config, preset, card and
-TFLite into one folder."""
+"""Exporting a trained model (a ResNet18 detector checkpoint, a ViT checkpoint with a benchmark probe, or the fold
+models of a supervised Keras model): weights, config, preset, card and TFLite into one folder."""
 
 from __future__ import annotations
 
@@ -70,19 +70,58 @@ def export_checkpoint(ref: EncoderRef, out: str | Path, *, preset: MelPreset, ru
         metrics: DuckDB leaderboard rows of this checkpoint for the card.
     """
     weights, model_config, runtime = family_export(ref, probe)
+    source = {"checkpoint": ref.key, "run": ref.run, "step": ref.step, "path": str(ref.path)}
+    return write_export(out, name=f"{ref.family}-{ref.key.replace('@', '-')}", family=ref.family, weights=weights,
+                        model_config=model_config, runtime=runtime, preset=preset, rule=rule, source=source,
+                        lineage=lineage, validation=validation, metrics=metrics, licence=licence)
+
+
+def write_export(out: str | Path, *, name: str, family: str, weights: dict[str, Any], model_config: dict[str, Any],
+                 runtime: Any, preset: MelPreset, rule: DetectionConfig, source: dict[str, Any],
+                 lineage: dict[str, Any], validation: dict[str, float], metrics: pd.DataFrame,
+                 licence: str) -> ExportSummary:
+    """Convert ``runtime`` to TFLite, compare, and publish the folder: ``config.json`` = identity, the family's
+    ``model_config`` (architecture, classes, output), input shape, decision rule, ``source``, lineage and its
+    hash, ``validation`` figures and the TFLite facts.
+
+    The rule's windows are the model's: ``clip_s`` = the preset's window, ``hop_s`` = half of it (OrcaHello's
+    2 s every 1 s); ``detect --encoder DIR`` uses them unless ``--clip``/``--hop`` say otherwise.
+    """
     if preset.name != runtime.input_spec.preset:
-        raise ValueError(f"{ref.path}: the model reads {runtime.input_spec.preset!r} windows, not {preset.name!r}")
+        raise ValueError(f"{source['path']}: the model reads {runtime.input_spec.preset!r} windows, not {preset.name!r}")
+    rule = dataclasses.replace(rule, clip_s=preset.clip_s, hop_s=preset.clip_s / 2)
     tflite, tflite_info = convert_and_compare(runtime, preset)
     document = {
-        "name": f"{ref.family}-{ref.key.replace('@', '-')}", "family": ref.family, **model_config,
+        "name": name, "family": family, **model_config,
         "input_shape": list(runtime.input_spec.shape), "decision_rule": dataclasses.asdict(rule),
-        "source": {"checkpoint": ref.key, "run": ref.run, "step": ref.step, "path": str(ref.path)},
-        "lineage": lineage, "lineage_hash": lineage_hash(lineage), "validation": validation,
+        "source": source, "lineage": lineage, "lineage_hash": lineage_hash(lineage), "validation": validation,
         "birdassets_version": __version__, "tflite": tflite_info,
     }
     card = model_card(document, preset.to_dict(), metrics, licence)
     directory = write_bundle(out, weights, document, preset, card, tflite)
     return ExportSummary(directory, document, file_digests(directory), tflite_info.get("max_abs_diff"))
+
+
+def export_model_folder(folder: str | Path, out: str | Path, *, preset: MelPreset, rule: DetectionConfig,
+                        lineage: dict[str, Any], validation: dict[str, float], metrics: pd.DataFrame,
+                        licence: str) -> ExportSummary:
+    """Write the exported folder of a supervised model (``birdassets birdclef train``'s model folder): its fold
+    models as one :class:`~birdassets.models.keras.ensemble.KerasFoldEnsemble` (``validation``: its out-of-fold
+    figures)."""
+    from birdassets.models.keras.ensemble import ensemble_from_weights, exported_weights
+    from birdassets.models.keras.family import input_spec
+    from birdassets.models.registry import SUPERVISED_FAMILY
+    from birdassets.supervised.model_folder import load_fold_models, read_model_record
+
+    record = read_model_record(folder)
+    architecture, weights = exported_weights(load_fold_models(folder), record["model"], input_spec(record))
+    runtime = ensemble_from_weights(architecture, weights, record["classes"], name=record["key"], where=str(folder))
+    model_config = {"architecture": architecture, "classes": list(record["classes"]),
+                    "output": "sigmoid, mean over the fold models", "validation_from": "out-of-fold predictions"}
+    source = {"model": record["key"], "run": record.get("run_id"), "path": str(Path(folder).resolve())}
+    return write_export(out, name=record["key"], family=SUPERVISED_FAMILY, weights=weights, model_config=model_config,
+                        runtime=runtime, preset=preset, rule=rule, source=source, lineage=lineage,
+                        validation=validation, metrics=metrics, licence=licence)
 
 
 def family_export(ref: EncoderRef, probe: ProbeChoice | None) -> tuple[dict[str, Any], dict[str, Any], Any]:

@@ -13,6 +13,8 @@ INTENDED_USE = {
                 "review on data like its training data (same recorder type, site and sound classes).",
     "vit": "Scoring windows for the probe's classes: a frozen ViT encoder and a probe the benchmark trained on its "
            "embeddings of one task. Meant for recordings like that task's (species, sites, recorders).",
+    "keras": "Multi-label species scoring of soundscape windows, BirdCLEF style: a supervised model trained on one "
+             "task, its fold models averaged. Meant for recordings like that task's (species, sites, recorders).",
 }
 """Per family: the intended use stated on its card."""
 
@@ -24,8 +26,9 @@ def model_card(config: dict[str, Any], preset: dict[str, Any], metrics: pd.DataF
     lines = [
         f"# {config['name']}",
         "",
-        f"A **{config['family']}** model exported by birdassets {config['birdassets_version']} from checkpoint "
-        f"`{source['checkpoint']}` (step {source['step']}).",
+        f"A **{config['family']}** model exported by birdassets {config['birdassets_version']} from "
+        + (f"checkpoint `{source['checkpoint']}` (step {source['step']})." if "checkpoint" in source else
+           f"supervised model `{source['model']}` ({config['architecture']['folds']} fold models)."),
         "",
         "## Intended use",
         "",
@@ -71,7 +74,7 @@ def model_card(config: dict[str, Any], preset: dict[str, Any], metrics: pd.DataF
 
 def metric_lines(config: dict[str, Any], metrics: pd.DataFrame) -> list[str]:
     """The training run's validation figures, then the DuckDB leaderboard rows, as markdown."""
-    lines = ["- training validation (held-out fold 0): "
+    lines = [f"- training validation ({config.get('validation_from', 'held-out fold 0')}): "
              + ", ".join(f"{name} {value:.4f}" for name, value in sorted(config["validation"].items()))]
     if metrics.empty:
         lines.append("- no benchmark scores in DuckDB for this checkpoint yet")

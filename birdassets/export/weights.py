@@ -34,7 +34,7 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, np.ndarray]:
         if isinstance(value, Mapping):
             flat.update(flatten(value, f"{prefix}{key}."))
         else:
-            flat[prefix + key] = np.ascontiguousarray(np.asarray(value))
+            flat[prefix + key] = np.asarray(value, order="C")  # (ascontiguousarray would make a scalar 1-d)
     return flat
 
 
