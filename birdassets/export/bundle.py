@@ -2,7 +2,7 @@
 
 ::
 
-    model.safetensors          the weights (:mod:`birdassets.export.weights`; Flax layouts, Keras variables by path)
+    model.safetensors          the weights (:mod:`birdassets.export.weights`; Flax layouts; Keras variables by index)
     config.json                format, family, architecture, classes, output, decision rule, source and lineage
     preprocessor_config.json   the full frontend preset (stages A, B, C) and its content hash
     README.md                  the model card (:mod:`birdassets.export.model_card`)

@@ -12,6 +12,7 @@ paths may hold dots, which safetensors names cannot) and the functional model's 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -86,9 +87,7 @@ def exported_weights(models: Sequence[keras.Model], model: str, spec: InputSpec)
         raise ValueError(f"the {len(models)} fold models do not share one architecture")
     weights = {f"fold_{fold}": {variable_name(i): np.array(v.value) for i, v in enumerate(model_.weights)}
                for fold, model_ in enumerate(models)}
-    input_ = {"preset": spec.preset, "sample_rate": spec.sample_rate, "clip_s": spec.clip_s,
-              "frames": spec.frames, "mels": spec.mels}
-    return {"model": model, "folds": len(models), "input": input_,
+    return {"model": model, "folds": len(models), "input": dataclasses.asdict(spec),
             "variables": [v.path for v in models[0].weights], "keras": json.loads(configs.pop())}, weights
 
 
