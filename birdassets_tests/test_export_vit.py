@@ -48,6 +48,7 @@ def test_vit_with_probe_exports_and_reloads_with_the_same_probabilities(vit_and_
     config = json.loads((tmp_path / "vit" / "config.json").read_text())
     assert config["family"] == "vit" and config["classes"] == list(CLASSES)
     assert config["probe"] == {"task": "demo-clear", "name": "linear", "folds": 3}
+    assert (config["decision_rule"]["clip_s"], config["decision_rule"]["hop_s"]) == (5.0, 2.5)  # birdclef2025's 5 s
     bundle = read_bundle(tmp_path / "vit")
     expected = predict_probe(probe.params, ViTEmbedder(encoder).embed(mel)).mean(axis=0)  # ProbeScorer's numbers
     np.testing.assert_allclose(bundle.model.probabilities(mel), expected, atol=1e-6, rtol=0)
