@@ -1,0 +1,108 @@
+"""Raven Pro selection tables: read (annotations in) and write (detections out).
+
+A selection table is tab-separated text (``<recording>.Table.1.selections.txt``) with one row per selection and
+view: ``Selection``, ``View``, ``Channel``, ``Begin Time (s)``, ``End Time (s)``, ``Low Freq (Hz)``,
+``High Freq (Hz)``, then any annotation columns (``Species``, ``Annotation``, ...) and optionally ``Begin File``.
+Raven writes one row per view (``Waveform 1``, ``Spectrogram 1``) of the same selection; they are one selection.
+A table with a header and no rows means "annotated, nothing present".
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from birdassets.atomic import write_text
+
+REQUIRED_COLUMNS = ("Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)",
+                    "High Freq (Hz)")
+"""Columns every Raven selection table has (Raven Pro 1.6's defaults)."""
+TABLE_SUFFIX = ".selections.txt"
+BEGIN_FILE = "Begin File"
+
+
+class RavenTableError(ValueError):
+    """A file that is not a readable selection table; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class Selections:
+    """The selections of one table.
+
+    Attributes:
+        frame: one row per selection: ``selection`` (int), ``begin_s``, ``end_s`` (seconds from the start of the
+            recording), ``low_hz``, ``high_hz``, ``label`` (str), ``begin_file`` (str or ``""``).
+        empty_labels: rows dropped because their label cell was empty.
+    """
+
+    frame: pd.DataFrame
+    empty_labels: int
+
+
+def read_selection_table(path: str | Path, label_column: str = "Species") -> Selections:
+    """The selections of a Raven table, one row per ``Selection`` (its views merged; the first view's times).
+
+    Raises:
+        RavenTableError: unreadable, a required or the label column missing, times that are not numbers or an
+            end before a begin (the first such selection named).
+    """
+    path = Path(path)
+    try:
+        table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=csv.QUOTE_NONE)
+    except (OSError, ValueError) as error:
+        raise RavenTableError(f"{path}: not a readable selection table ({error})") from None
+    missing = [name for name in (*REQUIRED_COLUMNS, label_column) if name not in table.columns]
+    if missing:
+        raise RavenTableError(f"{path}: not a Raven selection table (missing column {', '.join(missing)})")
+    table = table.drop_duplicates("Selection", keep="first")
+    labels = table[label_column].str.strip()
+    kept = table[labels != ""]
+    frame = _numeric_selections(path, kept, labels[labels != ""])
+    return Selections(frame, int((labels == "").sum()))
+
+
+def _numeric_selections(path: Path, table: pd.DataFrame, labels: pd.Series) -> pd.DataFrame:
+    """The typed selection frame of :func:`read_selection_table` (checks times)."""
+    columns = {"begin_s": "Begin Time (s)", "end_s": "End Time (s)", "low_hz": "Low Freq (Hz)",
+               "high_hz": "High Freq (Hz)"}
+    frame = pd.DataFrame({"selection": pd.to_numeric(table["Selection"], errors="coerce")})
+    for name, column in columns.items():
+        frame[name] = pd.to_numeric(table[column], errors="coerce")
+    bad = frame[frame.isna().any(axis=1) | (frame["end_s"] < frame["begin_s"]) | (frame["begin_s"] < 0)]
+    if len(bad):
+        raise RavenTableError(f"{path}: selection {table.loc[bad.index[0], 'Selection']!r} has missing, negative "
+                              "or reversed times")
+    frame["selection"] = frame["selection"].astype(int)
+    frame["label"] = labels.to_numpy(dtype=str)
+    frame["begin_file"] = table[BEGIN_FILE].to_numpy(dtype=str) if BEGIN_FILE in table else ""
+    return frame.reset_index(drop=True)
+
+
+def label_windows(selections: pd.DataFrame, starts_s: np.ndarray, clip_s: float, classes: list[str],
+                  min_overlap_s: float = 0.5) -> np.ndarray:
+    """Multi-hot labels ``[windows, classes]`` uint8 of windows ``[start, start + clip_s)``: a window carries a
+    class when a selection of it overlaps the window by at least ``min(min_overlap_s, selection length / 2)``
+    seconds (so a call shorter than ``2 * min_overlap_s`` needs half of itself inside). ``classes`` holds every
+    label of ``selections``."""
+    starts = np.asarray(starts_s, dtype=np.float64)[:, None]  # [windows, 1]
+    begin, end = selections["begin_s"].to_numpy()[None, :], selections["end_s"].to_numpy()[None, :]
+    overlap = np.minimum(starts + clip_s, end) - np.maximum(starts, begin)  # [windows, selections]
+    needed = np.minimum(min_overlap_s, (end - begin) / 2)
+    hits = overlap >= needed  # [windows, selections]
+    index = {name: k for k, name in enumerate(classes)}
+    one_hot = np.zeros((len(selections), len(classes)), np.uint8)  # [selections, classes]
+    one_hot[np.arange(len(selections)), [index[label] for label in selections["label"]]] = 1
+    return (hits.astype(np.uint8) @ one_hot > 0).astype(np.uint8)
+
+
+def write_selection_table(path: str | Path, begin_s: np.ndarray, end_s: np.ndarray, labels: list[str],
+                          low_hz: float, high_hz: float, label_column: str = "Species") -> Path:
+    """A Raven selection table (one ``Spectrogram 1`` row per selection, numbered from 1), written atomically."""
+    lines = ["\t".join((*REQUIRED_COLUMNS, label_column))]
+    for k, (begin, end, label) in enumerate(zip(begin_s, end_s, labels, strict=True), start=1):
+        lines.append(f"{k}\tSpectrogram 1\t1\t{begin:.6f}\t{end:.6f}\t{low_hz:.1f}\t{high_hz:.1f}\t{label}")
+    return write_text(path, "\n".join(lines) + "\n")
