@@ -608,7 +608,8 @@ class _Rebalancer:
 
 
 def fold_table(window_ids: Sequence, groups: Sequence, fold_of: np.ndarray) -> pd.DataFrame:
-    """One row per window: columns ``window_id``, ``recording_id``, ``fold`` (int64).
+    """One row per window: columns ``window_id``, ``recording_id`` (its group: the recording, or for segments of
+    one audio file that file's first recording id), ``fold`` (int64).
 
     Raises:
         ValueError: lengths differ, window ids repeat, or a fold index is negative.

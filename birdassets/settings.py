@@ -14,7 +14,7 @@ Everything lives under one folder, ``BIRDASSETS_HOME`` (environment variable; de
 
     [[datasets]]
     name = "birdclef-2025"                    # the task partition key
-    source = "birdclef"                       # birdclef | birdset | folder | clips | demo
+    source = "birdclef"                       # birdclef | birdset | folder | clips | raven | demo
     root = "/data/birdclef-2025"
     preset = "birdclef2025"                   # default: birdset for source "birdset", else birdclef2025
     # benchmark = false                       # only for training (no task partition)
@@ -36,6 +36,7 @@ Settings are read once per process by :func:`load_settings`; the Dagster definit
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -43,6 +44,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from birdassets.annotations.labelling import LabelRule
 from birdassets.frontends.presets import MelPreset, PresetError, get_preset, presets_from_tables
 from birdassets.layout import Layout
 from birdassets.sources.registry import SOURCES, default_preset
@@ -52,6 +54,8 @@ HOME_ENV = "BIRDASSETS_HOME"
 DEMO_TASK_NAMES = ("demo-clear", "demo-noisy")
 DEMO_PRETRAIN = "demo-pretrain"
 DEMO_ORCA = "demo-orca"
+LABEL_RULE_KEYS = tuple(rule_field.name for rule_field in dataclasses.fields(LabelRule))
+"""The ``[[datasets]]`` keys that make its :class:`LabelRule` (source ``raven``)."""
 
 
 class SettingsError(ValueError):
@@ -72,6 +76,8 @@ class DatasetConfig:
             of the file's ``[presets.<name>]``.
         birdset_config: BirdSet config name (e.g. ``"HSN"``) for ``source="birdset"``.
         benchmark: ``False`` for data sets that only feed training (no ``task`` partition, never scored).
+        label_rule: for ``source="raven"``: the selection tables' label column and the overlap that labels a
+            window (:class:`~birdassets.annotations.labelling.LabelRule`).
     """
 
     name: str
@@ -80,6 +86,7 @@ class DatasetConfig:
     preset: str = "birdclef2025"
     birdset_config: str | None = None
     benchmark: bool = True
+    label_rule: LabelRule = LabelRule()
 
     def __post_init__(self) -> None:
         if not TASK_NAME.match(self.name):
@@ -128,6 +135,8 @@ class Settings:
         dataset = self.dataset(task)
         payload = {"source": dataset.source, "root": str(dataset.root), "birdset_config": dataset.birdset_config,
                    "preset": self.preset(dataset.preset).content_hash()}
+        if dataset.label_rule != LabelRule():
+            payload["label_rule"] = dataclasses.asdict(dataset.label_rule)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     # ---- layout -------------------------------------------------------------------------------
@@ -197,6 +206,7 @@ def dataset_from_entry(entry: dict) -> DatasetConfig:
         preset=entry.get("preset", default_preset(entry["source"])),
         birdset_config=entry.get("birdset_config"),
         benchmark=entry.get("benchmark", True),
+        label_rule=LabelRule(**{key: entry[key] for key in LABEL_RULE_KEYS if key in entry}),
     )
 
 

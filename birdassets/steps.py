@@ -82,6 +82,12 @@ class TaskData:
                 "folds_hash": folds_hash(pd.read_parquet(self.settings.layout.folds_path(self.task))),
                 "code_version": code_version()}
 
+    def annotation_lineage(self) -> dict:
+        """``annotations_hash`` and ``annotation_tables`` (their count) when the labels come from annotation files
+        (Raven selection tables), else nothing."""
+        digest = self.manifest.annotations_hash()
+        return {} if digest is None else {"annotations_hash": digest, "annotation_tables": len(self.manifest.annotations)}
+
     def dataset_row(self, manifest_hash: str) -> DatasetRow:
         """The task's DuckDB ``datasets`` row, with the manifest hash its scores were computed on."""
         return DatasetRow(self.task, self.dataset.source, str(self.dataset.root), manifest_hash,
@@ -157,6 +163,13 @@ class FoldsReport:
     folds_hash: str
 
 
+def file_groups(manifest_table: pd.DataFrame) -> dict[str, str]:
+    """``recording_id -> group``: the first recording id of the row's audio file, so the segments of one file
+    (annotated windows, labelled segments) never straddle folds; a whole-file row is its own group."""
+    first = manifest_table.groupby("path")["recording_id"].transform("min")
+    return dict(zip(manifest_table["recording_id"], first, strict=True))
+
+
 def make_folds(settings: Settings, task: str) -> FoldsReport:
     """Grouped, multi-label-stratified k-fold assignment of the task's training windows."""
     data = TaskData.load(settings, task)
@@ -167,8 +180,9 @@ def make_folds(settings: Settings, task: str) -> FoldsReport:
     index = {name: i for i, name in enumerate(data.manifest.classes)}
     primary = np.array([index.get(primary_of[r], -1) for r in train["recording_id"]])
     config = FoldConfig(n_folds=settings.n_folds, seed=settings.fold_seed)
-    fold_of = assign_folds(train["recording_id"].to_numpy(), data.manifest.label_matrix(train), primary, config)
-    folds = fold_table(train["window_id"], train["recording_id"], fold_of)
+    groups = train["recording_id"].map(file_groups(table))  # the windows of one audio file stay in one fold
+    fold_of = assign_folds(groups.to_numpy(), data.manifest.label_matrix(train), primary, config)
+    folds = fold_table(train["window_id"], groups, fold_of)
     path = artifacts.write_parquet(settings.layout.folds_path(task), folds)
     return FoldsReport(path, folds, settings.n_folds, settings.fold_seed, folds_hash(folds))
 
@@ -294,6 +308,7 @@ def evaluation_lineage(data: TaskData, ref: EncoderRef, run_id: str) -> Lineage:
             "fold_seed": settings.fold_seed,
             "n_folds": settings.n_folds,
             "probes": {name: dataclasses.asdict(PROBES[name]) for name in settings.probes},
+            **data.annotation_lineage(),
         },
     )
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from birdassets.annotations.labelling import LABEL_COLUMN, MIN_OVERLAP_FRACTION, MIN_OVERLAP_S
 from birdassets.models.registry import PRETRAINED
 from birdassets.sources.registry import SOURCES
 
@@ -39,7 +40,7 @@ KNOWN_PRETRAINED = tuple(PRETRAINED)
 TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 """A data set name (a Dagster partition key and one path component)."""
 
-Kind = Literal["bool", "int", "str", "path", "list", "table", "tables"]
+Kind = Literal["bool", "int", "number", "fraction", "str", "path", "list", "table", "tables"]
 
 
 @dataclass(frozen=True)
@@ -48,12 +49,12 @@ class Key:
 
     Attributes:
         name: the key as written in the file.
-        kind: ``bool``, ``int``, ``str``, ``path`` (an absolute path or one starting with ``~``), ``list`` (of
+        kind: ``bool``, ``int``, ``number`` (integer or float), ``fraction`` (a number in [0, 1]), ``str``, ``path`` (an absolute path or one starting with ``~``), ``list`` (of
             ``item`` values), ``table`` (checked by its own reader) or ``tables`` (an array of tables).
         meaning: one line for the documentation.
         default: the value when the key is absent (``None``: required, or no default worth printing).
         item: kind of a list's items (``str`` or ``path``).
-        minimum: smallest allowed integer, or fewest items of a list.
+        minimum: smallest allowed integer or number, or fewest items of a list.
         choices: ``choices()``: the allowed strings (read when checked, so a source registered later counts).
         noun: what one allowed string is called in messages (``probe``, ``source``).
         required: the key must be present.
@@ -81,6 +82,8 @@ class Key:
 _EXPECTED = {
     "bool": "true or false",
     "int": "an integer >= {minimum}",
+    "number": "a number >= {minimum}",
+    "fraction": "a number from 0 to 1",
     "str": "a string",
     "path": "an absolute path (a string, ~ allowed)",
     "table": "a table",
@@ -123,6 +126,11 @@ DATASET_KEYS: tuple[Key, ...] = (
     Key("preset", "str", "frontend preset: a built-in one or a `[presets.<name>]` (default: the source's)"),
     Key("birdset_config", "str", "BirdSet configuration name (e.g. `HSN`) for source `birdset`"),
     Key("benchmark", "bool", "`false`: only for training or detection (no `task` partition, never scored)", True),
+    Key("label_column", "str", "source `raven`: the selection tables' column holding the class", LABEL_COLUMN),
+    Key("min_overlap_s", "number", "source `raven`: seconds of overlap with a selection that label a window",
+        MIN_OVERLAP_S, minimum=0),
+    Key("min_overlap_fraction", "fraction", "source `raven`: ... or this fraction of the selection's length, if "
+        "less", MIN_OVERLAP_FRACTION),
 )
 """Every key of one ``[[datasets]]`` entry."""
 
@@ -166,6 +174,9 @@ def _scalar_problem(key: Key, kind: Kind, value: Any, path: str) -> str | None:
     if kind == "bool" and not isinstance(value, bool):
         return f"{path}: expected {expected}, got {found(value)}"
     if kind == "int" and (isinstance(value, bool) or not isinstance(value, int) or value < key.minimum):
+        return f"{path}: expected {expected}, got {found(value)}"
+    if kind in ("number", "fraction") and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                           or not (value >= (key.minimum or 0) and (kind == "number" or value <= 1))):
         return f"{path}: expected {expected}, got {found(value)}"
     if kind in ("str", "path") and not isinstance(value, str):
         return f"{path}: expected {expected}, got {found(value)}"

@@ -232,3 +232,51 @@ def test_confusion_of_global_decisions_counts_each_cell_and_gives_precision_and_
     assert confusion({"a": 0}, {"a": 0}).precision is None
     with pytest.raises(ValueError, match="no decision for 1 recording"):
         confusion({}, {"a": 1})
+
+
+def _two_recordings(tmp_path):
+    """15-s recordings at 16 kHz: ``first`` with calls at 1-4 s and 6-9 s, ``second`` (44.1 kHz) at 11-14 s."""
+    first = write_recording(tmp_path / "rec" / "first.wav", call_recording(15.0, [(1.0, 4.0), (6.0, 9.0)]), RATE)
+    second = write_recording(tmp_path / "rec" / "second.wav",
+                             call_recording(15.0, [(11.0, 14.0)], seed=4, rate=44_100), 44_100)
+    config = DetectionConfig(clip_s=5.0, hop_s=5.0, min_num_positive_calls=1)
+    return detect_recordings([first, second], BandEnergyScorer(2500.0, 3500.0, RATE), config)
+
+
+def test_a_raven_table_of_detections_is_a_multi_file_table_in_ravens_format(tmp_path):
+    result = _two_recordings(tmp_path)
+    assert [list(r.local_predictions) for r in result.recordings] == [[1, 1, 0], [0, 0, 1]]
+    lines = result.write(tmp_path / "out.selections.txt", label="call").read_text().splitlines()
+    assert lines[0] == ("Selection\tView\tChannel\tBegin Time (s)\tEnd Time (s)\tLow Freq (Hz)\tHigh Freq (Hz)\t"
+                        "Begin File\tFile Offset (s)\tSpecies\tConfidence")
+    rows = [line.split("\t") for line in lines[1:]]
+    # second.wav's window 10-15 s is 25-30 s on the joint timeline (first.wav lasts 15 s); Nyquist per file
+    assert [row[:9] for row in rows] == [
+        ["1", "Spectrogram 1", "1", "0.000000", "5.000000", "0.000000", "8000.000000", "first.wav", "0.000000"],
+        ["2", "Spectrogram 1", "1", "5.000000", "10.000000", "0.000000", "8000.000000", "first.wav", "5.000000"],
+        ["3", "Spectrogram 1", "1", "25.000000", "30.000000", "0.000000", "22050.000000", "second.wav", "10.000000"],
+    ]
+    merged = result.write(tmp_path / "merged.selections.txt", label="call", merge=True).read_text().splitlines()
+    assert [line.split("\t")[3:5] for line in merged[1:]] == [["0.000000", "10.000000"], ["25.000000", "30.000000"]]
+
+
+@pytest.mark.parametrize("merge", [False, True])
+def test_detections_written_to_raven_read_back_as_the_same_labelled_windows(tmp_path, merge):
+    from birdassets.frontends.presets import get_preset
+    from birdassets.sources.raven import read_raven
+
+    result = _two_recordings(tmp_path)
+    result.write(tmp_path / "rec" / "detections.selections.txt", label="call", merge=merge)
+    manifest = read_raven(tmp_path / "rec", get_preset("birdclef2025")).manifest  # 5-s windows every 5 s
+    read_back = manifest.table.sort_values(["path", "start_s"])["labels"].map(len).tolist()
+    assert read_back == [p for r in result.recordings for p in r.local_predictions.tolist()] == [1, 1, 0, 0, 0, 1]
+
+
+def test_audacity_label_tracks_one_per_recording(tmp_path):
+    result = _two_recordings(tmp_path)
+    folder = result.write(tmp_path / "labels", "audacity", label="call", merge=True)
+    assert (folder / "first.txt").read_text() == "0.000000\t10.000000\tcall\n"
+    assert (folder / "second.txt").read_text() == "10.000000\t15.000000\tcall\n"
+    one = detect_recordings([tmp_path / "rec" / "second.wav"], BandEnergyScorer(2500.0, 3500.0, RATE),
+                            DetectionConfig(clip_s=5.0, hop_s=5.0))
+    assert one.write(tmp_path / "second.txt", "audacity").read_text() == "10.000000\t15.000000\tband-energy:2500-3500Hz\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from birdassets.annotations.raven import RavenTableError, label_windows, read_selection_table, write_selection_table
@@ -43,8 +44,12 @@ def test_an_empty_table_means_nothing_present_and_a_bad_one_is_named(tmp_path):
 
 
 def test_a_written_table_reads_back_as_the_same_windows(tmp_path):
-    path = write_selection_table(tmp_path / "out.selections.txt", np.array([5.0, 15.0]), np.array([10.0, 25.0]),
-                                 ["call", "call"], 0.0, 10000.0)
+    selections = pd.DataFrame({"begin_s": [5.0, 15.0], "end_s": [10.0, 25.0], "low_hz": 0.0, "high_hz": 10000.0,
+                               "label": "call"})
+    path = write_selection_table(tmp_path / "out.selections.txt", selections)
+    assert path.read_text().splitlines()[:2] == [
+        "Selection\tView\tChannel\tBegin Time (s)\tEnd Time (s)\tLow Freq (Hz)\tHigh Freq (Hz)\tSpecies",
+        "1\tSpectrogram 1\t1\t5.000000\t10.000000\t0.000000\t10000.000000\tcall"]
     frame = read_selection_table(path).frame
     labels = label_windows(frame, np.arange(0.0, 30.0, 5.0), 5.0, ["call"])
     assert labels[:, 0].tolist() == [0, 1, 0, 1, 1, 0]

@@ -46,13 +46,14 @@ REFUSED = [
     ('[datasets]\nname = "x"', "datasets: expected an array of tables, got a table"),
     ('[[datasets]]\nname = "x"\nsource = "folders"\nroot = "/x"\nbenchmark = "no"',
      "datasets[0].source: unknown source 'folders'; expected one of ('demo', 'birdclef', 'birdset', 'folder', "
-     "'clips') "
+     "'clips', 'raven') "
      "(did you mean 'folder'?); datasets[0].benchmark: expected true or false, got the string \"no\""),
     ('[[datasets]]\nname = "a b"\nsource = "folder"\nroot = 3',
      'datasets[0].root: expected an absolute path (a string, ~ allowed), got the integer 3; '
      "datasets[0].name: expected letters, digits, '-', '_' or '.' (not first), got the string \"a b\""),
     ('[[datasets]]\nname = "x"\nsource = "folder"\nroot = "/x"\nn_folds = 3',
-     "datasets[0].n_folds: unknown key; known keys: name, source, root, preset, birdset_config, benchmark"),
+     "datasets[0].n_folds: unknown key; known keys: name, source, root, preset, birdset_config, benchmark, label_column, "
+     "min_overlap_s, min_overlap_fraction"),
     ("[presets]\nmine = 3", "presets.mine: expected a table, got the integer 3"),
 ]
 

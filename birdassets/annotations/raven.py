@@ -10,12 +10,14 @@ A table with a header and no rows means "annotated, nothing present".
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from birdassets.annotations.labelling import LabelRule
 from birdassets.atomic import write_text
 
 REQUIRED_COLUMNS = ("Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)",
@@ -23,6 +25,8 @@ REQUIRED_COLUMNS = ("Selection", "View", "Channel", "Begin Time (s)", "End Time 
 """Columns every Raven selection table has (Raven Pro 1.6's defaults)."""
 TABLE_SUFFIX = ".selections.txt"
 BEGIN_FILE = "Begin File"
+FILE_OFFSET = "File Offset (s)"
+"""In a table over several files, where the selection begins within its ``Begin File``, seconds."""
 
 
 class RavenTableError(ValueError):
@@ -35,7 +39,9 @@ class Selections:
 
     Attributes:
         frame: one row per selection: ``selection`` (int), ``begin_s``, ``end_s`` (seconds from the start of the
-            recording), ``low_hz``, ``high_hz``, ``label`` (str), ``begin_file`` (str or ``""``).
+            recording; within ``begin_file`` when the table has a ``File Offset (s)`` column), ``low_hz``,
+            ``high_hz``, ``label`` (str), ``begin_file`` (the file's name, or ``""`` without a ``Begin File``
+            column).
         empty_labels: rows dropped because their label cell was empty.
     """
 
@@ -77,21 +83,23 @@ def _numeric_selections(path: Path, table: pd.DataFrame, labels: pd.Series) -> p
         raise RavenTableError(f"{path}: selection {table.loc[bad.index[0], 'Selection']!r} has missing, negative "
                               "or reversed times")
     frame["selection"] = frame["selection"].astype(int)
+    if FILE_OFFSET in table:  # a table over several files: times count from the first file's start
+        offset = pd.to_numeric(table[FILE_OFFSET], errors="coerce").fillna(frame["begin_s"])
+        frame["end_s"], frame["begin_s"] = offset + frame["end_s"] - frame["begin_s"], offset
     frame["label"] = labels.to_numpy(dtype=str)
-    frame["begin_file"] = table[BEGIN_FILE].to_numpy(dtype=str) if BEGIN_FILE in table else ""
+    frame["begin_file"] = table[BEGIN_FILE].str.strip().to_numpy(dtype=str) if BEGIN_FILE in table else ""
     return frame.reset_index(drop=True)
 
 
-def label_windows(selections: pd.DataFrame, starts_s: np.ndarray, clip_s: float, classes: list[str],
-                  min_overlap_s: float = 0.5) -> np.ndarray:
-    """Multi-hot labels ``[windows, classes]`` uint8 of windows ``[start, start + clip_s)``: a window carries a
-    class when a selection of it overlaps the window by at least ``min(min_overlap_s, selection length / 2)``
-    seconds (so a call shorter than ``2 * min_overlap_s`` needs half of itself inside). ``classes`` holds every
-    label of ``selections``."""
+def label_windows(selections: pd.DataFrame, starts_s: np.ndarray, clip_s: float, classes: Sequence[str],
+                  rule: LabelRule = LabelRule()) -> np.ndarray:
+    """Multi-hot labels ``[windows, classes]`` uint8 of windows ``[start, start + clip_s)`` (seconds): a window
+    carries a class when a selection of it overlaps the window by at least :meth:`LabelRule.needed_s` of the
+    selection's length (by default min(0.5 s, half the call)). ``classes`` holds every label of ``selections``."""
     starts = np.asarray(starts_s, dtype=np.float64)[:, None]  # [windows, 1]
     begin, end = selections["begin_s"].to_numpy()[None, :], selections["end_s"].to_numpy()[None, :]
     overlap = np.minimum(starts + clip_s, end) - np.maximum(starts, begin)  # [windows, selections]
-    needed = np.minimum(min_overlap_s, (end - begin) / 2)
+    needed = rule.needed_s(end - begin)  # [1, selections]
     hits = overlap >= needed  # [windows, selections]
     index = {name: k for k, name in enumerate(classes)}
     one_hot = np.zeros((len(selections), len(classes)), np.uint8)  # [selections, classes]
@@ -99,10 +107,30 @@ def label_windows(selections: pd.DataFrame, starts_s: np.ndarray, clip_s: float,
     return (hits.astype(np.uint8) @ one_hot > 0).astype(np.uint8)
 
 
-def write_selection_table(path: str | Path, begin_s: np.ndarray, end_s: np.ndarray, labels: list[str],
-                          low_hz: float, high_hz: float, label_column: str = "Species") -> Path:
-    """A Raven selection table (one ``Spectrogram 1`` row per selection, numbered from 1), written atomically."""
-    lines = ["\t".join((*REQUIRED_COLUMNS, label_column))]
-    for k, (begin, end, label) in enumerate(zip(begin_s, end_s, labels, strict=True), start=1):
-        lines.append(f"{k}\tSpectrogram 1\t1\t{begin:.6f}\t{end:.6f}\t{low_hz:.1f}\t{high_hz:.1f}\t{label}")
-    return write_text(path, "\n".join(lines) + "\n")
+SELECTION_COLUMNS = {"begin_s": "Begin Time (s)", "end_s": "End Time (s)", "low_hz": "Low Freq (Hz)",
+                     "high_hz": "High Freq (Hz)", "begin_file": BEGIN_FILE, "file_offset_s": FILE_OFFSET}
+"""Our selection frame's columns -> Raven's (the optional ones last)."""
+
+
+def write_selection_table(path: str | Path, selections: pd.DataFrame, label_column: str = "Species") -> Path:
+    """A Raven selection table, written atomically: one ``Spectrogram 1`` row per selection, numbered from 1.
+
+    Args:
+        path: the ``*.selections.txt`` file.
+        selections: one row per selection: ``begin_s``, ``end_s`` (s), ``low_hz``, ``high_hz``, ``label``, and
+            optionally ``begin_file`` + ``file_offset_s`` (a table over several files: ``begin_s`` then counts
+            on the files' joint timeline, as Raven's) and ``confidence`` (a ``Confidence`` column).
+        label_column: the name of the label column.
+    """
+    optional = [name for name in ("begin_file", "file_offset_s") if name in selections]
+    columns = [*REQUIRED_COLUMNS, *(SELECTION_COLUMNS[name] for name in optional), label_column]
+    table = pd.DataFrame({"Selection": np.arange(1, len(selections) + 1), "View": "Spectrogram 1", "Channel": 1})
+    for name, column in SELECTION_COLUMNS.items():
+        if name in selections:
+            values = selections[name].to_numpy()
+            table[column] = values if name == "begin_file" else [f"{v:.6f}" for v in values]
+    table[label_column] = selections["label"].to_numpy(dtype=str)
+    if "confidence" in selections:
+        columns.append("Confidence")
+        table["Confidence"] = [f"{v:.4f}" for v in selections["confidence"]]
+    return write_text(path, table[columns].to_csv(sep="\t", index=False, lineterminator="\n"))

@@ -2,7 +2,8 @@
 
 * ``birdassets spectrogram AUDIO... --out X.npy``: a file's mel spectrogram (stage B, or stage C of its first
   window); several files or folders: one ``.npy`` per file in the folder ``--out``.
-* ``birdassets ingest FOLDER``: what ingestion makes of a folder: counts and quarantined files with reasons.
+* ``birdassets ingest FOLDER [--source raven]``: what ingestion makes of a folder: counts and quarantined files with
+  reasons; with Raven selection tables, the windows each class labels.
 * ``birdassets embed --encoder birdnet --out OUT.npz AUDIO...``: BirdNET embeddings and logits of files (or folders).
 * ``birdassets detect FOLDER --target LABEL --out OUT.json``: OrcaHello-style sliding-window detection.
 
@@ -20,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from birdassets.annotations.labelling import LABEL_COLUMN, MIN_OVERLAP_FRACTION, MIN_OVERLAP_S
 from birdassets.cli.errors import USER_ERROR_STATUS, UserError
 
 PRESETS_HELP = "TOML file with [presets.<name>] tables (user presets)"
@@ -38,8 +40,17 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
     ingest = commands.add_parser("ingest", help="check a folder of recordings: counts, quarantined files and reasons")
     ingest.add_argument("folder")
-    ingest.add_argument("--json", action="store_true", help="one JSON object {found, ingested, quarantined, ignored}")
-    ingest.add_argument("--preset", default="birdclef2025", help="files shorter than its min_last_s are too short")
+    ingest.add_argument("--source", choices=("folder", "raven"), default="folder",
+                        help="raven: recordings with Raven selection tables (*.selections.txt), labelled by window")
+    ingest.add_argument("--label-column", default=LABEL_COLUMN, help="raven: the tables' column holding the class")
+    ingest.add_argument("--min-overlap-s", type=float, default=MIN_OVERLAP_S,
+                        help="raven: seconds of overlap with a selection that label a window")
+    ingest.add_argument("--min-overlap-fraction", type=float, default=MIN_OVERLAP_FRACTION,
+                        help="raven: ... or this fraction of the selection's length, whichever is less")
+    ingest.add_argument("--json", action="store_true", help="one JSON object {found, ingested, quarantined, ignored"
+                        "[, positive_windows, ...]}")
+    ingest.add_argument("--preset", default="birdclef2025", help="files shorter than its min_last_s are too short; "
+                        "raven: its windows are labelled")
     ingest.add_argument("--presets", help=PRESETS_HELP)
     ingest.set_defaults(func=cmd_ingest)
 
@@ -64,7 +75,11 @@ def add_detect_parser(commands: argparse._SubParsersAction) -> None:
     detect.add_argument("--min-positive", type=int, default=3, help="positive windows for a global detection")
     detect.add_argument("--clip", type=float, help="window length, s (default: an exported folder's, else 2)")
     detect.add_argument("--hop", type=float, help="hop between windows, s (default: an exported folder's, else 1)")
-    detect.add_argument("--out", required=True, help="output .json or .csv")
+    detect.add_argument("--out", required=True, help="output .json, .csv or .selections.txt (Raven); with --format "
+                        "audacity a folder of label tracks, or a .txt for one recording")
+    detect.add_argument("--format", help="json, csv, raven or audacity (default: from --out's suffix)")
+    detect.add_argument("--merge", action="store_true", help="Raven/Audacity: one selection per run of overlapping "
+                        "positive windows")
     detect.set_defaults(func=cmd_detect)
 
 
@@ -180,11 +195,16 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from birdassets.sources.folder import read_folder
 
     (preset,) = resolve_presets([args.preset], args.presets)
-    result = read_folder(args.folder, min_duration_s=preset.min_last_s).check()
+    if args.source == "raven":
+        result = read_raven_folder(args, preset)
+    else:
+        result = read_folder(args.folder, min_duration_s=preset.min_last_s).check()
     quarantined = [{"path": r.path, "reason": r.reason, "detail": r.detail} for r in result.quarantine]
+    report = {"found": result.found, "ingested": result.ingested, "quarantined": quarantined, "ignored": result.ignored}
+    if args.source == "raven":
+        report.update(annotation_report(result))
     if args.json:
-        print(json.dumps({"found": result.found, "ingested": result.ingested, "quarantined": quarantined,
-                          "ignored": result.ignored}))
+        print(json.dumps(report))
         return 0
     print(f"{args.folder}: found {result.found} audio files, ingested {result.ingested}, "
           f"quarantined {len(quarantined)}" + (f", ignored {result.ignored} non-audio files" if result.ignored else ""))
@@ -192,7 +212,37 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         print(f"  {reason}: {count}")
     for record in quarantined:
         print(f"  {record['reason']:<12} {record['path']}: {record['detail']}")
+    if args.source == "raven":
+        print_annotation_report(report)
     return 0
+
+
+def read_raven_folder(args: argparse.Namespace, preset):
+    """``ingest --source raven``: the folder's recordings labelled by their selection tables."""
+    from birdassets.annotations.labelling import LabelRule
+    from birdassets.sources.raven import read_raven
+
+    try:
+        rule = LabelRule(args.label_column, args.min_overlap_s, args.min_overlap_fraction)
+    except ValueError as error:
+        raise UserError(str(error)) from error
+    return read_raven(args.folder, preset, rule, min_duration_s=preset.min_last_s)
+
+
+def annotation_report(result) -> dict:
+    """What a :class:`~birdassets.sources.raven.RavenIngest` adds to ``ingest``'s report."""
+    return {"windows": len(result.manifest.table), "positive_windows": result.positive_windows(),
+            "tables": len(result.manifest.annotations), "orphan_tables": list(result.orphan_tables),
+            "empty_labels": result.empty_labels, "annotations_hash": result.manifest.annotations_hash()}
+
+
+def print_annotation_report(report: dict) -> None:
+    print(f"  {report['tables']} selection table(s), {report['windows']} windows; "
+          f"{report['empty_labels']} selection(s) with an empty label ignored")
+    for name, count in report["positive_windows"].items():
+        print(f"  {name:<12} {count} positive window(s)")
+    for table in report["orphan_tables"]:
+        print(f"  orphan table {table}: pairs with no recording")
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
@@ -243,15 +293,19 @@ def detection_windows(encoder: str, clip_s: float | None, hop_s: float | None) -
 
 def cmd_detect(args: argparse.Namespace) -> int:
     from birdassets.detection import DetectionConfig, detect_recordings, make_scorer
-    from birdassets.detection.outputs import EXPORT_SUFFIXES
+    from birdassets.detection.outputs import EXPORT_FORMATS, format_of
     from birdassets.settings import load_settings
     from birdassets.sources.folder import find_audio
 
     folder = Path(args.folder)
     if not folder.is_dir():
         raise UserError(f"{folder} is not a folder")
-    if Path(args.out).suffix.lower() not in EXPORT_SUFFIXES:
-        raise UserError(f"{args.out}: detections are written as {' or '.join(EXPORT_SUFFIXES)}")
+    try:
+        kind = args.format or format_of(args.out)
+        if kind not in EXPORT_FORMATS:
+            raise ValueError(f"--format {kind}: unknown; expected one of {', '.join(EXPORT_FORMATS)}")
+    except ValueError as error:
+        raise UserError(str(error)) from error
     try:
         clip_s, hop_s = detection_windows(args.encoder, args.clip, args.hop)
         config = DetectionConfig(clip_s=clip_s, hop_s=hop_s, threshold=args.threshold,
@@ -260,7 +314,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as error:  # unknown target, probe, checkpoint, ...
         raise UserError(str(error)) from error
     result = detect_recordings(find_audio(folder)[0], scorer, config)
-    out = result.write(args.out)
+    out = result.write(args.out, kind, label=" ".join(args.target), merge=args.merge)
     positives = sum(r.global_prediction for r in result.recordings)
     print(f"{out}: {len(result.recordings)} recording(s), {positives} with a detection of {scorer.name}; "
           f"{len(result.failed)} unreadable")

@@ -78,7 +78,8 @@ def folds_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
         data = steps.TaskData.load(birdassets.settings, context.partition_key)
         table = pd.read_parquet(birdassets.settings.layout.folds_path(context.partition_key))
         manifest = data.manifest
-        labels = manifest.label_matrix(manifest.table.set_index("recording_id").loc[table["recording_id"]].reset_index())
+        windows = data.mel.windows().set_index("window_id").loc[table["window_id"]]
+        labels = manifest.label_matrix(windows.reset_index())  # groups are files: labels are the windows' own
         report = check_folds(table["recording_id"].to_numpy(), labels, table["fold"].to_numpy(), manifest.classes)
         avoidable = {fold: sorted(set(classes) - set(report.unavoidable_missing.get(fold, ())))
                      for fold, classes in report.missing_in_train.items()}

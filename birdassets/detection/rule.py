@@ -162,9 +162,11 @@ class DetectionResult:
             "failed": [{"file": path, "reason": reason} for path, reason in self.failed],
         }
 
-    def write(self, path: str | Path) -> Path:
-        """Write JSON (``.json``) or one-row-per-window CSV (``.csv``) atomically (:func:`write_detections`)."""
-        return write_detections(self, path)
+    def write(self, path: str | Path, kind: str | None = None, *, label: str | None = None,
+              merge: bool = False) -> Path:
+        """Write JSON, one-row-per-window CSV, a Raven selection table or Audacity label tracks atomically
+        (:func:`write_detections`; ``kind`` defaults to the suffix's)."""
+        return write_detections(self, path, kind, label=label, merge=merge)
 
 
 def detect_recordings(paths: Sequence[str | Path], scorer: WindowScorer, config: DetectionConfig) -> DetectionResult:

@@ -29,6 +29,8 @@ Reason codes:
                  than the file's bytes can hold (see :mod:`birdassets.audio.io` for exactly how)
 ``too_short``    decodes, but lasts less than ``min_duration_s`` (the task preset's ``min_last_s``:
                  no window could be cut from it)
+``unannotated``  an annotated-soundscape source (``raven``) has no readable selection table for it
+                 (its audio is not checked)
 ===============  ======================================================================================
 
 A symbolic link is followed and checked as its target; a quarantined link's detail starts with
@@ -56,7 +58,8 @@ from birdassets.audio.io import FILE_PROBLEMS, AudioError, AudioInfo, link_targe
 from birdassets.sources.manifest import Manifest, ManifestError, file_sha256
 
 TOO_SHORT = "too_short"
-REASONS: tuple[str, ...] = (*FILE_PROBLEMS, TOO_SHORT)
+UNANNOTATED = "unannotated"
+REASONS: tuple[str, ...] = (*FILE_PROBLEMS, TOO_SHORT, UNANNOTATED)
 """Every quarantine reason code, in the order reports list them."""
 _QUARANTINE_SCHEMA = pa.schema(
     [

@@ -57,6 +57,7 @@ COLUMNS: tuple[str, ...] = (
 SPLITS: tuple[str, ...] = ("train", "test")
 
 _CLASSES_KEY = b"birdassets.classes"
+_ANNOTATIONS_KEY = b"birdassets.annotations"
 
 
 def multi_hot(label_lists: Iterable[Sequence[str]], classes: Sequence[str]) -> np.ndarray:
@@ -89,10 +90,13 @@ class Manifest:
     Attributes:
         table: one row per recording/segment with the columns in :data:`COLUMNS`.
         classes: ordered class names; column ``c`` of :meth:`label_matrix` is ``classes[c]``.
+        annotations: the annotation files the labels were read from, ``(path, sha256)`` sorted by path (e.g. Raven
+            selection tables; empty when the labels come with the audio).
     """
 
     table: pd.DataFrame
     classes: tuple[str, ...]
+    annotations: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         missing = [c for c in COLUMNS if c not in self.table.columns]
@@ -112,7 +116,8 @@ class Manifest:
             raise ManifestError(f"manifest rows use labels outside its classes: {unknown[:10]}")
 
     @classmethod
-    def from_rows(cls, rows: list[dict], classes: tuple[str, ...] | None = None) -> "Manifest":
+    def from_rows(cls, rows: list[dict], classes: tuple[str, ...] | None = None,
+                  annotations: tuple[tuple[str, str], ...] = ()) -> "Manifest":
         """Build a manifest from dicts with the :data:`COLUMNS` keys.
 
         ``start_s``/``end_s`` may be omitted (whole file). ``classes`` defaults to the sorted union
@@ -142,7 +147,7 @@ class Manifest:
         table = table[list(COLUMNS)].sort_values(["split", "recording_id"], kind="stable").reset_index(drop=True)
         if classes is None:
             classes = tuple(sorted({label for labels in table["labels"] for label in labels}))
-        return cls(table=table, classes=tuple(classes))
+        return cls(table=table, classes=tuple(classes), annotations=tuple(annotations))
 
     def split(self, name: str) -> pd.DataFrame:
         """Rows of one split (a view-safe copy)."""
@@ -159,6 +164,14 @@ class Manifest:
             object.__setattr__(self, "_content_hash", self._hash_rows())
         return self.__dict__["_content_hash"]
 
+    def annotations_hash(self) -> str | None:
+        """sha256 over the annotation files' names and contents (not their folders: moved tables hash the same),
+        ``None`` without annotation files."""
+        if not self.annotations:
+            return None
+        lines = sorted(f"{Path(path).name}\t{digest}" for path, digest in self.annotations)
+        return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
     def _hash_rows(self) -> str:
         stable = self.table.drop(columns=["path"]).copy()
         stable["labels"] = stable["labels"].map(lambda labels: "|".join(labels))
@@ -174,6 +187,8 @@ class Manifest:
         table = pa.Table.from_pandas(self.table, preserve_index=False)
         metadata = dict(table.schema.metadata or {})
         metadata[_CLASSES_KEY] = json.dumps(list(self.classes)).encode()
+        if self.annotations:
+            metadata[_ANNOTATIONS_KEY] = json.dumps([list(pair) for pair in self.annotations]).encode()
         table = table.replace_schema_metadata(metadata)
         with atomic_path(path) as tmp:
             pq.write_table(table, tmp)
@@ -190,6 +205,7 @@ class Manifest:
         if _CLASSES_KEY not in metadata:
             raise ManifestError(f"{path}: not a birdassets manifest (no class list in its metadata)")
         classes = tuple(json.loads(metadata[_CLASSES_KEY]))
+        annotations = tuple(tuple(pair) for pair in json.loads(metadata.get(_ANNOTATIONS_KEY, b"[]")))
         frame = table.to_pandas()
         frame["labels"] = frame["labels"].map(lambda labels: [str(x) for x in labels])
-        return cls(table=frame, classes=classes)
+        return cls(table=frame, classes=classes, annotations=annotations)

@@ -80,6 +80,14 @@ def _read_clips(dataset: DatasetConfig, preset: MelPreset | None) -> IngestResul
     return read_clips(dataset.root, min_duration_s=min_duration_s(preset))
 
 
+def _read_raven(dataset: DatasetConfig, preset: MelPreset | None) -> IngestResult:
+    from birdassets.frontends.presets import PRESETS
+    from birdassets.sources.raven import read_raven
+
+    preset = preset or PRESETS[FALLBACK_PRESET]
+    return read_raven(dataset.root, preset, dataset.label_rule, min_duration_s=min_duration_s(preset))
+
+
 SOURCES: dict[str, Source] = {
     source.name: source
     for source in (
@@ -88,6 +96,7 @@ SOURCES: dict[str, Source] = {
         Source("birdset", _read_birdset, "birdset", "local copy of one BirdSet configuration (HF parquet/arrow)"),
         Source("folder", _read_folder, "birdclef2025", "a folder of unlabelled recordings", labelled=False),
         Source("clips", _read_clips, "orcahello", "labelled clips: positive/ and negative/ (+ test/)"),
+        Source("raven", _read_raven, "birdclef2025", "annotated soundscapes: recordings + Raven selection tables"),
     )
 }
 """Every known source by name; BirdSet data gets BirdSet's frontend, labelled clips (a call detector's training data)
