@@ -42,12 +42,15 @@ from birdassets.layout import safe_name
 from birdassets.lineage import Lineage, code_version
 from birdassets.models.base import EncoderRef, InputSpec, LoadedEncoder
 from birdassets.models.registry import EMBED_BATCH, SUPERVISED_FAMILY, load_encoder, resolve_encoder
+from birdassets.plots import figures as plots
+from birdassets.plots.render import save_pngs
 from birdassets.probes import PROBES, fit_probe
 from birdassets.scoring import chance_scores, score_fold_predictions, score_probes
 from birdassets.settings import DatasetConfig, Settings
 from birdassets.sources.ingest import IngestResult, write_quarantine
 from birdassets.sources.manifest import Manifest
 from birdassets.sources.registry import ingest_source
+from birdassets.train.loop import HISTORY, read_history
 from birdassets.store import SUPERVISED_MODEL_FIELDS, CheckpointRow, DatasetRow, EvaluationRecord, MetricsStore, RunRow
 from birdassets.supervised.config import SUPERVISED_PROBE, AugmentConfig, ModelConfig, SupervisedConfig, model_key
 
@@ -92,6 +95,10 @@ class TaskData:
         """The task's DuckDB ``datasets`` row, with the manifest hash its scores were computed on."""
         return DatasetRow(self.task, self.dataset.source, str(self.dataset.root), manifest_hash,
                           len(self.manifest.table), len(self.manifest.classes))
+
+
+PLOTS = "plots"
+"""Folder of an evaluation's PNG figures (``scores/<task>/<checkpoint>/plots/``)."""
 
 
 def open_store(settings: Settings) -> MetricsStore:
@@ -196,6 +203,7 @@ class EncoderReport:
 
     loaded: LoadedEncoder
     record_path: Path
+    figures: dict[str, bytes] = dataclasses.field(default_factory=dict)
 
 
 def restore_encoder(settings: Settings, checkpoint: str) -> EncoderReport:
@@ -206,7 +214,8 @@ def restore_encoder(settings: Settings, checkpoint: str) -> EncoderReport:
     record = {"checkpoint": checkpoint, "path": str(ref.path), "step": ref.step, "family": ref.family,
               "dim": loaded.encoder.dim, **loaded.details}
     open_store(settings).upsert_checkpoint(checkpoint, ref.run, ref.step, ref.path, ref.family)
-    return EncoderReport(loaded, write_json(settings.layout.encoder_path(checkpoint), record))
+    figures = plots.run_figures(read_history(Path(ref.path).parent / HISTORY), checkpoint, ref.step)
+    return EncoderReport(loaded, write_json(settings.layout.encoder_path(checkpoint), record), figures)
 
 
 @dataclass(frozen=True)
@@ -281,6 +290,7 @@ class ScoresReport:
     scores: pd.DataFrame
     class_scores: pd.DataFrame
     lineage: Lineage
+    figures: dict[str, bytes] = dataclasses.field(default_factory=dict)
 
 
 def score(settings: Settings, task: str, checkpoint: str, run_id: str) -> ScoresReport:
@@ -290,7 +300,9 @@ def score(settings: Settings, task: str, checkpoint: str, run_id: str) -> Scores
     ref = resolve_encoder(settings.checkpoint_roots, checkpoint, settings.layout.models_root)
     lineage = evaluation_lineage(TaskData.load(settings, task), ref, run_id)
     directory = artifacts.write_scores(layout.scores_dir(task, checkpoint), scores, class_scores, lineage)
-    return ScoresReport(directory, scores, class_scores, lineage)
+    figures = plots.evaluation_figures(layout.probes_dir(task, checkpoint), scores, class_scores, f"{task} x {checkpoint}")
+    save_pngs(directory / PLOTS, figures)
+    return ScoresReport(directory, scores, class_scores, lineage, figures)
 
 
 def evaluation_lineage(data: TaskData, ref: EncoderRef, run_id: str) -> Lineage:
@@ -325,6 +337,7 @@ class RecordReport:
     class_score_rows: int
     run_id: str
     leaderboard: pd.DataFrame
+    figures: dict[str, bytes] = dataclasses.field(default_factory=dict)
 
 
 def record(settings: Settings, task: str, checkpoint: str) -> RecordReport:
@@ -341,7 +354,20 @@ def record(settings: Settings, task: str, checkpoint: str) -> RecordReport:
         run=RunRow(lineage.run_id, "benchmark", f"{task} x {checkpoint}"),
     ))
     board = leaderboard(store, task, checkpoint)
-    return RecordReport(settings.layout.db_path, written, len(class_scores), lineage.run_id, board)
+    figures = task_figures(store, task, checkpoint, lineage.step)
+    save_pngs(settings.layout.scores_dir(task, checkpoint) / PLOTS, figures)
+    return RecordReport(settings.layout.db_path, written, len(class_scores), lineage.run_id, board, figures)
+
+
+def task_figures(store: MetricsStore, task: str, checkpoint: str, step: int | None) -> dict[str, bytes]:
+    """The task's validation cmAP leaderboard and, for a checkpoint with steps, its run's score against step."""
+    split, metric = plots.HEADLINE
+    board = store.query("select checkpoint, probe, mean, std from leaderboard where task = ? and split = ? and "
+                        "metric = ? and mean is not null", [task, split, metric])
+    by_step = store.query("select probe, step, mean from score_by_step where task = ? and split = ? and metric = ? "
+                          "and run = ? and step is not null and mean is not null",
+                          [task, split, metric, checkpoint.rpartition("@")[0] if step is not None else checkpoint])
+    return plots.leaderboard_figures(board, by_step, task, checkpoint, step)
 
 
 def leaderboard(store: MetricsStore, task: str, checkpoint: str) -> pd.DataFrame:
@@ -383,6 +409,11 @@ class DetectionReport:
     rows: int
     seconds: float
 
+    @property
+    def figures(self) -> dict[str, bytes]:
+        """Confidence over time of the most confident recordings (rendered on each access)."""
+        return plots.detection_figures(self.result)
+
 
 def detect(settings: Settings, task: str, request: DetectionRequest, run_id: str,
            paths: list[Path] | None = None) -> DetectionReport:
@@ -423,6 +454,11 @@ class SupervisedReport:
     lineage: Lineage
     oof: pd.DataFrame
     seconds: float
+
+    @property
+    def figures(self) -> dict[str, bytes]:
+        """Each fold's training loss and validation AUC against epoch (rendered on each access)."""
+        return plots.supervised_figures(self.history, f"{self.key}: learning curves")
 
 
 def train_supervised(settings: Settings, task: str, model_config: ModelConfig, train_config: SupervisedConfig,

@@ -146,6 +146,11 @@ def test_new_checkpoint_flows_from_sensor_to_duckdb(home, defs, instance):
 
     run = run_job(defs, BENCHMARK_JOB, wanted, instance)
     assert run.success
+    (scored,) = run.asset_materializations_for_node("scores")
+    (recorded,) = run.asset_materializations_for_node("metrics_db")
+    for name, materialization in (("per_class_ap", scored), ("pr_curves", scored), ("leaderboard", recorded)):
+        image = materialization.metadata[f"plot_{name}"].value  # Markdown with the PNG inline: the UI shows it
+        assert image.startswith(f"![{name}](data:image/png;base64,iVBORw0KGgo") and len(image) < 4 / 3 * 200_000 + 100
     scores = query_readonly(settings.layout.db_path, "select * from scores where checkpoint = 'ssl-a@0'")
     assert set(scores["probe"]) == {"linear", "centroid", "chance"}
     assert set(scores["fold"]) == set(range(5)) and set(scores["split"]) == {"valid", "test"}

@@ -91,15 +91,23 @@ def test_every_step_runs_without_dagster_and_reads_the_manifest_once(settings, m
     classes = len(Manifest.read(layout.manifest_path(TASK)).classes)
     per_class = query_readonly(layout.db_path, "select count(*) as n from class_scores")["n"][0]
     assert classes == 6 and per_class == 5 * 2 * 2 * classes  # folds x splits x probes x classes
+    plots = layout.scores_dir(TASK, CHECKPOINT) / "plots"
+    assert set(reports["score"].figures) == {"per_class_ap", "pr_curves"} and set(reports["record"].figures) == {
+        "leaderboard"}  # one step of the run scored: no curve against step
+    assert sorted(p.name for p in plots.iterdir()) == ["leaderboard.png", "per_class_ap.png", "pr_curves.png"]
+    assert (plots / "pr_curves.png").read_bytes() == reports["score"].figures["pr_curves"]
 
 
 def test_rerunning_the_chain_gives_the_same_rows_and_scores(chained):
     settings = chained
     before = query_readonly(settings.layout.db_path, "select * from scores order by fold, split, probe, metric")
+    plots = settings.layout.scores_dir(TASK, CHECKPOINT) / "plots"
+    first = {p.name: p.read_bytes() for p in plots.iterdir()}
     run_chain(settings)
     after = query_readonly(settings.layout.db_path, "select * from scores order by fold, split, probe, metric")
     assert len(after) == len(before)
     np.testing.assert_array_equal(after["value"].to_numpy(), before["value"].to_numpy())  # same seeds, same scores
+    assert {p.name: p.read_bytes() for p in plots.iterdir()} == first  # the same plots, byte for byte
     for table in ("datasets", "checkpoints", "lineage"):
         assert len(query_readonly(settings.layout.db_path, f"select * from {table}")) == 1
     leftovers = [p for p in settings.home.rglob("*") if p.name.endswith((".incomplete", ".tmp"))]

@@ -1,6 +1,8 @@
-"""Step reports as Dagster UI metadata: one function per asset, plus Markdown tables and charts."""
+"""Step reports as Dagster UI metadata: one function per asset, plus Markdown tables and embedded PNG plots."""
 
 from __future__ import annotations
+
+import base64
 
 import dagster as dg
 import numpy as np
@@ -17,6 +19,12 @@ TOP_RECORDINGS_LISTED = 20
 def table_metadata(frame: pd.DataFrame, floatfmt: str = ".4f") -> dg.MetadataValue:
     """A DataFrame as a Markdown table (rendered in the asset's materialization panel)."""
     return dg.MetadataValue.md(frame.to_markdown(index=False, floatfmt=floatfmt))
+
+
+def plot_metadata(figures: dict[str, bytes]) -> dict[str, dg.MetadataValue]:
+    """Each PNG as ``plot_<name>``: Markdown with the image inline (a data URI), so the UI shows the picture."""
+    return {f"plot_{name}": dg.MetadataValue.md(f"![{name}](data:image/png;base64,{base64.b64encode(png).decode()})")
+            for name, png in figures.items()}
 
 
 def path(value) -> dg.MetadataValue:
@@ -72,7 +80,8 @@ def folds_metadata(report: steps.FoldsReport) -> dict:
 def encoder_metadata(report: steps.EncoderReport) -> dict:
     loaded, ref = report.loaded, report.loaded.ref
     return {"checkpoint_path": path(ref.path), "step": ref.step, "family": ref.family, "dim": loaded.encoder.dim,
-            "record": path(report.record_path), "details": dg.MetadataValue.json(loaded.details)}
+            "record": path(report.record_path), "details": dg.MetadataValue.json(loaded.details),
+            **plot_metadata(report.figures)}
 
 
 def embeddings_metadata(report: steps.EmbeddingsReport) -> dict:
@@ -91,16 +100,15 @@ def scores_metadata(report: steps.ScoresReport) -> dict:
     headline = summary[(summary["split"] == "valid") & (summary["metric"] == "cmAP")]
     return {
         "path": path(report.directory), "scores": table_metadata(summary),
-        "per_class_ap": dg.MetadataValue.md(ap_chart_markdown(report.class_scores)),
         **{f"cmAP_valid_{row.probe}": float(row.mean) for row in headline.itertuples()},
-        "code_version": report.lineage.code_version, "step": report.lineage.step,
+        "code_version": report.lineage.code_version, "step": report.lineage.step, **plot_metadata(report.figures),
     }
 
 
 def record_metadata(report: steps.RecordReport) -> dict:
     return {"database": path(report.db_path), "score_rows": report.score_rows,
             "class_score_rows": report.class_score_rows, "leaderboard": table_metadata(report.leaderboard),
-            "scores_run_id": report.run_id}
+            "scores_run_id": report.run_id, **plot_metadata(report.figures)}
 
 
 def detection_metadata(report: steps.DetectionReport) -> dict:
@@ -115,60 +123,8 @@ def detection_metadata(report: steps.DetectionReport) -> dict:
         "unreadable": len(report.result.failed), "seconds": report.seconds,
         "audio_s_per_s": per_second(sum(r.duration_s for r in recordings), report.seconds),
         "json": path(report.json_path), "csv": path(report.csv_path),
-        "top_recordings": table_metadata(top) if len(top) else "none",
+        "top_recordings": table_metadata(top) if len(top) else "none", **plot_metadata(report.figures),
     }
-
-
-def ap_chart_markdown(class_scores: pd.DataFrame, split: str = "valid", width: int = 30) -> str:
-    """A per-class AP bar chart (mean over folds, one column per probe) as a Markdown table for the Dagster UI."""
-    rows = class_scores[class_scores["split"] == split]
-    if rows.empty:
-        return "_no per-class scores_"
-    table = (
-        rows.groupby(["class_name", "probe"])
-        .agg(ap=("ap", "mean"))
-        .reset_index()
-        .pivot(index="class_name", columns="probe", values="ap")
-    )
-    lines = ["| class | " + " | ".join(f"{p} AP" for p in table.columns) + " |"]
-    lines.append("|---|" + "---|" * len(table.columns))
-    for name, values in table.iterrows():
-        cells = []
-        for value in values:
-            if np.isnan(value):
-                cells.append("n/a")
-            else:
-                cells.append(f"`{'█' * int(round(value * width)):<{width}}` {value:.3f}")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-SPARK = "▁▂▃▄▅▆▇█"
-"""Levels of a learning-curve sparkline, lowest first."""
-
-
-def sparkline(values, low: float, high: float) -> str:
-    """``values`` as one character each, scaled to ``[low, high]`` (a flat line when they are equal)."""
-    span = high - low
-    levels = [0 if span <= 0 else int(round((v - low) / span * (len(SPARK) - 1))) for v in values]
-    return "".join(SPARK[min(max(level, 0), len(SPARK) - 1)] for level in levels)
-
-
-def learning_curves_markdown(history: pd.DataFrame) -> str:
-    """Per fold: training loss and validation class-wise AUC over epochs as sparklines (shared scales), with
-    the first and last values and the best epoch, as a Markdown table."""
-    if history.empty:
-        return "_no epochs_"
-    loss_range = (history["train_loss"].min(), history["train_loss"].max())
-    lines = ["| fold | train loss | first -> last | val AUC (0..1) | best epoch | best AUC |", "|---|---|---|---|---|---|"]
-    for fold, rows in history.groupby("fold"):
-        rows = rows.sort_values("epoch")
-        auc = rows["val_auc"].fillna(0.0)
-        best = rows.loc[auc.idxmax()]
-        lines.append(f"| {fold} | `{sparkline(rows['train_loss'], *loss_range)}` | "
-                     f"{rows['train_loss'].iloc[0]:.4f} -> {rows['train_loss'].iloc[-1]:.4f} | "
-                     f"`{sparkline(auc, 0.0, 1.0)}` | {int(best['epoch'])} | {best['val_auc']:.4f} |")
-    return "\n".join(lines)
 
 
 def supervised_metadata(report: steps.SupervisedReport) -> dict:
@@ -178,6 +134,6 @@ def supervised_metadata(report: steps.SupervisedReport) -> dict:
     return {
         "checkpoint": report.key, "path": path(report.directory), "seconds": report.seconds,
         "oof_class_wise_auc": float(oof.get("AUC", float("nan"))), "oof_cmap": float(oof.get("cmAP", float("nan"))),
-        "oof_scores": table_metadata(summary), "learning_curves": dg.MetadataValue.md(learning_curves_markdown(report.history)),
-        "history": table_metadata(report.history), "per_class_ap": dg.MetadataValue.md(ap_chart_markdown(report.class_scores)),
+        "oof_scores": table_metadata(summary), "history": table_metadata(report.history),
+        **plot_metadata(report.figures),
     }

@@ -354,7 +354,7 @@ class RunFolder:
         discarded."""
         checkpointer = RunCheckpointer(path, config.max_checkpoints, family)
         start = checkpointer.latest_step() or 0
-        history = [h for h in _read_history(path / HISTORY) if h["step"] <= start]
+        history = [h for h in read_history(path / HISTORY) if h["step"] <= start]
         return cls(path, config, model, objective, checkpointer, bool(finalized_steps(path)), start, history)
 
     def save(self, step: int, state: TrainState) -> None:
@@ -370,7 +370,8 @@ class RunFolder:
         write_text(self.path / HISTORY, "".join(json.dumps(record) + "\n" for record in self.history))
 
 
-def _read_history(path: Path) -> list[dict]:
+def read_history(path: Path) -> list[dict]:
+    """The records of a run's ``history.jsonl`` (none when it is missing)."""
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
