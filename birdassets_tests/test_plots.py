@@ -8,7 +8,7 @@ import pytest
 
 from birdassets.detection.rule import DetectionResult, RecordingDetections
 from birdassets.detection import DetectionConfig
-from birdassets.plots.detections import detection_timeline_figure, timeline_order
+from birdassets.plots.timelines import detection_timeline_figure, timeline_order
 from birdassets.plots.figures import best_probe, leaderboard_figures
 from birdassets.plots.leaderboard import leaderboard_figure
 from birdassets.plots.render import new_figure, to_png

@@ -9,11 +9,11 @@ import pandas as pd
 
 from birdassets.artifacts import probe_classes, read_probe_predictions
 from birdassets.detection.rule import DetectionResult
-from birdassets.plots.detections import detection_timeline_figure
+from birdassets.plots.timelines import detection_timeline_figure
 from birdassets.plots.leaderboard import leaderboard_figure, score_vs_step_figure
 from birdassets.plots.render import to_png
 from birdassets.plots.scores import class_summary, hardest_and_easiest, per_class_ap_figure, pr_curves_figure
-from birdassets.plots.training import fold_curves_figure, run_history_figure
+from birdassets.plots.curves import fold_curves_figure, run_history_figure
 from birdassets.scoring import CHANCE_PROBE
 
 HEADLINE = ("valid", "cmAP")
