@@ -1,8 +1,10 @@
-"""Shared fixtures: quiet TensorFlow, real audio written to disk, small manifests."""
+"""Shared fixtures: quiet TensorFlow, real audio written to disk, small manifests, the demo's home (built once per
+session: the CLI, notebook and browser tests read it) and a folder for test artefacts (screenshots, figures)."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import warnings
 
@@ -19,6 +21,8 @@ import soundfile as sf  # noqa: E402
 
 from birdassets.sources.manifest import Manifest, file_sha256  # noqa: E402
 
+ARTIFACTS_ENV = "BIRDASSETS_TEST_ARTIFACTS"
+"""Folder where tests leave artefacts worth keeping (screenshots, notebook figures); CI sets it."""
 SHARED_AUDIO = Path(__file__).resolve().parents[1].parent / "shared" / "audio"
 
 
@@ -89,3 +93,29 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     seed = getattr(config.option, "randomly_seed", None)
     if seed is not None and not config.getoption("randomly_dont_reorganize", False):
         terminalreporter.write_line(f"tests ran in a shuffled order: --randomly-seed={seed}")
+
+
+def birdassets(home, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    """The ``birdassets`` command in a subprocess on ``BIRDASSETS_HOME=home``; its exit status and output."""
+    env = {**os.environ, "BIRDASSETS_HOME": str(home), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("DAGSTER_HOME", None)
+    return subprocess.run(
+        [sys.executable, "-m", "birdassets.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="session")
+def demo_home(tmp_path_factory):
+    """``(home, stdout)`` of one ``birdassets demo`` run, shared by every test that reads a finished home."""
+    home = tmp_path_factory.mktemp("demo-home")
+    first = birdassets(home, "demo")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    return home, first.stdout
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir(tmp_path_factory) -> Path:
+    """``$BIRDASSETS_TEST_ARTIFACTS`` (created) when set, else a temporary folder."""
+    folder = Path(os.environ[ARTIFACTS_ENV]) if os.environ.get(ARTIFACTS_ENV) else tmp_path_factory.mktemp("artifacts")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

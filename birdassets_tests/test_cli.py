@@ -14,16 +14,9 @@ import pandas as pd
 import pytest
 
 from birdassets.models.registry import BIRDNET_KEY, available_pretrained
+from birdassets_tests.conftest import birdassets
 
 pytestmark = pytest.mark.slow
-
-
-def birdassets(home, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "BIRDASSETS_HOME": str(home), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    env.pop("DAGSTER_HOME", None)
-    return subprocess.run(
-        [sys.executable, "-m", "birdassets.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
-    )
 
 
 def scores(home) -> pd.DataFrame:
@@ -31,14 +24,6 @@ def scores(home) -> pd.DataFrame:
                       "order by all", "--format", "csv")
     assert done.returncode == 0, done.stderr
     return pd.read_csv(StringIO(done.stdout))
-
-
-@pytest.fixture(scope="module")
-def demo_home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("demo-home")
-    first = birdassets(home, "demo")
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    return home, first.stdout
 
 
 def test_demo_prints_a_leaderboard_row_per_demo_task(demo_home):

@@ -2,7 +2,7 @@
 
 * :mod:`~birdassets.detection.scorers`: clips -> one confidence each (BirdNET logits, a trained probe, band energy);
 * :mod:`~birdassets.detection.rule`: windows -> scores -> per-recording decision (:func:`detect_recordings`);
-* :mod:`~birdassets.detection.outputs`: JSON and CSV files;
+* :mod:`~birdassets.detection.outputs`: JSON, CSV, Raven selection tables and Audacity label tracks;
 * :mod:`~birdassets.detection.orcahello`: :class:`OrcaHello`, the inference class over a call classifier.
 """
 

@@ -20,6 +20,7 @@ no non-finite confidence reaches a result.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -237,3 +238,22 @@ def score_windows(clips: np.ndarray, scorer: WindowScorer) -> np.ndarray:
         batch = clips[first : first + SCORE_BATCH_WINDOWS]
         confidence[first : first + len(batch)] = np.asarray(scorer.score(batch), dtype=np.float64)
     return confidence
+
+
+def result_from_tables(windows: pd.DataFrame, files: pd.DataFrame) -> DetectionResult:
+    """One scorer's detections rebuilt from its DuckDB rows (notebooks, reports).
+
+    Args:
+        windows: ``detections`` rows: ``scorer, path, start_s, duration_s, confidence``.
+        files: ``detection_files`` rows: ``scorer, path, duration_s, global_prediction, global_confidence,
+            config`` (the rule as JSON).
+    """
+    config = DetectionConfig(**json.loads(files["config"].iloc[0]))
+    recordings = []
+    for file in files.sort_values("path").itertuples(index=False):
+        rows = windows[windows["path"] == file.path].sort_values("start_s")
+        recordings.append(RecordingDetections(
+            file=file.path, duration_s=float(file.duration_s), start_s=rows["start_s"].to_numpy(float),
+            confidence=rows["confidence"].to_numpy(float), clip_s=config.clip_s, threshold=config.threshold,
+            global_prediction=int(file.global_prediction), global_confidence=float(file.global_confidence)))
+    return DetectionResult(str(files["scorer"].iloc[0]), config, tuple(recordings))
