@@ -106,7 +106,13 @@ def birdassets(home, *args: str, timeout: int = 900) -> subprocess.CompletedProc
 
 @pytest.fixture(scope="session")
 def demo_home(tmp_path_factory):
-    """``(home, stdout)`` of one ``birdassets demo`` run, shared by every test that reads a finished home."""
+    """``(home, stdout)`` of one ``birdassets demo`` run, shared by every test that reads a finished home.
+
+    For quicker local iterations on the notebook and browser tests, ``BIRDASSETS_TEST_DEMO_HOME=<a finished demo
+    home>`` uses that home as it is (the demo's printout is then empty: the tests that read it fail)."""
+    reuse = os.environ.get("BIRDASSETS_TEST_DEMO_HOME")
+    if reuse:
+        return Path(reuse), ""
     home = tmp_path_factory.mktemp("demo-home")
     first = birdassets(home, "demo")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]

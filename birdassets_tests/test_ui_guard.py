@@ -12,14 +12,12 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -30,6 +28,7 @@ from birdassets.cli.ui import served_url
 from birdassets.supervisor import KILL_WAIT_S, Supervisor
 from birdassets.train.config import TrainConfigError, run_directory
 from birdassets.webguard import GuardedApp, GuardPolicy, Request, refusal, split_authority
+from birdassets_tests.ui_server import STOP_S, UiServer, alive, kill_all, start_ui
 
 PORT = 3000
 POLICY = GuardPolicy.serving("127.0.0.1", PORT)
@@ -195,12 +194,6 @@ def test_a_training_run_resolves_under_the_roots(tmp_path):
 
 # --- the command ------------------------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_ui_keeps_its_flags_and_refuses_a_busy_port_in_one_line(capsys):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -241,109 +234,11 @@ def test_the_supervisor_stops_a_whole_tree_even_what_ignores_sigterm_or_left_its
 
 # --- a real `birdassets ui` ----------------------------------------------------------------------------------------
 
-STARTUP_S = 300
-STOP_S = 10.0
-
-
-@dataclass
-class UiServer:
-    """A running ``birdassets ui`` (own session, so the test can signal it alone)."""
-
-    home: Path
-    port: int
-    process: subprocess.Popen
-    log: Path
-    read_only: bool = False
-    seen: list = field(default_factory=list)
-
-    @property
-    def origin(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def request(self, method: str, path: str, *, query: dict | None = None, body: dict | None = None,
-                headers: dict | None = None) -> tuple[int, str]:
-        url = self.origin + path + ("?" + urllib.parse.urlencode(query) if query else "")
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(url, data=data, method=method,
-                                         headers={"Content-Type": "application/json", **(headers or {})})
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as error:
-            return error.code, error.read().decode()
-
-    def graphql(self, query: str, **headers) -> dict:
-        status, text = self.request("POST", "/graphql", body={"query": query},
-                                    headers={"Origin": self.origin, "Sec-Fetch-Site": "same-origin", **headers})
-        assert status == 200, text
-        return json.loads(text)
-
-    def runs(self, tag: str) -> list:
-        """The runs in the server's Dagster instance tagged ``birdassets-test=<tag>``."""
-        from dagster import DagsterInstance, RunsFilter
-
-        with DagsterInstance.from_config(str(self.home / "dagster")) as instance:
-            return instance.get_runs(RunsFilter(tags={TAG: tag}))
-
-    def descendants(self) -> list[psutil.Process]:
-        return psutil.Process(self.process.pid).children(recursive=True)
-
-
 def start_server(home: Path, read_only: bool, started: list) -> UiServer:
-    """Start ``birdassets ui`` on a new home and a free port (appended to ``started`` at once, so that it is
-    stopped even if it never serves) and wait until it serves."""
+    """``birdassets ui`` on a new, empty home (no data: sensors stay idle)."""
     home.mkdir(parents=True)
-    (home / "birdassets.toml").write_text("include_demo = false\npretrained = []\n")  # no data: sensors stay idle
-    port, log = free_port(), home / "ui.log"
-    env = {**os.environ, "BIRDASSETS_HOME": str(home)}
-    env.pop("DAGSTER_HOME", None)
-    command = [sys.executable, "-m", "birdassets.cli", "ui", "--port", str(port)] + (["--read-only"] if read_only else [])
-    with log.open("w") as out:
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    server = UiServer(home, port, process, log, read_only)
-    started.append(server)
-    wait_until_serving(server)
-    server.seen = server.descendants()
-    return server
-
-
-def wait_until_serving(server: UiServer) -> None:
-    """Until the UI answers with the code location loaded (deadline :data:`STARTUP_S`)."""
-    deadline = time.monotonic() + STARTUP_S
-    while time.monotonic() < deadline:
-        assert server.process.poll() is None, server.log.read_text()[-3000:]
-        try:
-            status, text = server.request("POST", "/graphql", body={
-                "query": "{ repositoriesOrError { ... on RepositoryConnection { nodes { name } } } }"})
-            if status == 200 and json.loads(text)["data"]["repositoriesOrError"].get("nodes"):
-                return
-        except (OSError, ValueError, KeyError):
-            pass
-        time.sleep(1.0)
-    raise AssertionError(f"birdassets ui did not serve within {STARTUP_S} s:\n{server.log.read_text()[-3000:]}")
-
-
-def alive(processes: list[psutil.Process]) -> list[psutil.Process]:
-    def running(p):
-        try:
-            return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-        except psutil.Error:
-            return False
-    return [p for p in processes if running(p)]
-
-
-def kill_all(server: UiServer) -> None:
-    """Last resort of the fixture: nothing of a server outlives the tests."""
-    everything = server.seen + (server.descendants() if server.process.poll() is None else [])
-    if server.process.poll() is None:
-        server.process.terminate()
-        try:
-            server.process.wait(STOP_S)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-    server.process.wait()
-    for process in alive(everything):
-        process.kill()
+    (home / "birdassets.toml").write_text("include_demo = false\npretrained = []\n")
+    return start_ui(home, ["--read-only"] if read_only else [], started, read_only)
 
 
 class Servers:
@@ -396,7 +291,7 @@ def test_get_mutation_from_a_foreign_page_is_refused_and_launches_nothing(server
     assert status in (403, 405), text
     status, text = launch_train(server, config, tag, "GET")  # an <img src=...> sends no Origin
     assert status == 405 and "mutation sent by GET" in text
-    assert server.runs(tag) == []
+    assert server.runs({TAG: tag}) == []
 
 
 @pytest.mark.slow
@@ -407,7 +302,7 @@ def test_post_mutation_from_a_foreign_origin_is_refused(servers, tmp_path):
     assert status == 403 and "cross-origin request from 'http://evil.example'" in text
     status, _ = launch_train(server, config, tag, "POST", **{"Sec-Fetch-Site": "cross-site"})
     assert status == 403
-    assert server.runs(tag) == []
+    assert server.runs({TAG: tag}) == []
 
 
 @pytest.mark.slow
@@ -453,7 +348,7 @@ def wait_for_run_end(server: UiServer, tag: str, seconds: float = 240):
     ended = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        runs = server.runs(tag)
+        runs = server.runs({TAG: tag})
         if runs and runs[0].status in ended:
             return runs[0]
         time.sleep(2.0)
@@ -485,7 +380,7 @@ def test_read_only_ui_refuses_mutations_and_sigint_stops_every_process(servers):
     config = {"ops": {"train_encoder": {"config": {"run": "shared-view", **CHEAP_TRAINING}}}}
     status, text = launch_train(server, config, tag, "POST", Origin=server.origin)
     assert status == 200 and json.loads(text)["data"]["launchRun"]["__typename"] == "UnauthorizedError"
-    assert server.runs(tag) == []
+    assert server.runs({TAG: tag}) == []
     assert server.graphql("{ version }")["data"]["version"]  # reading still works
     survivors, took = stop_and_list_survivors(server, signal.SIGINT)
     assert survivors == [] and took < STOP_S and server.process.returncode == 0

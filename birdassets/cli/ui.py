@@ -1,5 +1,5 @@
-"""``birdassets ui [--host H] [--port P] [--allow-host NAME ...] [--read-only]``: the Dagster UI on this project,
-guarded against web pages and stopped as a whole.
+"""``birdassets ui [--host H] [--port P] [--allow-host NAME ...] [--read-only] [--no-daemon]``: the Dagster UI on
+this project, guarded against web pages and stopped as a whole.
 
 Three children, each in its own process group (:class:`~birdassets.supervisor.Supervisor`):
 
@@ -9,7 +9,7 @@ Three children, each in its own process group (:class:`~birdassets.supervisor.Su
   server's ``Host`` names, no cross-site request that could change something, no GraphQL mutation by GET;
   ``--read-only`` serves a shared view in which Dagster refuses every mutation;
 * the daemon (sensors, schedules, the run queue), started once the webserver listens (after the code server
-  has loaded the definitions).
+  has loaded the definitions); ``--no-daemon`` leaves it out (a view of the results that starts no run by itself).
 
 SIGINT (Ctrl-C) or SIGTERM stops the three and everything they started (gRPC servers, runs in progress): SIGTERM
 to each group, SIGKILL :data:`~birdassets.supervisor.GRACE_S` seconds later. A child that exits on its own stops
@@ -57,6 +57,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                     "(a reverse proxy's, this machine's LAN name); repeat for several")
     ui.add_argument("--read-only", action="store_true",
                     help="a shared view: no run launches, no sensor or schedule toggles, no other change")
+    ui.add_argument("--no-daemon", action="store_true",
+                    help="no daemon: sensors, schedules and automation do not tick, queued runs wait")
     ui.set_defaults(func=cmd_ui)
 
 
@@ -73,6 +75,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
           Supervisor() as children):
         if start_children(children, args, Path(scratch), stopping):
             mode = " (read-only)" if args.read_only else ""
+            mode += " without the daemon" if args.no_daemon else ""
             print(f"birdassets ui: serving {served_url(args.host, args.port)}{mode}; "
                   f"DAGSTER_HOME={settings.layout.dagster_home}; Ctrl-C stops it", flush=True)
             wait_for(lambda: False, "a signal to stop", children, stopping, seconds=math.inf)
@@ -128,6 +131,8 @@ def start_children(children, args: argparse.Namespace, scratch: Path, stopping: 
     print(f"birdassets ui: loading {DEFINITIONS_MODULE} (TensorFlow and JAX take a while)...", flush=True)
     if not wait_for(lambda: listening(args.host, args.port), "the webserver to listen", children, stopping):
         return False
+    if args.no_daemon:
+        return True
     children.start("daemon", [sys.executable, "-m", "dagster._daemon", "run", "--workspace", str(workspace),
                               "--log-level", "info"])
     return True
