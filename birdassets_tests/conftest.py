@@ -125,3 +125,22 @@ def artifacts_dir(tmp_path_factory) -> Path:
     folder = Path(os.environ[ARTIFACTS_ENV]) if os.environ.get(ARTIFACTS_ENV) else tmp_path_factory.mktemp("artifacts")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def tiny_vit_config():
+    """A one-block, 32-wide ViT over the birdclef2025 preset's input: the smallest encoder a pipeline test needs."""
+    from birdassets.frontends.presets import get_preset
+    from birdassets.models.vit import vit_config
+
+    frames, mels = get_preset("birdclef2025").input_shape
+    return vit_config("tiny", frames=frames, mels=mels, dim=32, depth=1, heads=2, patch_frames=32, patch_mels=32)
+
+
+def write_tiny_vit(run_dir: Path, step: int, seed: int = 0) -> Path:
+    """A finalized Orbax step ``run_dir/<step>`` of :func:`tiny_vit_config`'s ViT, initialised from ``seed``."""
+    from flax import nnx
+
+    from birdassets.models.vit import ViTEncoder, save_checkpoint
+
+    config = tiny_vit_config()
+    return save_checkpoint(run_dir, step, ViTEncoder(config, rngs=nnx.Rngs(seed)), config)

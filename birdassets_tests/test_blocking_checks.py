@@ -25,11 +25,11 @@ from birdassets.datasets import mel_tfds
 from birdassets.definitions import BENCHMARK_JOB, DATA_JOB, build_definitions
 from birdassets.defs.partitions import CHECKPOINT_PARTITIONS_NAME, evaluation_key
 from birdassets.defs.resources import BirdassetsHome
-from birdassets.frontends.presets import get_preset
-from birdassets.models.vit import ViTEncoder, vit_config
+from birdassets.models.vit import ViTEncoder
 from birdassets.models.vit.family import save_checkpoint
 from birdassets.settings import load_settings
 from birdassets.sources.demo import DemoTaskSpec, generate
+from birdassets_tests.conftest import tiny_vit_config
 
 pytestmark = pytest.mark.slow
 TASK = "tiny"
@@ -99,8 +99,7 @@ def scores_rows(home: Path, checkpoint: str) -> int:
 def write_encoder(home: Path, run_name: str, dead_patch_embed: bool = False) -> str:
     """A finalized Orbax step 0 of a tiny ViT; ``dead_patch_embed`` zeroes its patch embedding, so the encoder
     ignores its input and every window embeds to the same vector. Returns the checkpoint key."""
-    frames, mels = get_preset("birdclef2025").input_shape
-    config = vit_config("tiny", frames=frames, mels=mels, dim=32, depth=1, heads=2, patch_frames=32, patch_mels=32)
+    config = tiny_vit_config()
     encoder = ViTEncoder(config, rngs=nnx.Rngs(0))
     if dead_patch_embed:
         graphdef, state = nnx.split(encoder)

@@ -13,7 +13,6 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pytest
-from flax import nnx
 
 from birdassets.models.vit.family import save_checkpoint
 from birdassets.definitions import BENCHMARK_JOB, DATA_JOB, ENCODER_JOB, build_definitions
@@ -22,25 +21,18 @@ from birdassets.defs.runs import step_failure_messages
 from birdassets.defs.partitions import CHECKPOINT_PARTITIONS_NAME, evaluation_key
 from birdassets.frontends.presets import get_preset
 from birdassets.models.registry import BIRDNET_KEY, available_pretrained
-from birdassets.models.vit import ViTEncoder, vit_config
 from birdassets.settings import load_settings
 from birdassets.sources.demo import DemoTaskSpec, generate
 from birdassets.sources.manifest import Manifest
 from birdassets.store import query_readonly
+from birdassets_tests.conftest import write_tiny_vit
 
 pytestmark = pytest.mark.slow
 TASK = "mini"
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
-def tiny_config():
-    frames, mels = get_preset("birdclef2025").input_shape
-    return vit_config("tiny", frames=frames, mels=mels, dim=32, depth=1, heads=2, patch_frames=32, patch_mels=32)
-
-
-def write_step(run_dir: Path, step: int, seed: int = 0) -> Path:
-    config = tiny_config()
-    return save_checkpoint(run_dir, step, ViTEncoder(config, rngs=nnx.Rngs(seed)), config)
+write_step = write_tiny_vit
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import pytest
 from birdassets.annotations.labelling import LabelRule
 from birdassets.frontends.presets import get_preset
 from birdassets.sources.raven import read_raven
-from birdassets_tests.conftest import write_recording
+from birdassets_tests.conftest import write_recording, write_tiny_vit
 
 RATE = 32_000
 HEADER = "Selection\tView\tChannel\tBegin Time (s)\tEnd Time (s)\tLow Freq (Hz)\tHigh Freq (Hz)"
@@ -152,19 +152,13 @@ def _random_calls(rng: np.random.Generator, seconds: float) -> list[tuple[str, f
 @pytest.fixture(scope="module")
 def raven_home(tmp_path_factory):
     """A home whose one task is nine annotated 15-s soundscapes (tables beside them) and a tiny ViT checkpoint."""
-    from flax import nnx
-
-    from birdassets.models.vit import ViTEncoder, save_checkpoint, vit_config
-
     home = tmp_path_factory.mktemp("raven-home")
     rng = np.random.default_rng(5)
     for k in range(9):
         calls = _random_calls(rng, 15.0)
         write_recording(home / "data" / f"site{k % 3}" / f"dawn_{k}.wav", soundscape(calls, 15.0, seed=k), RATE)
         (home / "data" / f"site{k % 3}" / f"dawn_{k}.Table.1.selections.txt").write_text(raven_table(calls))
-    frames, mels = get_preset("birdclef2025").input_shape
-    config = vit_config("tiny", frames=frames, mels=mels, dim=32, depth=1, heads=2, patch_frames=32, patch_mels=32)
-    save_checkpoint(home / "runs" / "ssl-r", 2, ViTEncoder(config, rngs=nnx.Rngs(0)), config)
+    write_tiny_vit(home / "runs" / "ssl-r", 2)
     (home / "birdassets.toml").write_text(
         f'include_demo = false\ncheckpoint_roots = ["{home / "runs"}"]\nprobes = ["linear"]\npretrained = []\n'
         f'n_folds = 3\n[[datasets]]\nname = "dawn"\nsource = "raven"\nroot = "{home / "data"}"\n'

@@ -7,16 +7,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from flax import nnx
 
 from birdassets import steps
 from birdassets.folds import FoldConfig, assign_folds
-from birdassets.frontends.presets import get_preset
-from birdassets.models.vit import ViTEncoder, save_checkpoint, vit_config
 from birdassets.settings import load_settings
 from birdassets.sources.demo import DemoTaskSpec, generate
 from birdassets.sources.manifest import Manifest, multi_hot
 from birdassets.store import query_readonly
+from birdassets_tests.conftest import write_tiny_vit
 
 pytestmark = pytest.mark.slow
 TASK = "mini"
@@ -29,9 +27,7 @@ def settings(tmp_path_factory):
     spec = DemoTaskSpec(name=TASK, seed=11, n_species=6, train_per_species=4, train_length_s=(3.0, 7.0),
                         n_test_windows=10, windows_per_soundscape=5)
     generate(spec, home / "mini-data")
-    frames, mels = get_preset("birdclef2025").input_shape
-    config = vit_config("tiny", frames=frames, mels=mels, dim=32, depth=1, heads=2, patch_frames=32, patch_mels=32)
-    save_checkpoint(home / "runs" / "ssl-b", 3, ViTEncoder(config, rngs=nnx.Rngs(3)), config)
+    write_tiny_vit(home / "runs" / "ssl-b", 3, seed=3)
     (home / "birdassets.toml").write_text(
         f'include_demo = false\ncheckpoint_roots = ["{home / "runs"}"]\nprobes = ["linear", "centroid"]\n'
         f'pretrained = []\n[[datasets]]\nname = "{TASK}"\nsource = "birdclef"\nroot = "{home / "mini-data"}"\n'
