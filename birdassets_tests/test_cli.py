@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from io import StringIO
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,22 @@ from birdassets.models.registry import BIRDNET_KEY, available_pretrained
 from birdassets_tests.conftest import birdassets
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def in_process(monkeypatch, capsys):
+    """``in_process(home, *args)``: the command in this process (TensorFlow and JAX are already imported, so no
+    interpreter start and imports); for commands whose fresh-process behaviour is not what the test checks."""
+    from birdassets.cli import main
+
+    def run(home, *args: str) -> SimpleNamespace:
+        monkeypatch.setenv("BIRDASSETS_HOME", str(home))
+        monkeypatch.delenv("DAGSTER_HOME", raising=False)
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=captured.out, stderr=captured.err)
+
+    return run
 
 
 def scores(home) -> pd.DataFrame:
@@ -102,9 +119,9 @@ def test_demo_trains_the_call_detector_registers_its_steps_and_detects_on_held_o
     assert f"  truth 1    {tp:>9d}" in block and "precision" in block
 
 
-def test_an_exported_demo_detector_reproduces_the_checkpoints_detections(demo_home, tmp_path):
+def test_an_exported_demo_detector_reproduces_the_checkpoints_detections(demo_home, tmp_path, in_process):
     home, _ = demo_home
-    exported = birdassets(home, "export", "demo-orca-resnet18@150", "--out", str(tmp_path / "detector"))
+    exported = in_process(home, "export", "demo-orca-resnet18@150", "--out", str(tmp_path / "detector"))
     assert exported.returncode == 0, exported.stderr
     recordings = home / "data" / "demo-orca" / "recordings"
     done = birdassets(tmp_path / "elsewhere", "detect", str(recordings), "--encoder", str(tmp_path / "detector"),
@@ -118,7 +135,7 @@ def test_an_exported_demo_detector_reproduces_the_checkpoints_detections(demo_ho
     np.testing.assert_allclose(ours["confidence"], theirs["confidence"], atol=1e-6, rtol=0)
 
     table = tmp_path / "review.selections.txt"  # the same detections as a Raven table, overlapping windows merged
-    done = birdassets(tmp_path / "elsewhere", "detect", str(recordings), "--encoder", str(tmp_path / "detector"),
+    done = in_process(tmp_path / "elsewhere", "detect", str(recordings), "--encoder", str(tmp_path / "detector"),
                       "--target", "call", "--out", str(table), "--merge")
     assert done.returncode == 0, done.stderr
     selections = pd.read_csv(table, sep="\t")
@@ -128,9 +145,9 @@ def test_an_exported_demo_detector_reproduces_the_checkpoints_detections(demo_ho
     assert set(selections["Species"]) == {"call"} and (selections["End Time (s)"] > selections["Begin Time (s)"]).all()
 
 
-def test_an_exported_vit_with_its_probe_detects_as_the_checkpoint_with_the_probe_does(demo_home, tmp_path):
+def test_an_exported_vit_with_its_probe_detects_as_the_checkpoint_with_the_probe_does(demo_home, tmp_path, in_process):
     home, _ = demo_home
-    exported = birdassets(home, "export", "demo-sup@200", "--probe", "demo-clear:linear", "--out", str(tmp_path / "vit"))
+    exported = in_process(home, "export", "demo-sup@200", "--probe", "demo-clear:linear", "--out", str(tmp_path / "vit"))
     assert exported.returncode == 0, exported.stderr
     config = json.loads((tmp_path / "vit" / "config.json").read_text())
     assert config["family"] == "vit" and config["probe"] == {"task": "demo-clear", "name": "linear", "folds": 5}
@@ -148,13 +165,13 @@ def test_an_exported_vit_with_its_probe_detects_as_the_checkpoint_with_the_probe
     np.testing.assert_allclose(ours["confidence"], theirs["confidence"], atol=1e-6, rtol=0)
 
 
-def test_an_exported_supervised_model_scores_as_its_fold_models_do_from_the_folder_alone(demo_home, tmp_path):
+def test_an_exported_supervised_model_scores_as_its_fold_models_do_from_the_folder_alone(demo_home, tmp_path, in_process):
     """The demo's RNN (5 fold models): exported, reloaded in a process without BIRDASSETS_HOME, detected with."""
     from birdassets.export.bundle import read_bundle
     from birdassets.supervised.model_folder import load_fold_models
 
     home, _ = demo_home
-    exported = birdassets(home, "export", "birdclef-rnn.demo-clear", "--out", str(tmp_path / "rnn"))
+    exported = in_process(home, "export", "birdclef-rnn.demo-clear", "--out", str(tmp_path / "rnn"))
     assert exported.returncode == 0, exported.stderr
     config = json.loads((tmp_path / "rnn" / "config.json").read_text())
     assert config["family"] == "keras" and config["architecture"]["folds"] == 5
@@ -214,7 +231,7 @@ def test_notebook_queries_run_against_the_demo_database(demo_home, monkeypatch):
         assert pretrained["checkpoint_path"].str.endswith(".tflite").all()
 
 
-def test_train_cli_flags_config_file_and_resume(demo_home, tmp_path):
+def test_train_cli_flags_config_file_and_resume(demo_home, tmp_path, in_process):
     """`birdassets train` leaves Orbax steps in --output-dir; flags override --config; a larger --num-steps resumes."""
     from birdassets.checkpoints import finalized_steps
     from birdassets.checkpoints.orbax_io import read_metadata
@@ -233,7 +250,7 @@ def test_train_cli_flags_config_file_and_resume(demo_home, tmp_path):
                        "--warmup-steps", "1", "--output-dir", str(out), "--no-progress")
     assert again.returncode == 0 and "steps 4 -> 6" in again.stdout, again.stdout[-2000:] + again.stderr[-2000:]
     assert finalized_steps(out) == [0, 2, 4, 6]
-    bad = birdassets(home, "train", "--config", str(config), "--objective", "jepa")
+    bad = in_process(home, "train", "--config", str(config), "--objective", "jepa")
     assert bad.returncode == 2 and "objective 'jepa'" in bad.stderr
 
 

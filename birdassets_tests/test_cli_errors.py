@@ -51,7 +51,7 @@ CASES = [
     ("detect", ["detect", "{tmp}/nowhere", "--target", "x", "--out", "{tmp}/d.json"], "fresh",
      "nowhere is not a folder"),
     ("detect", ["detect", "{tmp}/recordings", "--target", "x", "--out", "{tmp}/d.txt"], "fresh",
-     "d.txt: detections are written as .json or .csv"),
+     "d.txt: detections are written as .json, .csv, .selections.txt or --format audacity"),
     ("benchmark", ["benchmark", "--task", "nosuch"], "fresh", "unknown task 'nosuch'; known tasks: ['demo-clear'"),
     ("benchmark", ["benchmark", "--checkpoint", "nope@1"], "fresh", "unknown checkpoint 'nope@1'; known checkpoints"),
     ("benchmark", ["benchmark"], "bad-toml", "birdassets.toml: not valid TOML"),

@@ -180,7 +180,9 @@ def test_the_readme_and_docstring_examples_are_valid_settings(tmp_path):
     example = readme.split("Write `$BIRDASSETS_HOME/birdassets.toml`:\n\n```toml\n", 1)[1].split("```", 1)[0]
     (tmp_path / "birdassets.toml").write_text(example)
     from_readme = load_settings(tmp_path)
-    assert from_readme.task_names == ("demo-clear", "demo-noisy", "birdclef-2025", "hsn")
+    assert from_readme.task_names == ("demo-clear", "demo-noisy", "birdclef-2025", "hsn", "dawn-chorus")
+    rule = from_readme.dataset("dawn-chorus").label_rule
+    assert (rule.label_column, rule.min_overlap_s, rule.min_overlap_fraction) == ("Annotation", 0.5, 0.5)
     clips = from_readme.dataset("orca-clips")
     assert (clips.source, clips.preset, clips.benchmark) == ("clips", "orcahello", False)  # the source's preset
     (tmp_path / "birdassets.toml").write_text(literal_block(birdassets.settings.__doc__, "example::"))

@@ -3,6 +3,7 @@ DuckDB beside the probes, and the trained model's penultimate layer benchmarked 
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import dagster as dg
@@ -70,8 +71,9 @@ def materialization(result, asset: str) -> dg.AssetMaterialization:
 
 def test_learning_curves_and_oof_scores_reach_the_ui_and_duckdb(home, trained):
     metadata = materialization(trained, "supervised_model").metadata
-    curves = metadata["learning_curves"].value
-    assert sum(line.startswith("| ") and line[2].isdigit() for line in curves.splitlines()) == 5  # one row per fold
+    curves = metadata["plot_learning_curves"].value  # the PNG inline, so the UI shows the picture
+    png = base64.b64decode(curves.removeprefix("![learning_curves](data:image/png;base64,").removesuffix(")"))
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and 10_000 < len(png) < 200_000
     history = metadata["history"].value
     assert len([line for line in history.splitlines() if line.startswith("|")]) == 2 + 5 * 3  # folds x epochs
     board = query_readonly(home / "birdassets.duckdb",
