@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -73,19 +70,18 @@ def test_toy_runs_are_reproducible_and_recording_twice_replaces_rows_and_keeps_o
     assert seed0.loc["r2_knn_acc", "value"] == pytest.approx(first.scores["r2_knn_acc"])  # same seed, same score
 
 
-def test_cli_small_benchmark_prints_the_table_and_records_it(tmp_path) -> None:
+def test_cli_small_benchmark_prints_the_table_and_records_it(cli, tmp_path) -> None:
     """Seed 2: the one whose training diverged (the dynamics' spectral radius grew to 3 until r exploded) before
-    the inference rate of r went from 0.05 to 0.1."""
-    env = {**os.environ, "BIRDASSETS_HOME": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-m", "birdassets.cli", "tidhy", "benchmark", "--small", "--seed", "2"],
-                          capture_output=True, text=True, env=env, timeout=600)
+    the inference rate of r went from 0.05 to 0.1. (The command runs in this process: JAX is already imported.)"""
+    done = cli("tidhy", "benchmark", "--small", "--seed", "2")
     assert done.returncode == 0, done.stderr[-2000:]
+    home = tmp_path / "home"  # the cli fixture's BIRDASSETS_HOME
     printed = dict(re.findall(r"^\s+(\w+_(?:acc|r2))\s+([0-9.]+)$", done.stdout, re.M))
     assert set(printed) == {"r2_knn_acc", "r_knn_acc", "pca_knn_acc", "recon_r2"}
-    stored = query_readonly(tmp_path / "birdassets.duckdb",
+    stored = query_readonly(home / "birdassets.duckdb",
                             "select metric, value from scores where task = 'slds' and checkpoint = "
                             "'tidhy-slds-small-seed2@150'")
     assert dict(zip(stored["metric"], stored["value"].round(4))) == {k: float(v) for k, v in printed.items()}
     assert float(printed["r2_knn_acc"]) > float(printed["pca_knn_acc"])  # r2 decodes the states better than PCA
-    run_dir = tmp_path / "checkpoints" / "tidhy-slds-small-seed2"
+    run_dir = home / "checkpoints" / "tidhy-slds-small-seed2"
     assert sorted(int(p.name) for p in run_dir.iterdir() if p.name.isdigit()) == [50, 100, 150]
