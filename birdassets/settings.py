@@ -69,8 +69,9 @@ class DatasetConfig:
     Attributes:
         name: task name; the Dagster ``task`` partition key (letters, digits, ``-_.``).
         source: ``"demo"`` (generated), ``"birdclef"`` (train.csv + train_audio/), ``"birdset"`` (local HF copy),
-            ``"folder"`` (a folder of unlabelled recordings) or ``"clips"`` (labelled clips: positive/ and negative/,
-            optional test/positive/ and test/negative/; :mod:`birdassets.sources.clips`).
+            ``"folder"`` (a folder of unlabelled recordings), ``"clips"`` (labelled clips: positive/ and negative/,
+            optional test/positive/ and test/negative/; :mod:`birdassets.sources.clips`) or ``"raven"`` (recordings
+            with Raven selection tables; :mod:`birdassets.sources.raven`).
         root: folder of the collection.
         preset: frontend preset name: a built-in one (:data:`birdassets.frontends.presets.PRESETS`) or one
             of the file's ``[presets.<name>]``.

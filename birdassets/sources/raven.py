@@ -42,11 +42,19 @@ from birdassets.annotations.raven import (
 from birdassets.frontends.presets import MelPreset
 from birdassets.frontends.windowing import window_starts
 from birdassets.sources.folder import find_audio, whole_file_row
-from birdassets.sources.ingest import UNANNOTATED, AudioFile, IngestResult, QuarantineRecord, scan_audio, \
-    sorted_records, unique_ids
+from birdassets.sources.ingest import (
+    UNANNOTATED,
+    AudioFile,
+    IngestResult,
+    QuarantineRecord,
+    scan_audio,
+    sorted_records,
+    unique_ids,
+)
 from birdassets.sources.manifest import Manifest, file_sha256
 
 SPLIT = "train"
+"""The split of every annotated window: folds are drawn from them, probes scored out of fold."""
 
 
 @dataclass
