@@ -17,16 +17,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from birdassets.annotations.labelling import LabelRule
+from birdassets.annotations.labelling import LABEL_COLUMN, LabelRule
 from birdassets.atomic import write_text
 
-REQUIRED_COLUMNS = ("Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)",
-                    "High Freq (Hz)")
+MEASUREMENTS = {"begin_s": "Begin Time (s)", "end_s": "End Time (s)", "low_hz": "Low Freq (Hz)",
+                "high_hz": "High Freq (Hz)"}
+"""Our selection frame's numeric columns -> Raven's."""
+REQUIRED_COLUMNS = ("Selection", "View", "Channel", *MEASUREMENTS.values())
 """Columns every Raven selection table has (Raven Pro 1.6's defaults)."""
 TABLE_SUFFIX = ".selections.txt"
 BEGIN_FILE = "Begin File"
 FILE_OFFSET = "File Offset (s)"
 """In a table over several files, where the selection begins within its ``Begin File``, seconds."""
+SELECTION_COLUMNS = {**MEASUREMENTS, "begin_file": BEGIN_FILE, "file_offset_s": FILE_OFFSET}
+"""Our selection frame's columns -> Raven's (the optional ones last)."""
 
 
 class RavenTableError(ValueError):
@@ -49,7 +53,7 @@ class Selections:
     empty_labels: int
 
 
-def read_selection_table(path: str | Path, label_column: str = "Species") -> Selections:
+def read_selection_table(path: str | Path, label_column: str = LABEL_COLUMN) -> Selections:
     """The selections of a Raven table, one row per ``Selection`` (its views merged; the first view's times).
 
     Raises:
@@ -73,10 +77,8 @@ def read_selection_table(path: str | Path, label_column: str = "Species") -> Sel
 
 def _numeric_selections(path: Path, table: pd.DataFrame, labels: pd.Series) -> pd.DataFrame:
     """The typed selection frame of :func:`read_selection_table` (checks times)."""
-    columns = {"begin_s": "Begin Time (s)", "end_s": "End Time (s)", "low_hz": "Low Freq (Hz)",
-               "high_hz": "High Freq (Hz)"}
     frame = pd.DataFrame({"selection": pd.to_numeric(table["Selection"], errors="coerce")})
-    for name, column in columns.items():
+    for name, column in MEASUREMENTS.items():
         frame[name] = pd.to_numeric(table[column], errors="coerce")
     bad = frame[frame.isna().any(axis=1) | (frame["end_s"] < frame["begin_s"]) | (frame["begin_s"] < 0)]
     if len(bad):
@@ -107,12 +109,7 @@ def label_windows(selections: pd.DataFrame, starts_s: np.ndarray, clip_s: float,
     return (hits.astype(np.uint8) @ one_hot > 0).astype(np.uint8)
 
 
-SELECTION_COLUMNS = {"begin_s": "Begin Time (s)", "end_s": "End Time (s)", "low_hz": "Low Freq (Hz)",
-                     "high_hz": "High Freq (Hz)", "begin_file": BEGIN_FILE, "file_offset_s": FILE_OFFSET}
-"""Our selection frame's columns -> Raven's (the optional ones last)."""
-
-
-def write_selection_table(path: str | Path, selections: pd.DataFrame, label_column: str = "Species") -> Path:
+def write_selection_table(path: str | Path, selections: pd.DataFrame, label_column: str = LABEL_COLUMN) -> Path:
     """A Raven selection table, written atomically: one ``Spectrogram 1`` row per selection, numbered from 1.
 
     Args:

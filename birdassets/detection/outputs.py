@@ -64,7 +64,7 @@ def write_detections(result: DetectionResult, path: str | Path, kind: str | None
     if kind == "json":
         return write_text(path, json.dumps(result.to_dict(), indent=1))
     if kind == "raven":
-        return write_selection_table(path, raven_selections(result, label, merge), label_column="Species")
+        return write_selection_table(path, raven_selections(result, label, merge))
     if kind == "audacity":
         return write_audacity(result, path, label, merge)
     raise ValueError(f"{path}: unknown detection format {kind!r}; expected one of {EXPORT_FORMATS}")
@@ -111,7 +111,8 @@ def write_audacity(result: DetectionResult, out: str | Path, label: str, merge: 
     files = [r.file for r in result.recordings]
     single = len(files) == 1 and out.suffix.lower() == ".txt"
     names = [out] if single else [out / f"{stem}.txt" for stem in unique_ids(Path(f).stem for f in files)]
+    by_file = dict(tuple(spans.groupby("file", sort=False)))
     for file, target in zip(files, names, strict=True):
-        rows = spans[spans["file"] == file]
+        rows = by_file.get(file, spans.iloc[:0])
         write_text(target, "".join(f"{b:.6f}\t{e:.6f}\t{label}\n" for b, e in zip(rows["begin_s"], rows["end_s"])))
     return out

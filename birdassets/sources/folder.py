@@ -37,8 +37,8 @@ SPLIT = "test"
 """The split of every folder recording."""
 
 
-def find_audio(root: str | Path) -> tuple[list[Path], int]:
-    """Files under ``root`` with an audio extension (sorted), and the number of other files seen.
+def files_under(root: str | Path) -> list[Path]:
+    """Every file under ``root`` (recursively, hidden ones included, symlinked folders not followed), sorted.
 
     Raises:
         ManifestError: ``root`` is not a folder.
@@ -46,15 +46,23 @@ def find_audio(root: str | Path) -> tuple[list[Path], int]:
     root = Path(root).absolute()
     if not root.is_dir():
         raise ManifestError(f"{root}: recordings folder does not exist or is not a folder")
-    found: list[Path] = []
-    ignored = 0
-    for directory, _, names in os.walk(root, followlinks=False):
-        for name in names:
-            if os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS:
-                found.append(Path(directory) / name)
-            else:
-                ignored += 1
-    return sorted(found), ignored
+    return sorted(Path(directory) / name for directory, _, names in os.walk(root, followlinks=False) for name in names)
+
+
+def is_audio(path: Path) -> bool:
+    """Whether a file's extension is one of :data:`AUDIO_EXTENSIONS` (any letter case)."""
+    return path.suffix.lower() in AUDIO_EXTENSIONS
+
+
+def find_audio(root: str | Path) -> tuple[list[Path], int]:
+    """Files under ``root`` with an audio extension (sorted), and the number of other files seen.
+
+    Raises:
+        ManifestError: ``root`` is not a folder.
+    """
+    files = files_under(root)
+    found = [path for path in files if is_audio(path)]
+    return found, len(files) - len(found)
 
 
 def read_folder(

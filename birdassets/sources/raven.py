@@ -41,7 +41,7 @@ from birdassets.annotations.raven import (
 )
 from birdassets.frontends.presets import MelPreset
 from birdassets.frontends.windowing import window_starts
-from birdassets.sources.folder import find_audio, whole_file_row
+from birdassets.sources.folder import files_under, is_audio, whole_file_row
 from birdassets.sources.ingest import (
     UNANNOTATED,
     AudioFile,
@@ -86,11 +86,6 @@ class RavenIngest(IngestResult):
         """Windows carrying each class, in class order."""
         counts = self.manifest.label_matrix().sum(axis=0)
         return {name: int(count) for name, count in zip(self.manifest.classes, counts, strict=True)}
-
-
-def find_tables(root: Path) -> list[Path]:
-    """Every ``*.selections.txt`` under ``root`` (any letter case), sorted."""
-    return sorted(p for p in root.rglob("*") if p.name.lower().endswith(TABLE_SUFFIX) and p.is_file())
 
 
 def recording_for_table(table: Path, recordings: list[Path]) -> Path | None:
@@ -169,8 +164,9 @@ def read_raven(root: str | Path, preset: MelPreset, rule: LabelRule = LabelRule(
         ManifestError: ``root`` is not a folder.
     """
     root = Path(root).absolute()
-    recordings, ignored = find_audio(root)
-    tables = find_tables(root)
+    files = files_under(root)  # one walk: recordings, tables (any letter case), and the rest ignored
+    recordings = [path for path in files if is_audio(path)]
+    tables = [path for path in files if path.name.lower().endswith(TABLE_SUFFIX)]
     pairing = pair_tables(tables, recordings, rule)
     annotated = [path for path in recordings if path in pairing.selections]
     usable, quarantine = scan_audio(annotated, min_duration_s)
@@ -183,7 +179,7 @@ def read_raven(root: str | Path, preset: MelPreset, rule: LabelRule = LabelRule(
     tables_read = tuple(sorted((str(path), digest) for path, digest in pairing.tables.items()))
     manifest = Manifest.from_rows(rows, classes=classes, annotations=tables_read)
     result = RavenIngest(manifest, sorted_records(quarantine), found=len(recordings),
-                         ignored=max(0, ignored - len(tables)), orphan_tables=tuple(str(p) for p in pairing.orphans),
+                         ignored=len(files) - len(recordings) - len(tables), orphan_tables=tuple(str(p) for p in pairing.orphans),
                          empty_labels=pairing.empty_labels)
     result.check()
     return result
