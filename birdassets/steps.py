@@ -354,20 +354,20 @@ def record(settings: Settings, task: str, checkpoint: str) -> RecordReport:
         run=RunRow(lineage.run_id, "benchmark", f"{task} x {checkpoint}"),
     ))
     board = leaderboard(store, task, checkpoint)
-    figures = task_figures(store, task, checkpoint, lineage.step)
+    figures = task_figures(store, task, checkpoint, run, lineage.step)
     save_pngs(settings.layout.scores_dir(task, checkpoint) / PLOTS, figures)
     return RecordReport(settings.layout.db_path, written, len(class_scores), lineage.run_id, board, figures)
 
 
-def task_figures(store: MetricsStore, task: str, checkpoint: str, step: int | None) -> dict[str, bytes]:
-    """The task's validation cmAP leaderboard and, for a checkpoint with steps, its run's score against step."""
+def task_figures(store: MetricsStore, task: str, checkpoint: str, run: str, step: int | None) -> dict[str, bytes]:
+    """The task's validation cmAP leaderboard and, for a checkpoint with steps, its ``run``'s score against step."""
     split, metric = plots.HEADLINE
     board = store.query("select checkpoint, probe, mean, std from leaderboard where task = ? and split = ? and "
                         "metric = ? and mean is not null", [task, split, metric])
     by_step = store.query("select probe, step, mean from score_by_step where task = ? and split = ? and metric = ? "
                           "and run = ? and step is not null and mean is not null",
-                          [task, split, metric, checkpoint.rpartition("@")[0] if step is not None else checkpoint])
-    return plots.leaderboard_figures(board, by_step, task, checkpoint, step)
+                          [task, split, metric, run])
+    return plots.leaderboard_figures(board, by_step, task, checkpoint, run, step)
 
 
 def leaderboard(store: MetricsStore, task: str, checkpoint: str) -> pd.DataFrame:

@@ -88,7 +88,7 @@ def test_the_best_probe_leaves_chance_out_and_the_leaderboard_highlights_the_che
     (chance,) = [line for line in axes.get_lines() if line.get_linestyle() == "--"]
     assert chance.get_xdata()[0] == 0.2
     by_step = pd.DataFrame({"probe": ["linear", "linear"], "step": [1, 2], "mean": [0.4, 0.7]})
-    assert set(leaderboard_figures(board, by_step, "task", "a@1", 1)) == {"leaderboard", "score_vs_step"}
+    assert set(leaderboard_figures(board, by_step, "task", "a@1", "a", 1)) == {"leaderboard", "score_vs_step"}
 
 
 def recording(name: str, confidence: list[float], threshold: float = 0.5, min_positive: int = 2) -> RecordingDetections:

@@ -45,8 +45,8 @@ def evaluation_figures(probes_dir: Path, scores: pd.DataFrame, class_scores: pd.
     }
 
 
-def leaderboard_figures(board: pd.DataFrame, by_step: pd.DataFrame, task: str, checkpoint: str, step: int | None
-                        ) -> dict[str, bytes]:
+def leaderboard_figures(board: pd.DataFrame, by_step: pd.DataFrame, task: str, checkpoint: str, run: str,
+                        step: int | None) -> dict[str, bytes]:
     """``metrics_db``: the task's validation cmAP leaderboard (``board``: ``checkpoint, probe, mean, std``; this
     checkpoint's rows highlighted, chance dashed) and its run's score against step (``by_step``: ``probe, step,
     mean``)."""
@@ -58,7 +58,6 @@ def leaderboard_figures(board: pd.DataFrame, by_step: pd.DataFrame, task: str, c
                                                         float(chance.mean()) if len(chance) else None))}
     curves = by_step[by_step["probe"] != CHANCE_PROBE]
     if curves["step"].nunique() > 1:
-        run = checkpoint.rpartition("@")[0]
         figures["score_vs_step"] = to_png(score_vs_step_figure(curves, f"{task}: validation cmAP of run {run}", step))
     return figures
 
