@@ -11,6 +11,7 @@ from birdassets.defs.assets.results import build_results_assets
 from birdassets.defs.assets.supervised import build_supervised_assets
 from birdassets.defs.assets.tidhy import build_tidhy_assets
 from birdassets.defs.checks import build_checks
+from birdassets.defs.executors import executor_for
 from birdassets.defs.jobs import (  # noqa: F401
     BENCHMARK_JOB, DATA_JOB, DETECT_JOB, ENCODER_JOB, SUPERVISED_JOB, build_jobs, train_job,
 )
@@ -34,9 +35,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         sensors=sensors,
         schedules=schedules,
         resources={"birdassets": BirdassetsHome(home=str(settings.home))},
-        # One process per run: steps share the TensorFlow/JAX import and compiled functions instead of
-        # spawning a fresh interpreter per step (seconds each), and a GPU is held by a single process.
-        executor=dg.in_process_executor,
+        executor=executor_for(settings.execution),
     )
 
 

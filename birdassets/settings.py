@@ -11,6 +11,8 @@ Everything lives under one folder, ``BIRDASSETS_HOME`` (environment variable; de
     pretrained = ["birdnet-v2.4"]             # pretrained encoders to benchmark when installed ([] for none)
     n_folds = 5                               # cross-validation folds (>= 2)
     fold_seed = 42                            # seed of the fold assignment (>= 0)
+    executor = "in_process"                   # or multiprocess, or celery (steps on `birdassets worker`s)
+    celery_broker = "pyamqp://guest@localhost:5672//"  # executor celery: the broker
 
     [[datasets]]
     name = "birdclef-2025"                    # the task partition key
@@ -45,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from birdassets.annotations.labelling import LabelRule
+from birdassets.execution import ExecutionConfig, ExecutionError
 from birdassets.frontends.presets import MelPreset, PresetError, get_preset, presets_from_tables
 from birdassets.layout import Layout
 from birdassets.sources.registry import SOURCES, default_preset
@@ -108,6 +111,7 @@ class Settings:
     n_folds: int = default("n_folds")
     presets: tuple[MelPreset, ...] = ()
     pretrained: tuple[str, ...] = KNOWN_PRETRAINED
+    execution: ExecutionConfig = ExecutionConfig()
     config_file: Path | None = field(default=None, compare=False)
 
     # ---- lookup -------------------------------------------------------------------------------
@@ -235,6 +239,14 @@ def configured_presets(raw: dict, datasets: tuple[DatasetConfig, ...], config_fi
     return presets
 
 
+def configured_execution(raw: dict, config_file: Path) -> ExecutionConfig:
+    """The file's executor settings (:class:`~birdassets.execution.ExecutionConfig`)."""
+    try:
+        return ExecutionConfig(**{f.name: raw[f.name] for f in dataclasses.fields(ExecutionConfig) if f.name in raw})
+    except ExecutionError as error:
+        raise SettingsError(f"{config_file}: {error}") from error
+
+
 def load_settings(home: str | Path | None = None) -> Settings:
     """Read ``<home>/birdassets.toml`` (if present) on top of the defaults (the two demo tasks).
 
@@ -257,5 +269,6 @@ def load_settings(home: str | Path | None = None) -> Settings:
         n_folds=raw.get("n_folds", default("n_folds")),
         presets=tuple(presets.values()),
         pretrained=tuple(raw.get("pretrained", KNOWN_PRETRAINED)),
+        execution=configured_execution(raw, layout.config_file),
         config_file=layout.config_file if layout.config_file.exists() else None,
     )

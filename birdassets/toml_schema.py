@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from birdassets.annotations.labelling import LABEL_COLUMN, MIN_OVERLAP_FRACTION, MIN_OVERLAP_S
+from birdassets.execution import DEFAULT_BACKEND, DEFAULT_BROKER, EXECUTORS
 from birdassets.models.registry import PRETRAINED
 from birdassets.sources.registry import SOURCES
 
@@ -114,6 +115,12 @@ TOP_LEVEL_KEYS: tuple[Key, ...] = (
         KNOWN_PRETRAINED, item="str", choices=_pretrained, noun="pretrained encoder"),
     Key("n_folds", "int", "cross-validation folds of every task", 5, minimum=2),
     Key("fold_seed", "int", "seed of the fold assignment", 42, minimum=0),
+    Key("executor", "str", "how the steps of a run execute: `in_process`, `multiprocess` (a process per step) or "
+        "`celery` (steps on `birdassets worker` processes; see Deployment)", "in_process", choices=lambda: EXECUTORS,
+        noun="executor"),
+    Key("max_concurrent_steps", "int", "executor `multiprocess`: steps of one run at once", 2, minimum=1),
+    Key("celery_broker", "str", "executor `celery`: the broker's URL", DEFAULT_BROKER),
+    Key("celery_backend", "str", "executor `celery`: where step results go", DEFAULT_BACKEND),
     Key("datasets", "tables", "`[[datasets]]`: one entry per data set (keys below)"),
     Key("presets", "table", "`[presets.<name>]`: user frontend presets (see Spectrogram frontends)"),
 )

@@ -134,7 +134,9 @@ def test_new_checkpoint_flows_from_sensor_to_duckdb(home, defs, instance):
     # declarative automation now asks for the task x checkpoint evaluation partitions
     evaluation = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=baseline.cursor)
     wanted = evaluation_key(TASK, "ssl-a@0")
-    assert wanted in evaluation.get_requested_partitions(dg.AssetKey("embeddings"))
+    # ... all four in the same tick (one run), their blocking checks requested with them
+    for asset in ("embeddings", "probe", "scores", "metrics_db"):
+        assert wanted in evaluation.get_requested_partitions(dg.AssetKey(asset)), asset
 
     run = run_job(defs, BENCHMARK_JOB, wanted, instance)
     assert run.success

@@ -41,8 +41,12 @@ REFUSED = [
     ('checkpoint_roots = ["runs"]', 'checkpoint_roots[0]: expected an absolute path (a string, ~ allowed), got the '
                                     'string "runs" (a relative path would depend on the working folder)'),
     ('checkpoint_root = ["/x"]', "checkpoint_root: unknown key (did you mean 'checkpoint_roots'?); known keys: "
-                                 "include_demo, checkpoint_roots, probes, pretrained, n_folds, fold_seed, datasets, "
-                                 "presets"),
+                                 "include_demo, checkpoint_roots, probes, pretrained, n_folds, fold_seed, executor, "
+                                 "max_concurrent_steps, celery_broker, celery_backend, datasets, presets"),
+    ('executor = "dask"', "executor: unknown executor 'dask'; expected one of ('in_process', 'multiprocess', "
+                          "'celery')"),
+    ('celery_broker = "localhost"', "celery_broker and celery_backend must be URLs such as "
+                                    "'pyamqp://guest@localhost:5672//' and 'rpc://'"),
     ('[datasets]\nname = "x"', "datasets: expected an array of tables, got a table"),
     ('[[datasets]]\nname = "x"\nsource = "folders"\nroot = "/x"\nbenchmark = "no"',
      "datasets[0].source: unknown source 'folders'; expected one of ('demo', 'birdclef', 'birdset', 'folder', "

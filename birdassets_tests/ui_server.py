@@ -71,11 +71,11 @@ class UiServer:
         return psutil.Process(self.process.pid).children(recursive=True)
 
 
-def start_ui(home: Path, flags: list[str], started: list, read_only: bool = False) -> UiServer:
+def start_ui(home: Path, flags: list[str], started: list, read_only: bool = False, env: dict | None = None) -> UiServer:
     """Start ``birdassets ui FLAGS`` on ``home`` and a free port (appended to ``started`` at once, so that it is
-    stopped even if it never serves) and wait until it serves."""
+    stopped even if it never serves) and wait until it serves; ``env``: more environment variables."""
     port, log = free_port(), home / f"ui-{time.monotonic_ns()}.log"
-    env = {**os.environ, "BIRDASSETS_HOME": str(home)}
+    env = {**os.environ, "BIRDASSETS_HOME": str(home), **(env or {})}
     env.pop("DAGSTER_HOME", None)
     command = [sys.executable, "-m", "birdassets.cli", "ui", "--port", str(port), *flags]
     with log.open("w") as out:

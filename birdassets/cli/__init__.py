@@ -2,7 +2,9 @@
 
 * ``birdassets demo`` — generate the demo data, write a checkpoint, materialize every asset for every demo
   task through Dagster on the persistent instance under ``BIRDASSETS_HOME``, print the leaderboard.
-* ``birdassets ui [--read-only]`` — the Dagster UI (webserver + daemon) on this project, guarded against web pages.
+* ``birdassets ui [--read-only] [--profile local|production]`` — the Dagster UI (webserver + daemon) on this
+  project, guarded against web pages.
+* ``birdassets worker [--name NAME]`` — a Celery worker executing the steps of runs (executor ``celery``).
 * ``birdassets query "SQL" [--format table|csv|json] [--limit N]`` — one read-only statement on the metrics
   database, streamed.
 * ``birdassets train`` — train (or resume) an encoder; one flag per ``TrainConfig`` field.
@@ -19,7 +21,7 @@
 * ``birdassets bench frontend|birdnet|submission`` — speed benchmarks (``submission``: a trained model's Kaggle
   submission path, projected onto the test set's CPU limit, stored in DuckDB).
 
-One module per command group (:mod:`~birdassets.cli.pipeline`, :mod:`~birdassets.cli.ui`,
+One module per command group (:mod:`~birdassets.cli.pipeline`, :mod:`~birdassets.cli.ui`, :mod:`~birdassets.cli.worker`,
 :mod:`~birdassets.cli.query`, :mod:`~birdassets.cli.train`, :mod:`~birdassets.cli.tidhy`, :mod:`~birdassets.cli.audio`,
 :mod:`~birdassets.cli.sharing`, :mod:`~birdassets.cli.speed`), each adding its commands with ``add_parser(subparsers)``; :mod:`~birdassets.cli.errors` turns user errors into one line and
 exit status 2; :mod:`~birdassets.cli.format` formats tables. Commands import the library inside their
@@ -32,10 +34,10 @@ import argparse
 import os
 import warnings
 
-from birdassets.cli import audio, birdclef, pipeline, query, sharing, speed, tidhy, train, ui
+from birdassets.cli import audio, birdclef, pipeline, query, sharing, speed, tidhy, train, ui, worker
 from birdassets.cli.errors import run_command
 
-COMMAND_GROUPS = (pipeline, ui, query, train, birdclef, tidhy, audio, sharing, speed)
+COMMAND_GROUPS = (pipeline, ui, worker, query, train, birdclef, tidhy, audio, sharing, speed)
 """Modules that add commands, in ``--help`` order."""
 
 

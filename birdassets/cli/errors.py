@@ -34,6 +34,7 @@ LIBRARY_USER_ERRORS = (
     ("birdassets.supervised.submission", "SubmissionError"),  # a model folder that cannot make a submission
     ("birdassets.supervised.cross_validation", "NonFiniteLossError"),  # training diverged: lower the learning rate
     ("birdassets.models.tidhy.fitting", "DivergedError"),  # TiDHy training diverged: lower the learning rates
+    ("birdassets.defs.profiles", "ProfileError"),  # unknown instance profile; PostgreSQL unset or unreachable
 )
 """``(module, class)`` of each library exception that means "the input is wrong", never "the code is wrong"."""
 

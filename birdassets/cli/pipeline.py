@@ -7,8 +7,8 @@
   scores, DuckDB) through Dagster for configured tasks and checkpoints, print their leaderboard rows.
 (``birdassets ui`` is :mod:`birdassets.cli.ui`.)
 
-The instance config is the ``dagster.yaml`` shipped inside the package (:data:`INSTANCE_CONFIG`);
-:func:`prepare_instance` installs it as ``$BIRDASSETS_HOME/dagster/dagster.yaml``.
+Both use the instance of the profile ``BIRDASSETS_PROFILE`` (default ``local``): its ``dagster.yaml``, shipped inside
+the package, is installed as ``$BIRDASSETS_HOME/dagster/dagster.yaml`` (:mod:`birdassets.defs.profiles`).
 """
 
 from __future__ import annotations
@@ -16,13 +16,9 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from importlib import resources
-from pathlib import Path
 
 from birdassets.cli.errors import UserError
-
-INSTANCE_CONFIG = "dagster.yaml"
-"""The Dagster instance config, package data of ``birdassets`` (the repository's root file links to it)."""
+from birdassets.defs.profiles import prepare_instance
 
 LEADERBOARD_SQL = (
     "select task, checkpoint, probe, round(mean, 4) as cmap, round(std, 4) as std, n_folds "
@@ -46,25 +42,6 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                            help="'<run>@<step>' under a checkpoint root, or a pretrained encoder such as birdnet-v2.4 "
                            "(repeat for several; default: every checkpoint found)")
     benchmark.set_defaults(func=cmd_benchmark)
-
-
-def instance_config() -> str:
-    """The text of the packaged Dagster instance config."""
-    return resources.files("birdassets").joinpath(INSTANCE_CONFIG).read_text(encoding="utf-8")
-
-
-def prepare_instance(settings) -> Path:
-    """Point Dagster at ``$BIRDASSETS_HOME/dagster`` and install the packaged ``dagster.yaml`` there."""
-    from birdassets.atomic import write_text
-
-    home = settings.layout.dagster_home
-    home.mkdir(parents=True, exist_ok=True)
-    config, target = instance_config(), home / INSTANCE_CONFIG
-    if not target.exists() or target.read_text(encoding="utf-8") != config:
-        write_text(target, config)
-    os.environ["DAGSTER_HOME"] = str(home)
-    os.environ["BIRDASSETS_HOME"] = str(settings.home)
-    return home
 
 
 def register_checkpoints(defs, instance, settings) -> list[str]:

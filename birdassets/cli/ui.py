@@ -1,5 +1,8 @@
-"""``birdassets ui [--host H] [--port P] [--allow-host NAME ...] [--read-only] [--no-daemon]``: the Dagster UI on
-this project, guarded against web pages and stopped as a whole.
+"""``birdassets ui [--host H] [--port P] [--allow-host NAME ...] [--read-only] [--no-daemon] [--profile P]``: the
+Dagster UI on this project, guarded against web pages and stopped as a whole.
+
+``--profile`` (or ``BIRDASSETS_PROFILE``) picks the instance: ``local`` (SQLite under ``BIRDASSETS_HOME``) or
+``production`` (PostgreSQL, queued runs, retries; :mod:`birdassets.defs.profiles`).
 
 Three children, each in its own process group (:class:`~birdassets.supervisor.Supervisor`):
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import signal
 import socket
 import sys
@@ -31,6 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from birdassets.cli.errors import UserError
+from birdassets.defs.profiles import PROFILES
 
 DEFINITIONS_MODULE = "birdassets.definitions"
 LOCATION_NAME = "birdassets.definitions"
@@ -59,25 +64,29 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                     help="a shared view: no run launches, no sensor or schedule toggles, no other change")
     ui.add_argument("--no-daemon", action="store_true",
                     help="no daemon: sensors, schedules and automation do not tick, queued runs wait")
+    ui.add_argument("--profile", choices=tuple(PROFILES), default=None,
+                    help="the Dagster instance: local (SQLite under BIRDASSETS_HOME, the default) or production "
+                    "(PostgreSQL at BIRDASSETS_POSTGRES_URL, queued runs, run retries); default: $BIRDASSETS_PROFILE")
     ui.set_defaults(func=cmd_ui)
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from birdassets.cli.pipeline import prepare_instance
+    from birdassets.defs.profiles import prepare_instance
     from birdassets.settings import load_settings
     from birdassets.supervisor import Supervisor
 
     settings = load_settings()
     guard_policy(args)  # a bad --port stops here, before anything starts
     check_port_free(args.host, args.port)
-    prepare_instance(settings)
+    prepare_instance(settings, args.profile)
     with (stop_signals() as stopping, tempfile.TemporaryDirectory(prefix="birdassets-ui-") as scratch,
           Supervisor() as children):
         if start_children(children, args, Path(scratch), stopping):
             mode = " (read-only)" if args.read_only else ""
             mode += " without the daemon" if args.no_daemon else ""
-            print(f"birdassets ui: serving {served_url(args.host, args.port)}{mode}; "
-                  f"DAGSTER_HOME={settings.layout.dagster_home}; Ctrl-C stops it", flush=True)
+            print(f"birdassets ui: serving {served_url(args.host, args.port)}{mode}; profile "
+                  f"{os.environ['BIRDASSETS_PROFILE']}, DAGSTER_HOME={settings.layout.dagster_home}; Ctrl-C stops it",
+                  flush=True)
             wait_for(lambda: False, "a signal to stop", children, stopping, seconds=math.inf)
         print("birdassets ui: stopping the webserver, the daemon and the code server", flush=True)
     return 0

@@ -10,15 +10,24 @@ import dagster as dg
 WEEKLY_CRON = "0 3 * * 0"
 """The weekly re-benchmark: Sunday 03:00 (the schedule and the ``scores`` automation condition)."""
 
-EAGER = (dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()).with_label(
-    "eager, upstream checks passed"
-)
-"""Materialize after any parent updates, once all parents exist and their blocking checks passed."""
+CHECKED_OR_COMING = dg.AutomationCondition.all_deps_match(
+    dg.AutomationCondition.all_checks_match(dg.AutomationCondition.check_passed(), blocking_only=True)
+    | dg.AutomationCondition.will_be_requested()
+).with_label("upstream checks passed, or upstream runs with it")
+"""Every parent's blocking checks passed, or the parent is requested in this tick: it then runs in the same run,
+its checks with it, and a check failing there stops the run before this asset. So automation puts a chain
+(embeddings -> probe -> scores -> metrics_db) in one run, where ``all_deps_blocking_checks_passed`` waits for
+each parent's checks in a run of their own (a run per link)."""
+
+EAGER = (dg.AutomationCondition.eager() & CHECKED_OR_COMING).with_label("eager, upstream checks passed")
+"""Materialize after any parent updates, once all parents exist and their blocking checks passed (or they run
+first in the same run)."""
+
 
 REBENCHMARK = EAGER | (
     dg.AutomationCondition.cron_tick_passed(WEEKLY_CRON).since_last_handled()
     & ~dg.AutomationCondition.in_progress()
     & ~dg.AutomationCondition.any_deps_missing()
-    & dg.AutomationCondition.all_deps_blocking_checks_passed()
+    & CHECKED_OR_COMING
 ).with_label("weekly re-benchmark")
 """:data:`EAGER`, plus the weekly re-benchmark even when nothing upstream changed."""

@@ -50,12 +50,18 @@ def verdict(check: str, asset: str, passed: bool, reason: str, metadata: dict) -
         raise dg.Failure(description=f"blocking check {check} on {asset} failed: {reason}", allow_retries=False)
 
 
+def blocking_check(asset: dg.AssetsDefinition):
+    """The decorator of a blocking check on ``asset``, per partition: it runs in every run that materializes the
+    asset and stops the run's steps downstream when it fails."""
+    return dg.asset_check(asset=asset, blocking=True, partitions_def=asset.partitions_def)
+
+
 def by_fold_json(by_fold: dict) -> dg.MetadataValue:
     return dg.MetadataValue.json({str(fold): list(classes) for fold, classes in by_fold.items()})
 
 
 def mel_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=asset, blocking=True, partitions_def=asset.partitions_def)
+    @blocking_check(asset)
     def mel_values_finite_and_in_range(context: dg.AssetCheckExecutionContext, birdassets: BirdassetsHome):
         """Every mel value of every window is finite and within the preset's stage-C range
         (``MelPreset.input_value_range``: [0, 1] for min-max presets)."""
@@ -72,7 +78,7 @@ def mel_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
 
 
 def folds_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=asset, blocking=True, partitions_def=asset.partitions_def)
+    @blocking_check(asset)
     def folds_leak_free_and_cover_classes(context: dg.AssetCheckExecutionContext, birdassets: BirdassetsHome):
         """No recording spans two folds; every class is in every training split unless the data makes it impossible."""
         data = steps.TaskData.load(birdassets.settings, context.partition_key)
@@ -98,7 +104,7 @@ def folds_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
 
 
 def encoder_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=asset, blocking=True, partitions_def=asset.partitions_def)
+    @blocking_check(asset)
     def encoder_shapes_consistent(context: dg.AssetCheckExecutionContext, birdassets: BirdassetsHome):
         """The encoder's family validates it: a checkpoint's layers agree on the embedding width (read from
         Orbax metadata only); a pretrained encoder embeds a silent window into one finite vector of its width.
@@ -119,7 +125,7 @@ def encoder_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
 
 
 def embeddings_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=asset, blocking=True, partitions_def=asset.partitions_def)
+    @blocking_check(asset)
     def embeddings_finite_not_collapsed(context: dg.AssetCheckExecutionContext, birdassets: BirdassetsHome):
         """Embeddings are finite and not collapsed (rows not all alike, more than one effective dimension)."""
         embedded = steps.embeddings_of(birdassets.settings, *split_evaluation_key(context))
@@ -139,7 +145,7 @@ def embeddings_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
 
 
 def scores_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=asset, blocking=True, partitions_def=asset.partitions_def)
+    @blocking_check(asset)
     def scores_within_unit_interval(context: dg.AssetCheckExecutionContext, birdassets: BirdassetsHome):
         """Every score is within [0, 1] (NaN only where no class could be scored)."""
         task, checkpoint = split_evaluation_key(context)

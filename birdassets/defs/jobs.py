@@ -11,6 +11,7 @@ import dagster as dg
 import pydantic
 
 from birdassets.defs.partitions import Partitions
+from birdassets.defs.profiles import ACCELERATOR_POOL
 from birdassets.defs.resources import BirdassetsHome
 from birdassets.settings import SettingsError
 from birdassets.steps import ensure_mel_dataset, tidhy_schedule, train_tidhy_encoder, training_function
@@ -101,7 +102,7 @@ def checked_run(config: TrainRunConfig, settings) -> tuple[TrainConfig, Path]:
         raise dg.Failure(f"{TRAIN_JOB} run config: {error}") from error
 
 
-@dg.op(description="Train (or resume) an encoder into <first checkpoint root>/<run>/ (run: a plain name; model "
+@dg.op(pool=ACCELERATOR_POOL, description="Train (or resume) an encoder into <first checkpoint root>/<run>/ (run: a plain name; model "
              "tiny/small/base for a ViT, tidhy for a TiDHy dynamics encoder, resnet18 for a call detector).")
 def train_encoder(context: dg.OpExecutionContext, config: TrainRunConfig, birdassets: BirdassetsHome) -> dg.Output:
     settings = birdassets.settings

@@ -7,12 +7,13 @@ from birdassets.defs.automation import EAGER
 from birdassets.defs.metadata import embeddings_metadata, encoder_metadata, path, table_metadata
 from birdassets.defs.partitions import Partitions, split_evaluation_key
 from birdassets.defs.resources import BirdassetsHome
+from birdassets.defs.profiles import ACCELERATOR_POOL, DUCKDB_POOL
 
 GROUP = "models"
 
 
 def encoder_asset(partitions: Partitions) -> dg.AssetsDefinition:
-    @dg.asset(group_name=GROUP, partitions_def=partitions.checkpoint, code_version=__version__, pool="duckdb",
+    @dg.asset(group_name=GROUP, partitions_def=partitions.checkpoint, code_version=__version__, pool=DUCKDB_POOL,
               kinds={"jax", "orbax", "duckdb"})
     def encoder(context: dg.AssetExecutionContext, birdassets: BirdassetsHome) -> dg.MaterializeResult:
         """The checkpoint's encoder, validated by its family from metadata, then restored."""
@@ -24,7 +25,8 @@ def encoder_asset(partitions: Partitions) -> dg.AssetsDefinition:
 
 def embeddings_asset(partitions: Partitions) -> dg.AssetsDefinition:
     @dg.asset(group_name=GROUP, partitions_def=partitions.evaluation, deps=["mel_dataset", "encoder"],
-              code_version=__version__, automation_condition=EAGER, output_required=False, kinds={"jax", "numpy"})
+              code_version=__version__, automation_condition=EAGER, output_required=False, pool=ACCELERATOR_POOL,
+              kinds={"jax", "numpy"})
     def embeddings(context: dg.AssetExecutionContext, birdassets: BirdassetsHome):
         """Embeddings ``[windows, dim]`` of every window of the task under the checkpoint's encoder (nothing when
         the encoder reads another frontend preset's windows than the task's)."""

@@ -13,6 +13,7 @@ from birdassets import __version__, steps
 from birdassets.defs.metadata import detection_metadata
 from birdassets.defs.partitions import Partitions
 from birdassets.defs.resources import BirdassetsHome
+from birdassets.defs.profiles import DUCKDB_POOL
 from birdassets.detection import DetectionConfig
 from birdassets.models.registry import BIRDNET_KEY
 
@@ -46,7 +47,7 @@ class DetectionRunConfig(dg.Config):
 
 def detections_asset(partitions: Partitions) -> dg.AssetsDefinition:
     @dg.asset(group_name=GROUP, partitions_def=partitions.task, deps=["raw_audio"], code_version=__version__,
-              pool="duckdb", kinds={"tflite", "duckdb"})
+              pool=DUCKDB_POOL, kinds={"tflite", "duckdb"})
     def detections(context: dg.AssetExecutionContext, config: DetectionRunConfig,
                    birdassets: BirdassetsHome) -> dg.MaterializeResult:
         """Per-window confidences and per-recording OrcaHello decisions for the configured target classes."""

@@ -7,6 +7,7 @@ from birdassets.defs.automation import EAGER, REBENCHMARK
 from birdassets.defs.metadata import record_metadata, scores_metadata
 from birdassets.defs.partitions import Partitions, split_evaluation_key
 from birdassets.defs.resources import BirdassetsHome
+from birdassets.defs.profiles import DUCKDB_POOL
 
 GROUP = "evaluation"
 
@@ -24,7 +25,7 @@ def scores_asset(partitions: Partitions) -> dg.AssetsDefinition:
 
 def metrics_db_asset(partitions: Partitions) -> dg.AssetsDefinition:
     @dg.asset(group_name=GROUP, partitions_def=partitions.evaluation, deps=["scores"], code_version=__version__,
-              automation_condition=EAGER, pool="duckdb", kinds={"duckdb"})
+              automation_condition=EAGER, pool=DUCKDB_POOL, kinds={"duckdb"})
     def metrics_db(context: dg.AssetExecutionContext, birdassets: BirdassetsHome) -> dg.MaterializeResult:
         """The task x checkpoint's scores, per-class scores, lineage, data set, checkpoint and run, recorded
         in DuckDB in one transaction."""

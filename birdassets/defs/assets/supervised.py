@@ -7,6 +7,7 @@ from birdassets import __version__, steps
 from birdassets.defs.metadata import record_metadata, supervised_metadata
 from birdassets.defs.partitions import Partitions, split_supervised_key
 from birdassets.defs.resources import BirdassetsHome
+from birdassets.defs.profiles import ACCELERATOR_POOL, DUCKDB_POOL
 from birdassets.supervised.config import SEED, build_configs
 
 GROUP = "supervised"
@@ -29,7 +30,7 @@ class SupervisedRunConfig(dg.Config):
 
 def supervised_model_asset(partitions: Partitions) -> dg.AssetsDefinition:
     @dg.asset(group_name=GROUP, partitions_def=partitions.supervised, deps=["mel_dataset", "folds"],
-              code_version=__version__, kinds={"keras", "jax"})
+              code_version=__version__, pool=ACCELERATOR_POOL, kinds={"keras", "jax"})
     def supervised_model(context: dg.AssetExecutionContext, config: SupervisedRunConfig,
                          birdassets: BirdassetsHome) -> dg.MaterializeResult:
         """One Keras model per fold (selected by validation class-wise AUC), out-of-fold and test predictions
@@ -47,7 +48,7 @@ def supervised_model_asset(partitions: Partitions) -> dg.AssetsDefinition:
 
 def supervised_scores_asset(partitions: Partitions) -> dg.AssetsDefinition:
     @dg.asset(group_name=GROUP, partitions_def=partitions.supervised, deps=["supervised_model"],
-              code_version=__version__, pool="duckdb", kinds={"duckdb"})
+              code_version=__version__, pool=DUCKDB_POOL, kinds={"duckdb"})
     def supervised_scores(context: dg.AssetExecutionContext, birdassets: BirdassetsHome) -> dg.MaterializeResult:
         """The model's scores, per-class scores, lineage (configs, seed, precision) and learning curves,
         recorded in DuckDB in one transaction, beside the probes on the leaderboard."""

@@ -11,6 +11,7 @@ from birdassets.defs.automation import EAGER
 from birdassets.defs.metadata import folds_metadata, ingest_metadata, mel_metadata
 from birdassets.defs.partitions import Partitions
 from birdassets.defs.resources import BirdassetsHome
+from birdassets.defs.profiles import DUCKDB_POOL
 from birdassets.settings import Settings
 
 GROUP = "data"
@@ -24,7 +25,7 @@ def presets_version(settings: Settings) -> str:
 
 
 def raw_audio_asset(partitions: Partitions) -> dg.AssetsDefinition:
-    @dg.asset(group_name=GROUP, partitions_def=partitions.task, code_version=__version__, pool="duckdb",
+    @dg.asset(group_name=GROUP, partitions_def=partitions.task, code_version=__version__, pool=DUCKDB_POOL,
               kinds={"python", "parquet", "duckdb"})
     def raw_audio(context: dg.AssetExecutionContext, birdassets: BirdassetsHome) -> dg.MaterializeResult:
         """The task's recordings as a manifest (one row per recording or labelled segment), plus every

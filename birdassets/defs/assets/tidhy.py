@@ -8,6 +8,7 @@ from birdassets import __version__, steps
 from birdassets.defs.metadata import path
 from birdassets.defs.partitions import Partitions
 from birdassets.defs.resources import BirdassetsHome
+from birdassets.defs.profiles import ACCELERATOR_POOL, DUCKDB_POOL
 
 GROUP = "tidhy"
 SLDS_SEEDS = ("0", "1", "2")
@@ -27,7 +28,7 @@ def slds_metadata(report: steps.SLDSReport) -> dict:
 
 def slds_benchmark_asset() -> dg.AssetsDefinition:
     @dg.asset(group_name=GROUP, partitions_def=dg.StaticPartitionsDefinition(list(SLDS_SEEDS)),
-              code_version=__version__, kinds={"jax", "duckdb"})
+              code_version=__version__, pool=ACCELERATOR_POOL, kinds={"jax", "duckdb"})
     def slds_benchmark(context: dg.AssetExecutionContext, config: SLDSRunConfig,
                        birdassets: BirdassetsHome) -> dg.MaterializeResult:
         """Generate the SLDS data of this seed, train TiDHy (Orbax checkpoints under the first checkpoint root),
@@ -40,7 +41,7 @@ def slds_benchmark_asset() -> dg.AssetsDefinition:
 
 def slds_scores_asset(partitions: Partitions) -> dg.AssetsDefinition:
     @dg.asset(group_name=GROUP, partitions_def=partitions.checkpoint, code_version=__version__,
-              output_required=False, kinds={"jax", "duckdb"})
+              output_required=False, pool=DUCKDB_POOL, kinds={"jax", "duckdb"})
     def slds_scores(context: dg.AssetExecutionContext, birdassets: BirdassetsHome):
         """SLDS scores of one saved step of a benchmark run (other checkpoints: nothing to materialize)."""
         report = steps.score_slds_checkpoint(birdassets.settings, context.partition_key, context.run_id)
