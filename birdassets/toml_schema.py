@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from birdassets.annotations.labelling import LABEL_COLUMN, MIN_OVERLAP_FRACTION, MIN_OVERLAP_S
-from birdassets.execution import DEFAULT_BACKEND, DEFAULT_BROKER, EXECUTORS
+from birdassets.execution import EXECUTORS, ExecutionConfig
 from birdassets.models.registry import PRETRAINED
 from birdassets.sources.registry import SOURCES
 
@@ -116,11 +116,12 @@ TOP_LEVEL_KEYS: tuple[Key, ...] = (
     Key("n_folds", "int", "cross-validation folds of every task", 5, minimum=2),
     Key("fold_seed", "int", "seed of the fold assignment", 42, minimum=0),
     Key("executor", "str", "how the steps of a run execute: `in_process`, `multiprocess` (a process per step) or "
-        "`celery` (steps on `birdassets worker` processes; see Deployment)", "in_process", choices=lambda: EXECUTORS,
-        noun="executor"),
-    Key("max_concurrent_steps", "int", "executor `multiprocess`: steps of one run at once", 2, minimum=1),
-    Key("celery_broker", "str", "executor `celery`: the broker's URL", DEFAULT_BROKER),
-    Key("celery_backend", "str", "executor `celery`: where step results go", DEFAULT_BACKEND),
+        "`celery` (steps on `birdassets worker` processes; see Deployment)", ExecutionConfig.executor,
+        choices=lambda: EXECUTORS, noun="executor"),
+    Key("max_concurrent_steps", "int", "executor `multiprocess`: steps of one run at once",
+        ExecutionConfig.max_concurrent_steps, minimum=1),
+    Key("celery_broker", "str", "executor `celery`: the broker's URL", ExecutionConfig.celery_broker),
+    Key("celery_backend", "str", "executor `celery`: where step results go", ExecutionConfig.celery_backend),
     Key("datasets", "tables", "`[[datasets]]`: one entry per data set (keys below)"),
     Key("presets", "table", "`[presets.<name>]`: user frontend presets (see Spectrogram frontends)"),
 )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -18,12 +17,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from birdassets.supervisor import Supervisor
 from birdassets_tests.ui_server import free_port
 
 RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 POSTGRES_BIN = "/usr/lib/postgresql/*/bin"
 START_S = 90.0
-STOP_S = 30.0
 DATABASE = "dagster"
 
 
@@ -56,18 +55,6 @@ def tail(log: Path) -> str:
     return log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
 
 
-def stop(process: subprocess.Popen, number: int = signal.SIGTERM) -> None:
-    """Signal the server's process group, then SIGKILL what is left after :data:`STOP_S`."""
-    try:
-        os.killpg(process.pid, number)
-        process.wait(STOP_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    except ProcessLookupError:
-        pass
-
-
 @contextmanager
 def postgres() -> Iterator[str]:
     """A PostgreSQL server with an empty database :data:`DATABASE`; yields its URL (user ``birdassets``, trust
@@ -83,21 +70,18 @@ def postgres() -> Iterator[str]:
         binaries, log = postgres_bin(), folder / "postgres.log"
         subprocess.run([*as_user, str(binaries / "initdb"), "-D", str(folder / "data"), "-U", "birdassets",
                         "--auth=trust", "-E", "UTF8"], check=True, capture_output=True)
-        with open(log, "wb") as out:
-            server = subprocess.Popen([*as_user, str(binaries / "postgres"), "-D", str(folder / "data"),
-                                       "-p", str(port), "-k", str(folder), "-c", "listen_addresses=127.0.0.1",
-                                       "-c", "fsync=off", "-c", "max_connections=200"],
-                                      stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         url = f"postgresql://birdassets@127.0.0.1:{port}"
-        try:
-            wait_until(lambda: connects(f"{url}/postgres"), "PostgreSQL", server, log)
+        with Supervisor() as servers, open(log, "wb") as out:  # leaving stops the server (SIGTERM, then SIGKILL)
+            server = servers.start("PostgreSQL", [*as_user, str(binaries / "postgres"), "-D", str(folder / "data"),
+                                                  "-p", str(port), "-k", str(folder), "-c", "listen_addresses=127.0.0.1",
+                                                  "-c", "fsync=off", "-c", "max_connections=200"],
+                                   stdout=out, stderr=subprocess.STDOUT)
+            wait_until(lambda: connects(f"{url}/postgres"), "PostgreSQL", server.process, log)
             connection = psycopg2.connect(f"{url}/postgres")
             connection.autocommit = True  # CREATE DATABASE runs outside a transaction
             connection.cursor().execute(f"create database {DATABASE}")
             connection.close()
             yield f"{url}/{DATABASE}"
-        finally:
-            stop(server, signal.SIGINT)  # PostgreSQL's fast shutdown
 
 
 def connects(url: str) -> bool:
@@ -122,14 +106,12 @@ def rabbitmq(folder: Path) -> Iterator[str]:
            "RABBITMQ_MNESIA_BASE": str(folder / "mnesia"), "RABBITMQ_LOG_BASE": str(folder / "log"),
            "RABBITMQ_CONFIG_FILE": str(folder / "rabbitmq.conf"),
            "RABBITMQ_ENABLED_PLUGINS_FILE": str(folder / "enabled_plugins"), "RABBITMQ_PID_FILE": str(folder / "pid")}
-    with open(log, "wb") as out:
-        server = subprocess.Popen([RABBITMQ_SERVER], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
     try:
-        wait_until(lambda: amqp_answers(port), "RabbitMQ", server, log)
-        yield f"pyamqp://guest@127.0.0.1:{port}//"
-    finally:
-        stop(server)
+        with Supervisor() as servers, open(log, "wb") as out:  # leaving stops the broker (SIGTERM, then SIGKILL)
+            server = servers.start("RabbitMQ", [RABBITMQ_SERVER], env=env, stdout=out, stderr=subprocess.STDOUT)
+            wait_until(lambda: amqp_answers(port), "RabbitMQ", server.process, log)
+            yield f"pyamqp://guest@127.0.0.1:{port}//"
+    finally:  # the broker's Erlang port mapper left the group: stop it by its port
         subprocess.run(["epmd", "-port", env["ERL_EPMD_PORT"], "-kill"], env=env, capture_output=True, check=False)
 
 

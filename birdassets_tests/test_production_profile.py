@@ -67,9 +67,9 @@ def home(tmp_path_factory, services) -> Path:
 
 
 def start_worker(workers: Supervisor, home: Path, env: dict, name: str):
-    log = (home / f"worker-{name}.log").open("w")
-    return workers.start(name, [sys.executable, "-m", "birdassets.cli", "worker", "--name", name],
-                         env={**os.environ, "BIRDASSETS_HOME": str(home), **env}, stdout=log, stderr=log)
+    with (home / f"worker-{name}.log").open("w") as log:  # the worker writes through its own copy
+        return workers.start(name, [sys.executable, "-m", "birdassets.cli", "worker", "--name", name],
+                             env={**os.environ, "BIRDASSETS_HOME": str(home), **env}, stdout=log, stderr=log)
 
 
 def step_executions(instance, run_id: str, step: str) -> list[tuple[float, str]]:

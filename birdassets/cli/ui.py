@@ -64,10 +64,15 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                     help="a shared view: no run launches, no sensor or schedule toggles, no other change")
     ui.add_argument("--no-daemon", action="store_true",
                     help="no daemon: sensors, schedules and automation do not tick, queued runs wait")
-    ui.add_argument("--profile", choices=tuple(PROFILES), default=None,
-                    help="the Dagster instance: local (SQLite under BIRDASSETS_HOME, the default) or production "
-                    "(PostgreSQL at BIRDASSETS_POSTGRES_URL, queued runs, run retries); default: $BIRDASSETS_PROFILE")
+    add_profile_option(ui)
     ui.set_defaults(func=cmd_ui)
+
+
+def add_profile_option(parser: argparse.ArgumentParser) -> None:
+    """``--profile local|production`` (:data:`~birdassets.defs.profiles.PROFILES`), for ``ui`` and ``worker``."""
+    parser.add_argument("--profile", choices=tuple(PROFILES), default=None,
+                        help="the Dagster instance: local (SQLite under BIRDASSETS_HOME) or production (PostgreSQL at "
+                        "BIRDASSETS_POSTGRES_URL, queued runs, run retries); default: $BIRDASSETS_PROFILE, else local")
 
 
 def cmd_ui(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ import argparse
 import socket
 
 from birdassets.cli.errors import UserError
-from birdassets.defs.profiles import PROFILES
+from birdassets.cli.ui import add_profile_option
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -22,8 +22,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     worker = commands.add_parser("worker", help="execute the steps of runs from the Celery broker (executor celery)")
     worker.add_argument("--name", default=None,
                         help="the worker's name in the run logs (default: birdassets-<process id>), @<host> added")
-    worker.add_argument("--profile", choices=tuple(PROFILES), default=None,
-                        help="the Dagster instance the steps report to (default: $BIRDASSETS_PROFILE, else local)")
+    add_profile_option(worker)
     worker.set_defaults(func=cmd_worker)
 
 

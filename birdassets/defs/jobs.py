@@ -102,8 +102,9 @@ def checked_run(config: TrainRunConfig, settings) -> tuple[TrainConfig, Path]:
         raise dg.Failure(f"{TRAIN_JOB} run config: {error}") from error
 
 
-@dg.op(pool=ACCELERATOR_POOL, description="Train (or resume) an encoder into <first checkpoint root>/<run>/ (run: a plain name; model "
-             "tiny/small/base for a ViT, tidhy for a TiDHy dynamics encoder, resnet18 for a call detector).")
+@dg.op(pool=ACCELERATOR_POOL,
+       description="Train (or resume) an encoder into <first checkpoint root>/<run>/ (run: a plain name; model "
+       "tiny/small/base for a ViT, tidhy for a TiDHy dynamics encoder, resnet18 for a call detector).")
 def train_encoder(context: dg.OpExecutionContext, config: TrainRunConfig, birdassets: BirdassetsHome) -> dg.Output:
     settings = birdassets.settings
     train_config, run_dir = checked_run(config, settings)

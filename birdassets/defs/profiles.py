@@ -39,12 +39,12 @@ class ProfileError(ValueError):
 
 @dataclass(frozen=True)
 class Profile:
-    """An instance profile: its name, its ``dagster.yaml`` (package data of ``birdassets``) and the environment
-    variables that file reads."""
+    """An instance profile: its name, its ``dagster.yaml`` (package data of ``birdassets``) and whether that file
+    keeps the instance in PostgreSQL (at ``$BIRDASSETS_POSTGRES_URL``)."""
 
     name: str
     config_resource: str
-    required_env: tuple[str, ...] = ()
+    postgres: bool = False
 
     def config_text(self) -> str:
         return resources.files("birdassets").joinpath(self.config_resource).read_text(encoding="utf-8")
@@ -52,7 +52,7 @@ class Profile:
 
 PROFILES = {
     "local": Profile("local", "dagster.yaml"),
-    "production": Profile("production", "dagster_production.yaml", (POSTGRES_URL_ENV,)),
+    "production": Profile("production", "dagster_production.yaml", postgres=True),
 }
 
 
@@ -75,13 +75,13 @@ def prepare_instance(settings, profile: str | None = None, *, pools: bool = True
     from birdassets.atomic import write_text
 
     chosen = chosen_profile(profile)
-    missing = [name for name in chosen.required_env if not os.environ.get(name)]
-    if missing:
-        raise ProfileError(f"profile {chosen.name!r} needs {', '.join(missing)} "
-                           "(e.g. postgresql://user:password@host:5432/dagster)")
-    if chosen.name == "production":
-        check_postgres(os.environ[POSTGRES_URL_ENV])
-        os.environ[POSTGRES_URL_ENV] = with_driver(os.environ[POSTGRES_URL_ENV])
+    if chosen.postgres:
+        url = os.environ.get(POSTGRES_URL_ENV)
+        if not url:
+            raise ProfileError(f"profile {chosen.name!r} needs {POSTGRES_URL_ENV} "
+                               "(e.g. postgresql://user:password@host:5432/dagster)")
+        check_postgres(url)
+        os.environ[POSTGRES_URL_ENV] = with_driver(url)
     home = settings.layout.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     config, target = chosen.config_text(), home / INSTANCE_CONFIG
@@ -112,7 +112,8 @@ def check_postgres(url: str) -> None:
         raise ProfileError("the production profile needs dagster-postgres: pip install 'birdassets[production]'") \
             from error
     try:
-        psycopg2.connect(url.replace(SQLALCHEMY_DRIVER, "postgresql", 1), connect_timeout=POSTGRES_CONNECT_TIMEOUT_S).close()
+        libpq_url = url.replace(SQLALCHEMY_DRIVER, "postgresql", 1)
+        psycopg2.connect(libpq_url, connect_timeout=POSTGRES_CONNECT_TIMEOUT_S).close()
     except psycopg2.Error as error:
         reason = " ".join(str(error).split())
         raise ProfileError(f"cannot connect to PostgreSQL at {POSTGRES_URL_ENV} ({redacted(url)}): {reason}") from error

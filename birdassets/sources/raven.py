@@ -179,7 +179,8 @@ def read_raven(root: str | Path, preset: MelPreset, rule: LabelRule = LabelRule(
     tables_read = tuple(sorted((str(path), digest) for path, digest in pairing.tables.items()))
     manifest = Manifest.from_rows(rows, classes=classes, annotations=tables_read)
     result = RavenIngest(manifest, sorted_records(quarantine), found=len(recordings),
-                         ignored=len(files) - len(recordings) - len(tables), orphan_tables=tuple(str(p) for p in pairing.orphans),
+                         ignored=len(files) - len(recordings) - len(tables),
+                         orphan_tables=tuple(str(p) for p in pairing.orphans),
                          empty_labels=pairing.empty_labels)
     result.check()
     return result

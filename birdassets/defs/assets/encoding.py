@@ -6,8 +6,8 @@ from birdassets import __version__, steps
 from birdassets.defs.automation import EAGER
 from birdassets.defs.metadata import embeddings_metadata, encoder_metadata, path, table_metadata
 from birdassets.defs.partitions import Partitions, split_evaluation_key
-from birdassets.defs.resources import BirdassetsHome
 from birdassets.defs.profiles import ACCELERATOR_POOL, DUCKDB_POOL
+from birdassets.defs.resources import BirdassetsHome
 
 GROUP = "models"
 

@@ -12,8 +12,8 @@ import pydantic
 from birdassets import __version__, steps
 from birdassets.defs.metadata import detection_metadata
 from birdassets.defs.partitions import Partitions
-from birdassets.defs.resources import BirdassetsHome
 from birdassets.defs.profiles import DUCKDB_POOL
+from birdassets.defs.resources import BirdassetsHome
 from birdassets.detection import DetectionConfig
 from birdassets.models.registry import BIRDNET_KEY
 

@@ -6,8 +6,8 @@ from birdassets import __version__, steps
 from birdassets.defs.automation import EAGER, REBENCHMARK
 from birdassets.defs.metadata import record_metadata, scores_metadata
 from birdassets.defs.partitions import Partitions, split_evaluation_key
-from birdassets.defs.resources import BirdassetsHome
 from birdassets.defs.profiles import DUCKDB_POOL
+from birdassets.defs.resources import BirdassetsHome
 
 GROUP = "evaluation"
 

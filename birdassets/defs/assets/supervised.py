@@ -6,8 +6,8 @@ import dagster as dg
 from birdassets import __version__, steps
 from birdassets.defs.metadata import record_metadata, supervised_metadata
 from birdassets.defs.partitions import Partitions, split_supervised_key
-from birdassets.defs.resources import BirdassetsHome
 from birdassets.defs.profiles import ACCELERATOR_POOL, DUCKDB_POOL
+from birdassets.defs.resources import BirdassetsHome
 from birdassets.supervised.config import SEED, build_configs
 
 GROUP = "supervised"

@@ -10,8 +10,8 @@ from birdassets import __version__, steps
 from birdassets.defs.automation import EAGER
 from birdassets.defs.metadata import folds_metadata, ingest_metadata, mel_metadata
 from birdassets.defs.partitions import Partitions
-from birdassets.defs.resources import BirdassetsHome
 from birdassets.defs.profiles import DUCKDB_POOL
+from birdassets.defs.resources import BirdassetsHome
 from birdassets.settings import Settings
 
 GROUP = "data"

@@ -7,8 +7,8 @@ import dagster as dg
 from birdassets import __version__, steps
 from birdassets.defs.metadata import path
 from birdassets.defs.partitions import Partitions
-from birdassets.defs.resources import BirdassetsHome
 from birdassets.defs.profiles import ACCELERATOR_POOL, DUCKDB_POOL
+from birdassets.defs.resources import BirdassetsHome
 
 GROUP = "tidhy"
 SLDS_SEEDS = ("0", "1", "2")
