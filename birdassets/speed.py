@@ -3,7 +3,8 @@ unit tests.
 
 ``bench_frontend`` times stage B of each preset on the same synthetic signal, side by side with librosa
 computing the same quantity in the same process, warm (every implementation runs once before timing) and
-best of ``repeats``. librosa runs on the float32 waveform, as a user would call it. ``bench_submission`` times a
+best of ``repeats``, and reports each result's largest dB difference from librosa in float64. librosa is
+timed on the float32 waveform, as a user would call it. ``bench_submission`` times a
 supervised model's Kaggle submission path on OGG soundscapes and projects it onto Kaggle's test set.
 """
 
@@ -43,46 +44,71 @@ def _best_of(fn: Callable[[], object], repeats: int) -> float:
 
 
 def bench_frontend(presets: Sequence[MelPreset], seconds: float = 600.0, repeats: int = 3) -> pd.DataFrame:
-    """Stage-B throughput per preset and implementation, in audio seconds per wall second.
+    """Stage-B throughput per preset and implementation, in audio seconds per wall second, and its accuracy.
 
-    Rows: ``preset, implementation, seconds, audio_s_per_s, x_librosa`` where ``audio_s_per_s`` is the
-    ``seconds`` of input audio over the wall time (so also the multiple of real time) and ``x_librosa`` the
-    speed-up over librosa on the whole file, measured in the same run. ``whole file`` rows process the
-    signal as one array; ``windows`` rows cut the preset's stage-A windows (overlapping for ``orcahello``)
-    and run them as one batch, as the mel datasets do, except librosa's, which calls it once per window as
-    BirdCLEF notebooks do.
+    Rows: ``preset, implementation, precision, seconds, audio_s_per_s, x_librosa, max_db_diff`` where
+    ``audio_s_per_s`` is the ``seconds`` of input audio over the wall time (so also the multiple of real time),
+    ``x_librosa`` the speed-up over librosa on the whole file, measured in the same run, and ``max_db_diff`` the
+    largest stage-B difference from librosa in float64 on the same input, in dB (``log="ln"``: converted as
+    ``20 / (ln_scale ln 10)`` dB per unit). ``whole file`` rows process the signal as one array; ``windows`` rows
+    cut the preset's stage-A windows (overlapping for ``orcahello``) and run them as one batch, as the mel
+    datasets do, except librosa's, which calls it once per window as BirdCLEF notebooks do. tf.signal runs in
+    the preset's ``precision`` and, for comparison, in ``"float64"``; librosa on the float32 waveform.
     """
-    from birdassets.frontends.jax_mel import JaxMelFrontend
-    from birdassets.frontends.reference import librosa_mel_db
-    from birdassets.frontends.tf_mel import TFMelFrontend
-
     rows = []
     for preset in presets:
         audio = bench_signal(seconds, preset.sample_rate)
         windows = cut_windows(audio, window_starts(seconds, preset), preset)  # [windows, clip_samples]
-        tf_frontend, jax_frontend = TFMelFrontend(preset), JaxMelFrontend(preset)
-        timings = {
-            "librosa (whole file)": _best_of(lambda: librosa_mel_db(audio, preset, dtype=np.float32), repeats),
-            f"librosa ({len(windows)} windows, one call each)": _best_of(
-                lambda: [librosa_mel_db(window, preset, dtype=np.float32) for window in windows], repeats
-            ),
-            "tf.signal (whole file)": _best_of(lambda: tf_frontend.mel_db(audio[None]).numpy(), repeats),
-            "jax (whole file)": _best_of(lambda: np.asarray(jax_frontend.mel_db(audio[None])), repeats),
-            f"tf.signal ({len(windows)} windows)": _best_of(lambda: tf_frontend.mel_db(windows).numpy(), repeats),
-            f"jax ({len(windows)} windows)": _best_of(lambda: np.asarray(jax_frontend.mel_db(windows)), repeats),
-        }
+        runs = _frontend_runs(preset, audio, windows)
+        timings = {name: _best_of(fn, repeats) for name, (fn, _) in runs.items()}
         reference = timings["librosa (whole file)"]
+        truth = _librosa_float64(preset, audio, windows)
         for implementation, wall in timings.items():
-            rows.append(
-                {
-                    "preset": preset.name,
-                    "implementation": implementation,
-                    "seconds": wall,
-                    "audio_s_per_s": seconds / wall,
-                    "x_librosa": reference / wall,
-                }
-            )
+            fn, precision = runs[implementation]
+            error = _db_difference(fn(), truth, preset)
+            rows.append({"preset": preset.name, "implementation": implementation, "precision": precision,
+                         "seconds": wall, "audio_s_per_s": seconds / wall, "x_librosa": reference / wall,
+                         "max_db_diff": error})
     return pd.DataFrame(rows)
+
+
+def _frontend_runs(preset: MelPreset, audio: np.ndarray, windows: np.ndarray) -> dict[str, tuple[Callable, str]]:
+    """``{implementation: (run, precision)}``; each run returns stage B, ``[frames, mels]`` for a whole file or
+    ``[windows, frames, mels]``."""
+    import dataclasses
+
+    from birdassets.frontends.jax_mel import JaxMelFrontend
+    from birdassets.frontends.reference import librosa_mel_db
+    from birdassets.frontends.tf_mel import TFMelFrontend
+
+    tf_frontend, jax_frontend = TFMelFrontend(preset), JaxMelFrontend(preset)
+    tf64 = TFMelFrontend(dataclasses.replace(preset, precision="float64"))
+    n = len(windows)
+    return {
+        "librosa (whole file)": (lambda: librosa_mel_db(audio, preset, dtype=np.float32), "float32 input"),
+        f"librosa ({n} windows, one call each)": (
+            lambda: np.stack([librosa_mel_db(window, preset, dtype=np.float32) for window in windows]),
+            "float32 input"),
+        "tf.signal (whole file)": (lambda: tf_frontend.mel_db(audio[None]).numpy()[0], preset.precision),
+        "jax (whole file)": (lambda: np.asarray(jax_frontend.mel_db(audio[None]))[0], preset.precision),
+        f"tf.signal ({n} windows)": (lambda: tf_frontend.mel_db(windows).numpy(), preset.precision),
+        f"jax ({n} windows)": (lambda: np.asarray(jax_frontend.mel_db(windows)), preset.precision),
+        "tf.signal float64 (whole file)": (lambda: tf64.mel_db(audio[None]).numpy()[0], "float64"),
+        f"tf.signal float64 ({n} windows)": (lambda: tf64.mel_db(windows).numpy(), "float64"),
+    }
+
+
+def _librosa_float64(preset: MelPreset, audio: np.ndarray, windows: np.ndarray) -> dict[int, np.ndarray]:
+    """The float64 references by rank: ``{2: [frames, mels] of audio, 3: [windows, frames, mels]}``."""
+    from birdassets.frontends.reference import librosa_mel_db
+
+    return {2: librosa_mel_db(audio, preset), 3: np.stack([librosa_mel_db(window, preset) for window in windows])}
+
+
+def _db_difference(stage_b: np.ndarray, truth: dict[int, np.ndarray], preset: MelPreset) -> float:
+    """Max ``|stage_b - truth[stage_b.ndim]|`` in dB (``log="ln"`` converted, ``20 / (ln_scale ln 10)`` per unit)."""
+    per_unit = 20.0 / (preset.ln_scale * math.log(10.0)) if preset.log == "ln" else 1.0
+    return float(np.abs(stage_b.astype(np.float64) - truth[stage_b.ndim]).max() * per_unit)
 
 
 def bench_birdnet(

@@ -57,6 +57,7 @@ CASES = [
     ("benchmark", ["benchmark"], "bad-toml", "birdassets.toml: not valid TOML"),
     ("bench", ["bench", "frontend", "--preset", "nope"], "fresh", "unknown preset 'nope'"),
     ("bench", ["bench", "frontend", "--presets", "{tmp}/missing.toml"], "fresh", "missing.toml: preset file not found"),
+    ("bench", ["bench", "latency"], "fresh", "no finalized step of the demo's training run under"),
 ]
 
 

@@ -42,6 +42,27 @@ def test_preset_hash_tracks_every_parameter():
         assert dataclasses.replace(preset, **change).content_hash() != preset.content_hash()
 
 
+def test_precision_enters_the_content_hash():
+    """Same parameters in another stage-B precision: another hash, so another mel dataset path."""
+    hashes = {precision: dataclasses.replace(get_preset("birdset"), precision=precision).content_hash()
+              for precision in ("float64", "mixed", "float32")}
+    assert len(set(hashes.values())) == 3
+    assert hashes["mixed"] == get_preset("birdset").content_hash()  # the built-ins are "mixed"
+
+
+def test_invalid_precision_is_refused_by_name(tmp_path):
+    with pytest.raises(PresetError) as raised:
+        dataclasses.replace(PRESETS["perch"], precision="float16")
+    assert str(raised.value) == "preset 'perch': precision 'float16' is not one of ('float64', 'mixed', 'float32')"
+    path = tmp_path / "presets.toml"
+    path.write_text('[presets.exact]\nbase = "birdset"\nprecision = "float64"\n'
+                    '[presets.half]\nbase = "birdset"\nprecision = "float16"\n')
+    with pytest.raises(PresetError, match="preset 'half': precision = 'float16' is not"):
+        presets_from_toml(path)
+    path.write_text('[presets.exact]\nbase = "birdset"\nprecision = "float64"\n')
+    assert presets_from_toml(path)["exact"].precision == "float64"
+
+
 def test_invalid_presets_name_the_problem():
     with pytest.raises(PresetError, match="unknown preset 'nope'"):
         get_preset("nope")

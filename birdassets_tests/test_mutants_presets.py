@@ -9,13 +9,14 @@ import pytest
 
 from birdassets.frontends.presets import PRESETS, PresetError, preset_from_table, presets_from_tables, presets_from_toml
 
-# sha256 of each built-in preset's parameters (FRONTEND_VERSION "2"), as on 022c4fb. Content hashes key the mel
+# sha256 of each built-in preset's parameters (FRONTEND_VERSION "3", precision "mixed"), pinned when issue 15's
+# precision field was added (FRONTEND_VERSION "2" pins, as on 022c4fb: 691d8f8c..., 756b3c4e..., 0aadb071..., 24fbd399...). Content hashes key the mel
 # datasets on disk: a change rebuilds every dataset, so it must come with a FRONTEND_VERSION bump and a new pin.
 PINNED_CONTENT_HASHES = {
-    "birdclef2025": "691d8f8ceb9ac4ca1fa2a4ea47ed3a906348aab79657c471b7c0f0203275173c",
-    "birdset": "756b3c4ee3df41bbcbf2b202d356a72660ebc640a7e7b757330e540a53960146",
-    "orcahello": "0aadb071a32cced373ed1372cb4d3634b690cd90e94c1b6717c5757835d9bdd2",
-    "perch": "24fbd3993bf51c719aa9bce92187aa524fb699cb7e48c6843d9fc8a19ea36574",
+    "birdclef2025": "95a7196664b36ca01675015c0e85aebaa57adbf605bd3d1a10f99ed82f017d08",
+    "birdset": "96f3c81a12a9f22ed186897fa6078b1f96e5ff3f36ac3db874963a5a8137a6fe",
+    "orcahello": "f234e4b49858e355d64687d714e52728e76a68928f14ff7922908e940a9e4a44",
+    "perch": "5bd3c87aa9d553dfb90a709cd035117aa3313c3cdf0c345d15d4545b8cc78f9c",
 }
 
 

@@ -142,8 +142,9 @@ def test_a_scores_materialization_shows_its_plots_and_leaderboard(ui, browser, a
         assert image.size["width"] >= 300 and image.size["height"] >= 150  # drawn at a readable size
         browser.save_screenshot(str(screens(artifacts_dir) / f"scores_{name}.png"))
         close_dialog(browser)
-    board = show_markdown(browser, "scores").text
-    assert all(word in board for word in ("probe", "metric", "cmAP", "linear", "chance"))
+    dialog = show_markdown(browser, "scores")  # the Markdown table renders after the dialog opens: wait for it
+    wait_for(browser, lambda b: all(word in dialog.text for word in ("probe", "metric", "cmAP", "linear", "chance")),
+             "the scores table with its probes and metrics")
     browser.save_screenshot(str(screens(artifacts_dir) / "scores_leaderboard.png"))
     close_dialog(browser)
 

@@ -115,7 +115,7 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
     return info.st_ino, info.st_size, info.st_mtime_ns
 
 
-@functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=65536)  # 10,000s of steps: a listing of one run never re-reads the others
 def _step_problem(step_dir: str, step: int, stamps: tuple) -> str | None:
     folder = Path(step_dir)
     try:
@@ -151,7 +151,7 @@ def observed_data(ref: CheckpointRef) -> str:
 # --------------------------------------------------------------------------- runs and roots
 
 
-def _run_dirs(root: Path, skipped: list[SkippedFolder]) -> list[Path]:
+def run_dirs(root: Path, skipped: list[SkippedFolder]) -> list[Path]:
     """The run folders directly under ``root`` (sorted); unreadable entries and names that cannot be runs skipped."""
     try:
         entries = sorted(os.scandir(root), key=lambda entry: entry.name)
@@ -172,8 +172,10 @@ def _run_dirs(root: Path, skipped: list[SkippedFolder]) -> list[Path]:
     return runs
 
 
-def _run_checkpoints(root: Path, run_dir: Path, skipped: list[SkippedFolder]) -> list[CheckpointRef]:
-    """The registrable finalized steps of one run folder; every other step folder skipped with its reason."""
+def run_checkpoints(root: Path, run_dir: Path, skipped: list[SkippedFolder],
+                     pending: list[int] | None = None) -> list[CheckpointRef]:
+    """The registrable finalized steps of one run folder; every other step folder skipped with its reason, and
+    (when ``pending`` is given) the steps not registrable yet appended to it (in flight, still finishing, broken)."""
     if not inside(run_dir, root):
         skipped.append(SkippedFolder(run_dir, f"resolves to {os.path.realpath(run_dir)}, outside the checkpoint "
                                               f"root {root}; refused"))
@@ -186,17 +188,28 @@ def _run_checkpoints(root: Path, run_dir: Path, skipped: list[SkippedFolder]) ->
         return []
     skipped.extend(SkippedFolder(path, reason) for path, reason in unreadable)
     refs = []
-    for entry in sorted(entries, key=lambda entry: int(entry.name)):
-        step_dir = Path(entry.path)
-        if not is_finalized(step_dir):
-            continue  # in flight, or crashed before finalize: not a checkpoint (yet)
-        problem = (None if inside(step_dir, run_dir) else f"resolves to {os.path.realpath(step_dir)}, outside "
-                   f"its run folder; refused") or step_problem(step_dir, int(entry.name))
-        if problem:
-            skipped.append(SkippedFolder(step_dir, problem))
-            continue
-        refs.append(CheckpointRef(run=run_dir.name, step=int(entry.name), run_dir=run_dir))
+    for step in sorted(int(entry.name) for entry in entries):
+        ref = step_ref(run_dir, step, skipped)
+        if ref is not None:
+            refs.append(ref)
+        elif pending is not None:
+            pending.append(step)
     return refs
+
+
+def step_ref(run_dir: Path, step: int, skipped: list[SkippedFolder]) -> CheckpointRef | None:
+    """The checkpoint of ``<run_dir>/<step>`` when it is finalized and registrable; ``None`` when it is not
+    finalized (in flight, or crashed before finalize: not a checkpoint yet) or has a problem (appended to
+    ``skipped`` with its reason)."""
+    step_dir = run_dir / str(step)
+    if not is_finalized(step_dir):
+        return None
+    problem = (None if inside(step_dir, run_dir) else f"resolves to {os.path.realpath(step_dir)}, outside "
+               f"its run folder; refused") or step_problem(step_dir, step)
+    if problem:
+        skipped.append(SkippedFolder(step_dir, problem))
+        return None
+    return CheckpointRef(run=run_dir.name, step=step, run_dir=run_dir)
 
 
 def _drop_ambiguous(found: dict[str, list[tuple[Path, list[CheckpointRef]]]],
@@ -224,13 +237,13 @@ def scan_checkpoints(roots: Iterable[str | os.PathLike]) -> Discovery:
     for root in unique_roots(roots):
         if not root.exists():
             continue
-        for run_dir in _run_dirs(root, skipped):
+        for run_dir in run_dirs(root, skipped):
             try:
                 CheckpointRef(run=run_dir.name, step=0, run_dir=run_dir)
             except ValueError as err:
                 skipped.append(SkippedFolder(run_dir, f"not a run folder: {err}"))
                 continue
-            refs = _run_checkpoints(root, run_dir, skipped)
+            refs = run_checkpoints(root, run_dir, skipped)
             if refs:
                 found.setdefault(run_dir.name, []).append((run_dir, refs))
     refs = sorted(_drop_ambiguous(found, skipped), key=lambda ref: (ref.run, ref.step))

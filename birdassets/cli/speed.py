@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 
 from birdassets.cli.audio import PRESETS_HELP, load_birdnet, resolve_presets
+from birdassets.defs.profiles import PROFILES
 
 
 def positive(kind: type) -> Callable[[str], float]:
@@ -27,7 +29,7 @@ def positive(kind: type) -> Callable[[str], float]:
 def add_parser(commands: argparse._SubParsersAction) -> None:
     """Add ``bench``."""
     bench = commands.add_parser("bench", help="speed benchmarks")
-    bench.add_argument("what", choices=("frontend", "birdnet", "submission", "detector"))
+    bench.add_argument("what", choices=("frontend", "birdnet", "submission", "detector", "sensor", "load", "latency"))
     bench.add_argument("--preset", action="append", help="preset to time (repeatable; default: every preset)")
     bench.add_argument("--presets", help=PRESETS_HELP)
     bench.add_argument("--seconds", type=positive(float), default=None,
@@ -38,24 +40,36 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     bench.add_argument("--batch-size", type=positive(int), default=None, help="submission: windows per forward pass")
     bench.add_argument("--encoder", help="detector: a ResNet18 checkpoint key or an exported folder (its TFLite "
                        "file is timed beside it; a checkpoint is converted for the run)")
+    bench.add_argument("--runs", type=positive(int), default=None,
+                       help="sensor, load: synthetic training runs (default 100 for sensor, 50 for load)")
+    bench.add_argument("--steps", type=positive(int), default=None,
+                       help="sensor, load: finalized steps per run (default 100 for sensor, 20 for load)")
+    bench.add_argument("--tasks", type=positive(int), default=8, help="load: tasks (default 8)")
+    bench.add_argument("--profile", choices=tuple(PROFILES), default=None,
+                       help="latency: the instance profile birdassets ui runs with (default: $BIRDASSETS_PROFILE, "
+                       "else local)")
     bench.set_defaults(func=cmd_bench)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     commands = {"birdnet": birdnet_speed, "frontend": frontend_speed, "submission": submission_speed,
-                "detector": detector_speed}
+                "detector": detector_speed, "sensor": sensor_speed, "load": load_speed,
+                "latency": latency_speed}
     return commands[args.what](args)
 
 
 def frontend_speed(args: argparse.Namespace) -> int:
-    """Stage B of each preset (``--preset``, default all) and librosa, in multiples of real time."""
+    """Stage B of each preset (``--preset``, default all) and librosa, in multiples of real time, with each
+    result's largest dB difference from librosa in float64."""
     from birdassets.cli.format import format_frame
     from birdassets.speed import bench_frontend
 
     presets = resolve_presets(args.preset, args.presets)
     seconds = 600.0 if args.seconds is None else args.seconds
     frame = bench_frontend(presets, seconds=seconds, repeats=args.repeats)
-    print(f"Stage B on {seconds:.0f} s of audio, warm, best of {args.repeats} (audio_s_per_s = x real time):")
+    frame["max_db_diff"] = frame["max_db_diff"].map("{:.1e}".format)  # 1e-6 .. 1e-2 dB: four decimals hide it
+    print(f"Stage B on {seconds:.0f} s of audio, warm, best of {args.repeats} (audio_s_per_s = x real time; "
+          "max_db_diff = largest |dB| from librosa in float64 on the same input):")
     print(format_frame(frame, "table"))
     return 0
 
@@ -149,3 +163,53 @@ def detector_runtimes(encoder: str) -> tuple[dict[str, object], object]:
         runtimes["tflite"] = TFLiteDetector(tflite_path, name="tflite", classes=jax_model.classes,
                                             input_spec=jax_model.input_spec, dim=jax_model.dim)
     return runtimes, preset
+
+
+def sensor_speed(args: argparse.Namespace) -> int:
+    """Checkpoint-sensor ticks over ``--runs`` x ``--steps`` synthetic finalized steps (default 100 x 100)."""
+    import tempfile
+
+    from birdassets.cli.format import format_frame
+    from birdassets.defs.loadtest import bench_sensor
+
+    runs, steps = args.runs or 100, args.steps or 100
+    with tempfile.TemporaryDirectory(prefix="birdassets-bench-sensor-") as work:
+        frame = bench_sensor(Path(work), runs, steps)
+    print(f"Checkpoint sensor over {runs} runs x {steps} steps = {runs * steps} synthetic finalized steps "
+          f"(tick = evaluation + adding its partitions, as the daemon does):")
+    print(format_frame(frame, "table"))
+    return 0
+
+
+def load_speed(args: argparse.Namespace) -> int:
+    """The load test: ``--runs`` x ``--steps`` checkpoints (default 50 x 20) x ``--tasks`` tasks (default 8)."""
+    import tempfile
+
+    from birdassets.cli.format import format_frame
+    from birdassets.defs.loadtest import load_test
+
+    runs, steps = args.runs or 50, args.steps or 20
+    with tempfile.TemporaryDirectory(prefix="birdassets-bench-load-") as work:
+        frame = load_test(Path(work), runs, steps, args.tasks)
+    print(f"Load test: {runs * steps} checkpoints x {args.tasks} tasks = {runs * steps * args.tasks} partitions, "
+          "200 score rows each:")
+    print(format_frame(frame, "table"))
+    return 0
+
+
+def latency_speed(args: argparse.Namespace) -> int:
+    """Checkpoint -> scores latency with ``birdassets ui`` running, on a home where ``birdassets demo`` ran."""
+    import tempfile
+
+    from birdassets.cli.format import format_frame
+    from birdassets.defs.latency import bench_latency
+    from birdassets.defs.profiles import chosen_profile
+    from birdassets.settings import load_settings
+
+    settings, profile = load_settings(), chosen_profile(args.profile).name
+    with tempfile.TemporaryDirectory(prefix="birdassets-bench-latency-") as work:
+        frame = bench_latency(settings, profile, Path(work))
+    print(f"New checkpoint -> DuckDB scores of every demo task, birdassets ui --profile {profile} running "
+          f"(copies of the demo encoder's last step, landing alone and two at once):")
+    print(format_frame(frame, "table"))
+    return 0

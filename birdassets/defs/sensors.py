@@ -6,6 +6,7 @@ import dagster as dg
 
 from birdassets.checkpoints import scan_checkpoints
 from birdassets.checkpoints.discovery import AUDIO, observed_data
+from birdassets.checkpoints.watcher import WatchState, watch_checkpoints
 from birdassets.defs.automation import WEEKLY_CRON
 from birdassets.defs.jobs import BENCHMARK_JOB, DATA_JOB, ENCODER_JOB, SLDS_JOB
 from birdassets.defs.partitions import CHECKPOINT_PARTITIONS_NAME, Partitions, evaluation_key
@@ -14,33 +15,48 @@ from birdassets.models.registry import available_pretrained, supervised_keys
 from birdassets.settings import Settings
 
 SENSOR_INTERVAL_S = 30
+"""Seconds between ticks of the task sensor (it reads the latest build of every task)."""
+CHECKPOINT_SENSOR_INTERVAL_S = 5
+"""Seconds between ticks of the checkpoint sensor: a quiet tick lists no unchanged run folder (milliseconds at
+10,000 steps), so a new step is seen within seconds."""
+AUTOMATION_INTERVAL_S = 30
+"""Seconds between ticks of declarative automation (a tick takes about 0.5 s at 8,000 task x checkpoint
+partitions, ``birdassets bench load``; at 10 s with runs instead of backfills, a score was written twice under
+load: kept at Dagster's default until that is understood)."""
+CHECKPOINTS_PER_TICK = 100
+"""New checkpoints registered (and encoder runs requested) per tick of the checkpoint sensor; more wait in its
+cursor for the next ticks, so 10,000 new steps never flood the run queue in one tick."""
 
 
 def checkpoint_sensor(partitions: Partitions, encoder_job: dg.JobDefinition,
                       slds_job: dg.JobDefinition) -> dg.SensorDefinition:
-    @dg.sensor(jobs=[encoder_job, slds_job], minimum_interval_seconds=SENSOR_INTERVAL_S,
+    @dg.sensor(jobs=[encoder_job, slds_job], minimum_interval_seconds=CHECKPOINT_SENSOR_INTERVAL_S,
                default_status=dg.DefaultSensorStatus.RUNNING,
                description="Registers new finalized Orbax steps under the checkpoint roots (and installed pretrained "
                "encoders such as BirdNET, and trained supervised models) and loads their encoders (a TiDHy step of "
-               "the SLDS benchmark is scored on SLDS instead); folders it cannot use are logged and skipped.")
+               f"the SLDS benchmark is scored on SLDS instead), at most {CHECKPOINTS_PER_TICK} per tick; folders it "
+               "cannot use are logged and skipped. Its cursor remembers each run folder, so unchanged runs are not "
+               "listed again.")
     def checkpoint_sensor(context: dg.SensorEvaluationContext, birdassets: BirdassetsHome) -> dg.SensorResult:
         settings = birdassets.settings
         known = set(context.instance.get_dynamic_partitions(CHECKPOINT_PARTITIONS_NAME))
-        discovery = scan_checkpoints(settings.checkpoint_roots)
-        for skipped in discovery.skipped:  # one bad folder is reported, never stops the others
+        tick = watch_checkpoints(settings.checkpoint_roots, WatchState.from_json(context.cursor), known,
+                                 CHECKPOINTS_PER_TICK)
+        for skipped in tick.skipped:  # one bad folder is reported, never stops the others
             context.log.warning(f"checkpoint folder skipped: {skipped}")
+        if tick.state.waiting:
+            context.log.info(f"{tick.state.waiting} more new checkpoints wait for the next ticks")
         pretrained = [key for key in available_pretrained() if key in settings.pretrained]
-        found = list(dict.fromkeys([*discovery.keys, *pretrained, *supervised_keys(settings.layout.models_root)]))
-        new = [key for key in found if key not in known]
-        refs = {ref.key: ref for ref in discovery.checkpoints}
-        slds = {key for key in new if key in refs and observed_data(refs[key]) != AUDIO}  # new steps only
+        extra = [key for key in [*pretrained, *supervised_keys(settings.layout.models_root)] if key not in known]
+        new = list(dict.fromkeys([*(ref.key for ref in tick.new), *extra]))
+        slds = {ref.key for ref in tick.new if observed_data(ref) != AUDIO}
         return dg.SensorResult(
             run_requests=[dg.RunRequest(partition_key=key, run_key=f"slds:{key}", job_name=slds_job.name)
                           if key in slds else
                           dg.RunRequest(partition_key=key, run_key=f"encoder:{key}", job_name=encoder_job.name)
                           for key in new],
             dynamic_partitions_requests=[partitions.checkpoint.build_add_request(new)] if new else [],
-            cursor=str(len(found)),
+            cursor=tick.state.to_json(),
         )
 
     return checkpoint_sensor
@@ -104,7 +120,7 @@ def build_automation(partitions: Partitions, jobs: dict[str, dg.JobDefinition], 
     """``(sensors, schedules)`` of the code location."""
     automation = dg.AutomationConditionSensorDefinition(
         "birdassets_automation", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING,
-        minimum_interval_seconds=SENSOR_INTERVAL_S,
+        minimum_interval_seconds=AUTOMATION_INTERVAL_S,
     )
     sensors = [checkpoint_sensor(partitions, jobs[ENCODER_JOB], jobs[SLDS_JOB]), task_sensor(jobs[DATA_JOB]), automation]
     return sensors, [weekly_rebenchmark(settings, jobs[BENCHMARK_JOB])]

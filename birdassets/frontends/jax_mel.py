@@ -4,10 +4,11 @@ It follows :class:`birdassets.frontends.tf_mel.TFMelFrontend` step by step and s
 (:mod:`birdassets.frontends.filterbanks`: analysis window, filterbank, resize matrices), so the two
 agree to ~1e-6 on every preset.
 
-Precision: stage B computes in float64 when 64-bit types are enabled and returns float32.
-:class:`JaxMelFrontend` enables them for its own calls only (``jax.enable_x64`` is a context manager,
-and jit caches one program per setting). Called inside a float32-only jitted program, the pure
-functions compute in float32 instead: same shapes, ~1e-3 dB on bins far below a window's peak.
+Precision: stage B computes in the preset's ``precision``
+(:attr:`~birdassets.frontends.presets.MelPreset.stage_b_dtypes`) when 64-bit types are enabled and returns
+float32. :class:`JaxMelFrontend` enables them for its own calls only (``jax.enable_x64`` is a context manager,
+and jit caches one program per setting). Called inside a float32-only jitted program, the pure functions compute
+in float32 instead: same shapes, ~1e-2 dB on bins far below a window's peak.
 """
 
 from __future__ import annotations
@@ -43,8 +44,31 @@ def frame_signal(x: jax.Array, n_fft: int, hop_length: int) -> jax.Array:
     return jnp.stack(parts, axis=2).reshape(batch, frames, n_fft)
 
 
-def _compute_dtype():
-    return jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+def _stage_b_dtypes(preset: MelPreset) -> tuple[jnp.dtype, jnp.dtype]:
+    """The preset's ``(spectrum, mel)`` dtypes; float32 both where 64-bit types are disabled."""
+    if not jax.config.jax_enable_x64:
+        return jnp.dtype(jnp.float32), jnp.dtype(jnp.float32)
+    spectrum, mel = preset.stage_b_dtypes
+    return jnp.dtype(spectrum), jnp.dtype(mel)
+
+
+def _power(waves: jax.Array, p: MelPreset) -> jax.Array:
+    """``[batch, samples]`` -> ``|STFT| ** power`` ``[batch, frames, freqs]`` in the mel dtype (window, FFT and
+    ``|X|^2`` in the spectrum dtype)."""
+    spectrum_dtype, mel_dtype = _stage_b_dtypes(p)
+    x = jnp.asarray(waves).astype(spectrum_dtype)
+    if x.ndim != 2:
+        raise ValueError(f"waves must be [batch, samples], got shape {x.shape}")
+    if p.center:
+        pad = p.n_fft // 2
+        x = jnp.pad(x, ((0, 0), (pad, pad)), mode="reflect" if p.pad_mode == "reflect" else "constant")
+    window = analysis_window(p).astype(spectrum_dtype)  # [n_fft]
+    frames = frame_signal(x, p.n_fft, p.hop_length) * window  # [batch, frames, n_fft]
+    spectrum = jnp.fft.rfft(frames, n=p.n_fft, axis=-1)  # [batch, frames, freqs]
+    power = (jnp.square(spectrum.real) + jnp.square(spectrum.imag)).astype(mel_dtype)
+    if p.power == 1.0:
+        return jnp.sqrt(power)
+    return power if p.power == 2.0 else power ** (p.power / 2.0)
 
 
 @partial(jax.jit, static_argnames="preset")
@@ -53,7 +77,7 @@ def mel_db(waves: jax.Array, preset: MelPreset) -> jax.Array:
 
     Args:
         waves: ``[batch, samples]`` float32 waveforms at ``preset.sample_rate`` Hz.
-        preset: static; every STFT, filterbank and log parameter.
+        preset: static; every STFT, filterbank and log parameter, and the compute ``precision``.
 
     Returns:
         ``[batch, preset.stft_frames(samples), n_mels]`` float32: dB (``log="db"``; with ``db_ref="max"``
@@ -61,22 +85,11 @@ def mel_db(waves: jax.Array, preset: MelPreset) -> jax.Array:
         ``ln_scale * ln(max(mel, ln_floor) + ln_offset)`` (``log="ln"``).
     """
     p = preset
-    dtype = _compute_dtype()
-    x = jnp.asarray(waves).astype(dtype)
-    if x.ndim != 2:
-        raise ValueError(f"waves must be [batch, samples], got shape {x.shape}")
-    if p.center:
-        pad = p.n_fft // 2
-        x = jnp.pad(x, ((0, 0), (pad, pad)), mode="reflect" if p.pad_mode == "reflect" else "constant")
-    frames = frame_signal(x, p.n_fft, p.hop_length) * analysis_window(p).astype(dtype)  # [batch, frames, n_fft]
-    spectrum = jnp.fft.rfft(frames, n=p.n_fft, axis=-1)  # [batch, frames, freqs]
-    power = jnp.square(spectrum.real) + jnp.square(spectrum.imag)
-    if p.power != 2.0:
-        power = power ** (p.power / 2.0)
+    power, mel_dtype = _power(waves, p), _stage_b_dtypes(p)[1]
     highest = jax.lax.Precision.HIGHEST
     mel = jnp.concatenate(  # [batch, frames, mels]; block-sparse filterbank (zero weights skipped)
         [
-            jnp.einsum("btf,fm->btm", power[..., lo:hi], weights.astype(dtype), precision=highest)
+            jnp.einsum("btf,fm->btm", power[..., lo:hi], weights.astype(mel_dtype), precision=highest)
             for lo, hi, weights in filterbank_blocks(preset_filterbank(p))
         ],
         axis=-1,
@@ -129,7 +142,7 @@ class JaxMelFrontend:
 
     ``mel_db(waves [batch, samples]) -> [batch, frames, mels]`` (stage B),
     ``to_model_input(mel_db) -> [batch, *input_shape]`` (stage C) and ``model_input(waves)`` (both), each
-    jitted once per input shape and run with 64-bit types enabled for float64 stage B.
+    jitted once per input shape and run with 64-bit types enabled for the preset's stage-B ``precision``.
     """
 
     def __init__(self, preset: MelPreset):

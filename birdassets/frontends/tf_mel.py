@@ -1,9 +1,11 @@
 """The tf.signal implementation of stages B and C, batched (used by the tf.data mel datasets).
 
-Stage B runs in float64 (framing, periodic Hann window, ``rfft``, ``|X| ** power``, block-sparse mel
-filterbank, log), XLA-compiled, and returns float32: the float32 FFTs of Eigen/XLA move bins 60-100 dB below a window's peak by
-1e-3-4e-3 dB, which would break the 1e-4 dB parity with librosa and the 1e-5 agreement between frameworks. On 2 CPU cores it still runs at several
-thousand times real time (``birdassets bench frontend``). Stage C runs in float32.
+Stage B (framing, periodic Hann window, ``rfft``, ``|X| ** power``, block-sparse mel filterbank, log) is
+XLA-compiled and returns float32; it computes in the preset's ``precision``
+(:attr:`~birdassets.frontends.presets.MelPreset.stage_b_dtypes`). Window and FFT stay in float64 unless the
+preset asks for ``"float32"``: the float32 FFTs of Eigen/XLA (and pocketfft) move bins 60-100 dB below a
+frame's peak by 1e-3-1e-2 dB, which breaks even the 1e-3 dB bar of ``"mixed"``; after ``|X|^2`` float32 costs
+~1e-5 dB. ``birdassets bench frontend`` times it against librosa. Stage C runs in float32.
 """
 
 from __future__ import annotations
@@ -31,9 +33,10 @@ class TFMelFrontend:
 
     def __init__(self, preset: MelPreset):
         self.preset = preset
-        self._window = tf.constant(analysis_window(preset), tf.float64)  # [n_fft]
+        spectrum_dtype, mel_dtype = preset.stage_b_dtypes
+        self._window = tf.constant(analysis_window(preset), spectrum_dtype)  # [n_fft]
         self._filterbank = [  # block-sparse [freqs, mels]: (first bin, last bin + 1, [bins, bands])
-            (lo, hi, tf.constant(weights, tf.float64)) for lo, hi, weights in filterbank_blocks(preset_filterbank(preset))
+            (lo, hi, tf.constant(weights, mel_dtype)) for lo, hi, weights in filterbank_blocks(preset_filterbank(preset))
         ]
         matrices = stage_c_matrices(preset, preset.frames)
         self._resize = None if matrices is None else tuple(tf.constant(m) for m in matrices)
@@ -46,17 +49,10 @@ class TFMelFrontend:
         self.model_input = tf.function(lambda w: self._to_model_input(self.mel_db(w)), input_signature=[waves])
 
     def _mel_db(self, waves: tf.Tensor) -> tf.Tensor:
+        """``[batch, samples]`` float32 -> ``[batch, frames, mels]`` float32 stage B."""
         p = self.preset
-        x = tf.cast(waves, tf.float64)
-        if p.center:
-            pad = p.n_fft // 2
-            x = tf.pad(x, [[0, 0], [pad, pad]], mode="REFLECT" if p.pad_mode == "reflect" else "CONSTANT")
-        frames = tf.signal.frame(x, p.n_fft, p.hop_length, axis=-1)  # [batch, frames, n_fft]
-        spectrum = tf.signal.rfft(frames * self._window, fft_length=[p.n_fft])  # [batch, frames, freqs] complex128
-        power = tf.math.square(tf.math.real(spectrum)) + tf.math.square(tf.math.imag(spectrum))
-        if p.power != 2.0:
-            power = tf.pow(power, p.power / 2.0)
-        mel = tf.concat(  # [batch, frames, mels] float64
+        power = self._power(waves)
+        mel = tf.concat(  # [batch, frames, mels] in the mel dtype; block-sparse filterbank
             [tf.tensordot(power[..., lo:hi], weights, axes=[[2], [0]]) for lo, hi, weights in self._filterbank], axis=-1
         )
         if p.log == "ln":
@@ -69,6 +65,22 @@ class TFMelFrontend:
         if p.top_db is not None:
             db = tf.maximum(db, tf.reduce_max(db, axis=[1, 2], keepdims=True) - p.top_db)
         return tf.cast(db, tf.float32)
+
+    def _power(self, waves: tf.Tensor) -> tf.Tensor:
+        """``[batch, samples]`` -> ``|STFT| ** power`` ``[batch, frames, freqs]`` in the mel dtype (the window,
+        FFT and ``|X|^2`` in the spectrum dtype)."""
+        p = self.preset
+        spectrum_dtype, mel_dtype = p.stage_b_dtypes
+        x = tf.cast(waves, spectrum_dtype)
+        if p.center:
+            pad = p.n_fft // 2
+            x = tf.pad(x, [[0, 0], [pad, pad]], mode="REFLECT" if p.pad_mode == "reflect" else "CONSTANT")
+        frames = tf.signal.frame(x, p.n_fft, p.hop_length, axis=-1)  # [batch, frames, n_fft]
+        spectrum = tf.signal.rfft(frames * self._window, fft_length=[p.n_fft])  # [batch, frames, freqs] complex
+        power = tf.cast(tf.math.square(tf.math.real(spectrum)) + tf.math.square(tf.math.imag(spectrum)), mel_dtype)
+        if p.power == 1.0:
+            return tf.math.sqrt(power)
+        return power if p.power == 2.0 else tf.pow(power, p.power / 2.0)
 
     def _to_model_input(self, mel_db: tf.Tensor) -> tf.Tensor:
         spec = self.preset.model_input

@@ -1,0 +1,168 @@
+"""Incremental checkpoint discovery (issue #15, item 3): the watcher finds what a full scan finds, lists only the
+run folders that changed, hands out at most ``limit`` new checkpoints per tick and never one twice; the sensor on
+a real Dagster instance registers 100 per tick; synthetic scores fill DuckDB in the shape of real evaluations."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from birdassets.checkpoints import scan_checkpoints
+from birdassets.checkpoints.watcher import WatchState, watch_checkpoints
+from birdassets.store import query_readonly
+
+
+def finalized(run_dir: Path, step: int, *, commit: bool = True) -> Path:
+    """A step folder holding Orbax's metadata file, and (``commit``) its commit marker."""
+    step_dir = run_dir / str(step)
+    step_dir.mkdir(parents=True)
+    (step_dir / "_CHECKPOINT_METADATA").write_text('{"item_handlers": {}}')
+    if commit:
+        (step_dir / "commit_success.txt").write_text("")
+    return step_dir
+
+
+def age(*folders: Path, seconds: float = 60.0) -> None:
+    """Set the folders' mtimes ``seconds`` into the past (older than the watcher's 2 s racy window)."""
+    then = time.time() - seconds
+    for folder in folders:
+        os.utime(folder, (then, then))
+
+
+def keys(tick) -> list[str]:
+    return [ref.key for ref in tick.new]
+
+
+def test_ticks_find_what_a_full_scan_finds_and_list_only_the_runs_that_changed(tmp_path):
+    root = tmp_path / "runs"
+    for run, steps in (("a", (0, 100)), ("b", (0,)), ("c", (5, 10))):
+        for step in steps:
+            finalized(root / run, step)
+    (root / "b" / "200.orbax-checkpoint-tmp-17").mkdir()  # in flight: not a step
+    age(root / "a", root / "b", root / "c")
+    first = watch_checkpoints([root], WatchState(), known=set(), limit=100)
+    assert keys(first) == ["a@0", "a@100", "b@0", "c@5", "c@10"] == scan_checkpoints([root]).keys
+    assert first.listed == 3
+    quiet = watch_checkpoints([root], first.state, known=set(keys(first)), limit=100)
+    assert keys(quiet) == [] and quiet.listed == 0
+
+    finalized(root / "b", 300)  # b's mtime is now fresh: listed now, and again at the next tick (racy)
+    fresh = watch_checkpoints([root], quiet.state, known=set(keys(first)), limit=100)
+    assert keys(fresh) == ["b@300"] and fresh.listed == 1
+    again = watch_checkpoints([root], fresh.state, known={*keys(first), "b@300"}, limit=100)
+    assert keys(again) == [] and again.listed == 1
+    age(root / "b")
+    settled = watch_checkpoints([root], again.state, known={*keys(first), "b@300"}, limit=100)
+    assert settled.listed == 1  # the stamp changed once more (aged); from now on b is trusted
+    assert watch_checkpoints([root], settled.state, known={*keys(first), "b@300"}, limit=100).listed == 0
+
+
+def test_a_step_finalized_inside_its_existing_folder_is_found_without_listing_its_run(tmp_path):
+    root = tmp_path / "runs"
+    finalized(root / "a", 0)
+    late = finalized(root / "a", 100, commit=False)  # commit-file mode: the marker comes later, in place
+    age(root / "a")
+    first = watch_checkpoints([root], WatchState(), known=set(), limit=100)
+    assert keys(first) == ["a@0"]
+    state = WatchState.from_json(first.state.to_json())  # the cursor round-trips through JSON
+    (late / "commit_success.txt").write_text("")
+    second = watch_checkpoints([root], state, known={"a@0"}, limit=100)
+    assert keys(second) == ["a@100"] and second.listed == 0
+
+
+def test_new_checkpoints_come_at_most_limit_per_tick_by_run_and_step_and_never_twice(tmp_path):
+    root = tmp_path / "runs"
+    for run in ("a", "b", "c"):
+        for step in range(0, 900, 100):
+            finalized(root / run, step)
+    age(root / "a", root / "b", root / "c")
+    state, known, handed, waiting = WatchState(), set(), [], []
+    for _ in range(4):
+        tick = watch_checkpoints([root], WatchState.from_json(state.to_json()), known, limit=10)
+        handed.append(keys(tick))
+        known |= set(keys(tick))  # the sensor registers what it is handed
+        state = tick.state
+        waiting.append(state.waiting)
+    assert handed[0] == [f"a@{step}" for step in range(0, 900, 100)] + ["b@0"]
+    assert [len(batch) for batch in handed] == [10, 10, 7, 0] and waiting == [17, 7, 0, 0]
+    every = [key for batch in handed for key in batch]
+    assert len(every) == len(set(every)) == 27
+
+
+def test_an_old_cursor_starts_from_a_full_listing_and_registered_keys_are_not_handed_out_again(tmp_path):
+    root = tmp_path / "runs"
+    finalized(root / "a", 0)
+    finalized(root / "a", 7)
+    assert WatchState.from_json("2") == WatchState() == WatchState.from_json(None)  # the sensor's old cursor
+    tick = watch_checkpoints([root], WatchState.from_json("2"), known={"a@0"}, limit=100)
+    assert keys(tick) == ["a@7"] and tick.listed == 1
+
+
+def test_a_run_name_in_two_roots_is_skipped_until_one_copy_is_gone(tmp_path):
+    first, second = tmp_path / "x", tmp_path / "y"
+    finalized(first / "run", 0)
+    finalized(second / "run", 0)
+    finalized(first / "only", 1)
+    tick = watch_checkpoints([first, second], WatchState(), known=set(), limit=100)
+    assert keys(tick) == ["only@1"]
+    both = f"({first / 'run'} and {second / 'run'})"
+    assert {str(s.path): s.reason for s in tick.skipped} == {
+        str(folder / "run"): f"run name 'run' is in several checkpoint roots {both}; run names must be unique "
+                             "across roots: rename one" for folder in (first, second)}
+    shutil.rmtree(second / "run")
+    after = watch_checkpoints([first, second], tick.state, known={"only@1"}, limit=100)
+    assert keys(after) == ["run@0"] and after.skipped == ()
+
+
+def test_a_run_folder_removed_while_its_steps_wait_takes_them_out_of_the_backlog(tmp_path):
+    root = tmp_path / "runs"
+    for step in (0, 1, 2):
+        finalized(root / "gone", step)
+    first = watch_checkpoints([root], WatchState(), known=set(), limit=1)
+    assert keys(first) == ["gone@0"] and first.state.waiting == 2
+    shutil.rmtree(root / "gone")
+    second = watch_checkpoints([root], first.state, known={"gone@0"}, limit=1)
+    assert keys(second) == [] and second.state.waiting == 0 and second.state.runs == {}
+
+
+def test_the_sensor_registers_100_checkpoints_per_tick_on_a_real_instance(tmp_path):
+    from birdassets.defs.loadtest import bench_sensor
+
+    ticks = bench_sensor(tmp_path, runs=3, steps=45).set_index("tick")  # 135 synthetic steps
+    assert ticks.loc["full listing (scan_checkpoints)", "registered"] == 135
+    assert ticks.loc["first", ["registered", "requested"]].tolist() == [100, 100]
+    assert ticks.loc["draining (max of 1)", ["registered", "requested"]].tolist() == [35, 35]
+    assert ticks.loc["quiet", ["registered", "requested"]].tolist() == [0, 0]
+    assert ticks.loc["one new step", ["registered", "requested"]].tolist() == [1, 1]
+    assert (ticks["cursor_kb"] < 4).all()
+
+
+@pytest.mark.parametrize("again", [False, True])
+def test_synthetic_scores_have_the_shape_of_real_evaluations_and_rewriting_replaces_them(tmp_path, again):
+    from birdassets.store.synthetic import write_synthetic_scores
+
+    db = tmp_path / "metrics.duckdb"
+    checkpoints = ["r@0", "r@100", "s@5"]
+    for _ in range(2 if again else 1):
+        assert write_synthetic_scores(db, ["t1", "t2"], checkpoints) == 2 * 3 * 200
+    counts = query_readonly(db, "select count(*) as n, count(distinct (task, checkpoint)) as pairs, "
+                                "min(value) >= 0 and max(value) < 1 as unit, sum(step) as steps from scores")
+    assert counts.iloc[0].tolist() == [1200, 6, True, 2 * 200 * (0 + 100 + 5)]
+    board = query_readonly(db, "select * from leaderboard")
+    assert len(board) == 2 * 3 * 4 * 2 * 5 and set(board["n_folds"]) == {5}
+    assert len(query_readonly(db, "select * from lineage")) == 6
+
+
+def test_new_steps_are_seen_within_5_s_and_automation_ticks_every_30_s(tmp_path):
+    """The loop's latency settings: the checkpoint sensor every 5 s (its quiet tick costs milliseconds),
+    automation at Dagster's default 30 s."""
+    from birdassets.definitions import build_definitions
+    from birdassets.settings import load_settings
+
+    defs = build_definitions(load_settings(tmp_path))
+    assert defs.resolve_sensor_def("checkpoint_sensor").minimum_interval_seconds == 5
+    assert defs.resolve_sensor_def("birdassets_automation").minimum_interval_seconds == 30
