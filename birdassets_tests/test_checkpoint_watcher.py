@@ -166,3 +166,34 @@ def test_new_steps_are_seen_within_5_s_and_automation_ticks_every_30_s(tmp_path)
     defs = build_definitions(load_settings(tmp_path))
     assert defs.resolve_sensor_def("checkpoint_sensor").minimum_interval_seconds == 5
     assert defs.resolve_sensor_def("birdassets_automation").minimum_interval_seconds == 30
+
+
+def test_the_command_line_registers_every_checkpoint_past_the_per_tick_cap(tmp_path):
+    """``birdassets benchmark``/``demo`` tick the sensor until nothing is new: 135 steps, 100 per tick."""
+    import dagster as dg
+
+    from birdassets.cli.pipeline import register_checkpoints
+    from birdassets.definitions import build_definitions
+    from birdassets.defs.loadtest import synthetic_home
+    from birdassets.settings import load_settings
+
+    home = synthetic_home(tmp_path, runs=3, steps=45)
+    settings = load_settings(home)
+    (tmp_path / "dagster").mkdir()
+    with dg.DagsterInstance.local_temp(str(tmp_path / "dagster")) as instance:
+        requested = register_checkpoints(build_definitions(settings), instance, settings)
+        registered = instance.get_dynamic_partitions("birdassets_checkpoint")
+    assert len(requested) == len(set(requested)) == 135
+    assert sorted(registered) == sorted(requested) and "run-0002@4400" in registered
+
+
+def test_a_folder_whose_name_cannot_be_a_run_is_skipped_by_both_scans_and_the_others_found(tmp_path):
+    root = tmp_path / "runs"
+    finalized(root / "a,b", 0)  # ',' separates partition keys: never a run name
+    finalized(root / "good", 3)
+    full = scan_checkpoints([root])
+    tick = watch_checkpoints([root], WatchState(), known=set(), limit=100)
+    assert full.keys == keys(tick) == ["good@3"]
+    for skipped in (full.skipped, tick.skipped):
+        ((path, reason),) = [(str(s.path), s.reason) for s in skipped]
+        assert path == str(root / "a,b") and reason.startswith("not a run folder: run name 'a,b' contains forbidden")

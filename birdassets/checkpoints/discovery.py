@@ -172,6 +172,16 @@ def run_dirs(root: Path, skipped: list[SkippedFolder]) -> list[Path]:
     return runs
 
 
+def named_as_run(run_dir: Path, skipped: list[SkippedFolder]) -> bool:
+    """``run_dir``'s name can be a run name (``a,b`` cannot); otherwise it is appended to ``skipped``."""
+    try:
+        CheckpointRef(run=run_dir.name, step=0, run_dir=run_dir)
+    except ValueError as err:
+        skipped.append(SkippedFolder(run_dir, f"not a run folder: {err}"))
+        return False
+    return True
+
+
 def run_checkpoints(root: Path, run_dir: Path, skipped: list[SkippedFolder],
                      pending: list[int] | None = None) -> list[CheckpointRef]:
     """The registrable finalized steps of one run folder; every other step folder skipped with its reason, and
@@ -238,10 +248,7 @@ def scan_checkpoints(roots: Iterable[str | os.PathLike]) -> Discovery:
         if not root.exists():
             continue
         for run_dir in run_dirs(root, skipped):
-            try:
-                CheckpointRef(run=run_dir.name, step=0, run_dir=run_dir)
-            except ValueError as err:
-                skipped.append(SkippedFolder(run_dir, f"not a run folder: {err}"))
+            if not named_as_run(run_dir, skipped):
                 continue
             refs = run_checkpoints(root, run_dir, skipped)
             if refs:

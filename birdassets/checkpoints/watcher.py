@@ -24,8 +24,15 @@ from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from birdassets.checkpoints.discovery import SkippedFolder, run_checkpoints, run_dirs, step_ref, unique_roots
-from birdassets.checkpoints.refs import CheckpointRef
+from birdassets.checkpoints.discovery import (
+    SkippedFolder,
+    named_as_run,
+    run_checkpoints,
+    run_dirs,
+    step_ref,
+    unique_roots,
+)
+from birdassets.checkpoints.refs import CheckpointRef, checkpoint_key
 
 RACY_NS = 2_000_000_000
 """A run folder modified less than this long (ns) before the tick is listed again at the next tick."""
@@ -108,12 +115,10 @@ def _watch_run(root: Path, run_dir: Path, stamp: RunStamp | None, now: int,
                skipped: list[SkippedFolder]) -> tuple[RunStamp | None, list[CheckpointRef], bool]:
     """``(stamp, checkpoints found, listed?)`` of one run folder: listed when its stamp changed, else only its
     pending steps looked at again; ``(None, [], True)`` when it is not a usable run folder (reason in ``skipped``)."""
-    try:
-        CheckpointRef(run=run_dir.name, step=0, run_dir=run_dir)
-        info = os.stat(run_dir)
-    except ValueError as err:
-        skipped.append(SkippedFolder(run_dir, f"not a run folder: {err}"))
+    if not named_as_run(run_dir, skipped):
         return None, [], True
+    try:
+        info = os.stat(run_dir)
     except OSError as err:
         skipped.append(SkippedFolder(run_dir, f"cannot be read: {err.strerror or err}"))
         return None, [], True
@@ -161,7 +166,7 @@ def _merge_backlog(backlog: Mapping[str, tuple[int, ...]], found: list[Checkpoin
     merged = {run: set(steps) for run, steps in backlog.items() if run in runs}
     for ref in found:
         merged.setdefault(str(ref.run_dir), set()).add(ref.step)
-    return {run: sorted(step for step in steps if f"{Path(run).name}@{step}" not in known)
+    return {run: sorted(step for step in steps if checkpoint_key(Path(run).name, step) not in known)
             for run, steps in sorted(merged.items())}
 
 

@@ -45,17 +45,23 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def register_checkpoints(defs, instance, settings) -> list[str]:
-    """Evaluate the checkpoint sensor once and apply its tick: add the new partitions, run their encoders."""
+    """Tick the checkpoint sensor until it finds nothing new (it registers at most 100 per tick), applying each
+    tick as the daemon does: add the new partitions; returns the keys whose encoder runs it requested."""
     import dagster as dg
 
     from birdassets.defs.resources import BirdassetsHome
 
-    sensor = defs.resolve_sensor_def("checkpoint_sensor")
-    context = dg.build_sensor_context(instance=instance, resources={"birdassets": BirdassetsHome(home=str(settings.home))})
-    result = sensor(context)
-    for request in result.dynamic_partitions_requests:
-        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-    return [request.partition_key for request in result.run_requests]
+    sensor, cursor, requested = defs.resolve_sensor_def("checkpoint_sensor"), None, []
+    while True:
+        context = dg.build_sensor_context(instance=instance, cursor=cursor,
+                                          resources={"birdassets": BirdassetsHome(home=str(settings.home))})
+        result = sensor(context)
+        for request in result.dynamic_partitions_requests:
+            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        requested += [request.partition_key for request in result.run_requests]
+        if not result.run_requests:
+            return requested
+        cursor = result.cursor
 
 
 def run_job(defs, name: str, partition_key, instance, ops_config: dict | None = None) -> float:

@@ -23,7 +23,7 @@ import pandas as pd
 
 from birdassets.checkpoints import CheckpointError, discover_checkpoints
 from birdassets.checkpoints.refs import CheckpointRef
-from birdassets.defs.loadtest import free_loopback_port
+from birdassets.defs.loadtest import free_loopback_port, wait_until
 from birdassets.settings import Settings
 from birdassets.store import query_readonly
 from birdassets.supervisor import Supervisor
@@ -87,14 +87,6 @@ def sensors_ticked(instance: dg.DagsterInstance, names: tuple[str, ...], since: 
     return set(names) <= ticked
 
 
-def wait_until(condition, what: str, seconds: float, ui: Supervisor) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if ui.exited() or time.monotonic() > deadline:
-            raise RuntimeError(f"gave up waiting for {what} (see the ui log)")
-        time.sleep(POLL_S)
-
-
 def scores_of(settings: Settings, keys) -> pd.DataFrame:
     """Score rows of checkpoints ``keys``, sorted (empty before the metrics DB exists)."""
     if not settings.layout.db_path.exists():
@@ -121,12 +113,12 @@ def wait_for_scores(settings: Settings, landing: Landing, tasks: list[str], expe
                     ui: Supervisor) -> dict[str, float]:
     """``{key: seconds}`` once every copy of ``landing`` has its scores (``RuntimeError`` after :data:`LANDED_S`)."""
     done: dict[str, float] = {}
-    deadline = time.monotonic() + LANDED_S
-    while len(done) < len(landing.keys):
-        if ui.exited() or time.monotonic() > deadline:
-            raise RuntimeError(f"gave up waiting for the scores of {landing.keys} (see the ui log)")
-        time.sleep(POLL_S)
+
+    def all_landed() -> bool:
         done.update(landed(settings, landing, tasks, expected))
+        return len(done) == len(landing.keys)
+
+    wait_until(all_landed, f"the scores of {landing.keys}", LANDED_S, ui, POLL_S)
     return done
 
 
@@ -147,7 +139,7 @@ def bench_latency(settings: Settings, profile: str, work: Path, batches: tuple[i
         ui.start("ui", [sys.executable, "-c", "from birdassets.cli import main; main()", "ui", "--profile", profile,
                         "--port", str(free_loopback_port())], stdout=log, stderr=subprocess.STDOUT)
         wait_until(lambda: sensors_ticked(instance, ("checkpoint_sensor", "birdassets_automation"), started),
-                   "the daemon's first sensor ticks", READY_S, ui)
+                   "the daemon's first sensor ticks", READY_S, ui, POLL_S)
         rows = []
         for count in batches:
             landing = land_copies(source, count, f"{int(started)}-{count}")

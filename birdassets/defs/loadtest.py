@@ -1,4 +1,5 @@
-"""Scale measurements of the Dagster layer on synthetic checkpoints (``birdassets bench sensor``).
+"""Scale measurements of the Dagster layer on synthetic checkpoints (``birdassets bench sensor``, ``birdassets
+bench load``).
 
 The checkpoint sensor is ticked the way the daemon ticks it: evaluated on a real instance with the previous
 tick's cursor, then its new partitions added in one batch. Each tick's time covers both.
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import resource
 import socket
@@ -53,7 +53,6 @@ class SensorTicker:
 
     def tick(self) -> dict:
         """One tick: ``{"seconds", "registered", "requested", "cursor_kb"}``."""
-        logging.getLogger("dagster").setLevel(logging.WARNING)  # not a line per tick about the backlog
         started = time.perf_counter()
         context = dg.build_sensor_context(instance=self.instance, cursor=self.cursor, definitions=self.defs,
                                           resources={"birdassets": BirdassetsHome(home=str(self.home))})
@@ -66,10 +65,10 @@ class SensorTicker:
                 "requested": len(result.run_requests), "cursor_kb": len(self.cursor or "") / 1024}
 
 
-def synthetic_home(work: Path, runs: int, steps: int, tasks: int = 0) -> tuple[Path, float]:
-    """A ``BIRDASSETS_HOME`` under ``work`` whose checkpoint root holds ``runs`` x ``steps`` synthetic steps, and
-    the seconds the writing took. ``tasks`` > 0 configures that many folder tasks instead of the demo tasks."""
-    home, started = Path(work) / "home", time.perf_counter()
+def synthetic_home(work: Path, runs: int, steps: int, tasks: int = 0) -> Path:
+    """A ``BIRDASSETS_HOME`` under ``work`` whose checkpoint root holds ``runs`` x ``steps`` synthetic steps;
+    ``tasks`` > 0 configures that many folder tasks instead of the demo tasks."""
+    home = Path(work) / "home"
     home.mkdir(parents=True, exist_ok=True)
     write_synthetic_runs(home / "runs", runs, steps)
     config = f'checkpoint_roots = ["{home / "runs"}"]\npretrained = []\n'
@@ -78,7 +77,7 @@ def synthetic_home(work: Path, runs: int, steps: int, tasks: int = 0) -> tuple[P
             f'[[datasets]]\nname = "task-{task}"\nsource = "folder"\nroot = "{home / "audio"}"\n\n'
             for task in range(tasks))
     (home / "birdassets.toml").write_text(config)
-    return home, time.perf_counter() - started
+    return home
 
 
 def rss_mb() -> float:
@@ -90,7 +89,7 @@ def bench_sensor(work: Path, runs: int = 100, steps: int = 100) -> pd.DataFrame:
     """Tick times of the checkpoint sensor over ``runs`` x ``steps`` synthetic finalized steps: the full listing
     every tick used to do, the first tick, the ticks that drain the backlog, a quiet tick, a tick after one new
     step; one row each, with the partitions registered, the cursor size and the peak RSS."""
-    home, _ = synthetic_home(work, runs, steps)
+    home = synthetic_home(work, runs, steps)
     time.sleep(SETTLE_S)
     started = time.perf_counter()
     found = len(scan_checkpoints([home / "runs"]).checkpoints)
@@ -151,7 +150,7 @@ def load_test(work: Path, runs: int = 50, steps: int = 20, tasks: int = 8) -> pd
     """``runs`` x ``steps`` synthetic checkpoints registered by the sensor on a real SQLite instance, ``scores``
     materialized for every task x checkpoint, 200 score rows each in DuckDB; then the sensor tick, the UI's
     asset-page GraphQL on a loopback webserver and the DuckDB leaderboard queries timed. One row per measure."""
-    home, _ = synthetic_home(work, runs, steps, tasks)
+    home = synthetic_home(work, runs, steps, tasks)
     time.sleep(SETTLE_S)
     instance_dir = Path(work) / "dagster"
     instance_dir.mkdir(parents=True, exist_ok=True)
@@ -253,12 +252,19 @@ def loopback_webserver(home: Path, instance_dir: Path) -> Iterator[str]:
         children.start("webserver", [sys.executable, "-m", "dagster_webserver", "-h", "127.0.0.1", "-p",
                                      url.rsplit(":", 1)[1], "-w", str(workspace)], env=env,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + WEBSERVER_START_S
-        while not location_loaded(url):
-            if children.exited() or time.monotonic() > deadline:
-                raise RuntimeError(f"the webserver at {url} did not load the code location")
-            time.sleep(0.5)
+        wait_until(lambda: location_loaded(url), f"the webserver at {url} to load the code location",
+                   WEBSERVER_START_S, children)
         yield url
+
+
+def wait_until(condition, what: str, seconds: float, children: Supervisor, poll_s: float = 0.5) -> None:
+    """Poll ``condition()`` until it is true; ``RuntimeError`` naming ``what`` once a child exited or after
+    ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if children.exited() or time.monotonic() > deadline:
+            raise RuntimeError(f"gave up waiting for {what} (see its log)")
+        time.sleep(poll_s)
 
 
 def graphql(url: str, query: str, variables: dict | None = None) -> dict:
