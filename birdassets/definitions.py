@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from birdassets.compile_cache import enable_compile_cache
 from birdassets.defs.assets.task_data import build_task_data_assets
 from birdassets.defs.assets.on_demand import detections_asset
 from birdassets.defs.assets.encoding import build_encoding_assets
@@ -22,6 +23,7 @@ from birdassets.settings import Settings, load_settings
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     """All assets, checks, jobs, sensors and the schedule for the data sets configured in ``settings``."""
+    enable_compile_cache(settings.layout.compile_cache)  # every Dagster process builds these first
     partitions = build_partitions(settings)
     assets = [*build_task_data_assets(settings, partitions), *build_encoding_assets(partitions),
               *build_results_assets(partitions), detections_asset(partitions), *build_supervised_assets(partitions),

@@ -56,6 +56,11 @@ class Layout:
         return self.home / DATABASE_FILE
 
     @property
+    def compile_cache(self) -> Path:
+        """JAX's persistent compilation cache (:mod:`birdassets.compile_cache`); safe to delete."""
+        return self.home / "cache" / "jax"
+
+    @property
     def checkpoints_root(self) -> Path:
         """The first checkpoint root: where the demo and ``train_job`` write their runs."""
         return self.home / "checkpoints"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -19,7 +20,11 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import soundfile as sf  # noqa: E402
 
+from birdassets.compile_cache import enable_compile_cache  # noqa: E402
 from birdassets.sources.manifest import Manifest, file_sha256  # noqa: E402
+
+# One persistent JAX compilation cache for the session: tests and the commands they start reuse compiled programs.
+enable_compile_cache(Path(tempfile.mkdtemp(prefix="birdassets-jax-cache-")))
 
 ARTIFACTS_ENV = "BIRDASSETS_TEST_ARTIFACTS"
 """Folder where tests leave artefacts worth keeping (screenshots, notebook figures); CI sets it."""

@@ -177,8 +177,8 @@ def test_collapsed_embeddings_stop_the_benchmark_before_the_probe(home, instance
     instance.add_dynamic_partitions(CHECKPOINT_PARTITIONS_NAME, [key])
     result = run(home, BENCHMARK_JOB, evaluation_key(TASK, key), instance)
     assert not result.success
-    assert check_verdicts(result) == {"embeddings_finite_not_collapsed": False}
-    (evaluation,) = result.get_asset_check_evaluations()
+    assert check_verdicts(result) == {"encoder_shapes_consistent": True, "embeddings_finite_not_collapsed": False}
+    (evaluation,) = [e for e in result.get_asset_check_evaluations() if not e.passed]
     assert evaluation.metadata["mean_cosine"].value > 0.9999
     assert materialized(instance, "embeddings", "probe", "scores", "metrics_db") == {
         "embeddings": True, "probe": False, "scores": False, "metrics_db": False}
@@ -204,7 +204,8 @@ def test_scores_outside_the_unit_interval_stop_the_benchmark_before_duckdb(home,
         planted.setattr(steps, "score_probes", in_percent)
         result = run(home, BENCHMARK_JOB, evaluation_key(TASK, key), instance)
     assert not result.success
-    assert check_verdicts(result) == {"embeddings_finite_not_collapsed": True, "scores_within_unit_interval": False}
+    assert check_verdicts(result) == {"encoder_shapes_consistent": True, "embeddings_finite_not_collapsed": True,
+                                      "scores_within_unit_interval": False}
     (evaluation,) = [e for e in result.get_asset_check_evaluations() if not e.passed]
     assert evaluation.metadata["out_of_range"].value > 0
     assert materialized(instance, "scores", "metrics_db") == {"scores": True, "metrics_db": False}

@@ -71,7 +71,7 @@ def test_the_sensor_registers_good_checkpoints_next_to_a_looped_folder_and_logs_
         (added,) = result.dynamic_partitions_requests
         instance.add_dynamic_partitions(CHECKPOINT_PARTITIONS_NAME, list(added.partition_keys))  # as the daemon
         assert instance.get_dynamic_partitions(CHECKPOINT_PARTITIONS_NAME) == ["good@0", "good@100"]
-    assert [request.partition_key for request in result.run_requests] == ["good@0", "good@100"]
+    assert result.run_requests == []  # no task is built yet: automation carries each checkpoint once one is
     assert f"checkpoint folder skipped: {root / 'looped' / '5'}: cannot be read: {LOOP}" in capfd.readouterr().err
 
 

@@ -16,7 +16,7 @@ from flax import nnx
 from birdassets.checkpoints import CheckpointError
 from birdassets.checkpoints.integrity import MANIFEST_FILE, MANIFEST_FLAG
 from birdassets.cli.errors import run_command
-from birdassets.defs.partitions import CHECKPOINT_PARTITIONS_NAME
+from birdassets.defs.partitions import CHECKPOINT_PARTITIONS_NAME, evaluation_key
 from birdassets.defs.runs import step_failure_messages
 from birdassets.definitions import ENCODER_JOB, build_definitions
 from birdassets.models.registry import load_encoder
@@ -124,22 +124,24 @@ def test_the_encoder_job_stops_on_corrupted_weights_and_its_check_names_the_laye
     (home / "birdassets.toml").write_text(f'checkpoint_roots = ["{home / "runs"}"]\npretrained = []\n')
     flipped = array_file(home / "runs" / "flipped" / "0")
     flip_bit(flipped, 100)
-    defs = build_definitions(load_settings(home))
+    settings = load_settings(home)
+    defs, task = build_definitions(settings), settings.task_names[0]  # the encoder is restored per task x checkpoint
     (tmp_path / "dagster").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
         instance.add_dynamic_partitions(CHECKPOINT_PARTITIONS_NAME, ["flipped@0", "later@0"])
         job = defs.resolve_job_def(ENCODER_JOB)
-        result = job.execute_in_process(partition_key="flipped@0", instance=instance, run_config=QUIET,
-                                        raise_on_error=False)
+        result = job.execute_in_process(partition_key=evaluation_key(task, "flipped@0"), instance=instance,
+                                        run_config=QUIET, raise_on_error=False)
         assert not result.success
         (message,) = step_failure_messages(result)  # the asset itself refuses: nothing downstream runs
         assert message.startswith("encoder: CheckpointError")
         assert f"checkpoint {flipped.parents[3]}: {flipped} does not match its checksum (sha256 " in message
         # a checkpoint that was good when its encoder was restored, corrupted since: the check alone names it
-        assert job.execute_in_process(partition_key="later@0", instance=instance, run_config=QUIET).success
+        later = evaluation_key(task, "later@0")
+        assert job.execute_in_process(partition_key=later, instance=instance, run_config=QUIET).success
         make_foreign(home / "runs" / "later" / "0")
         truth = nan_bytes(home / "runs" / "later" / "0")
-        only_check = job.execute_in_process(partition_key="later@0", instance=instance, run_config=QUIET,
+        only_check = job.execute_in_process(partition_key=later, instance=instance, run_config=QUIET,
                                             raise_on_error=False, op_selection=["encoder_encoder_shapes_consistent"])
     (message,) = step_failure_messages(only_check)
     assert message.startswith("encoder_encoder_shapes_consistent: Failure")

@@ -4,6 +4,7 @@ a real Dagster instance registers 100 per tick; synthetic scores fill DuckDB in 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -130,15 +131,22 @@ def test_a_run_folder_removed_while_its_steps_wait_takes_them_out_of_the_backlog
 
 
 def test_the_sensor_registers_100_checkpoints_per_tick_on_a_real_instance(tmp_path):
+    """135 synthetic steps, the two demo tasks built: 100 checkpoints (200 runs, one per task) per tick."""
     from birdassets.defs.loadtest import bench_sensor
 
-    ticks = bench_sensor(tmp_path, runs=3, steps=45).set_index("tick")  # 135 synthetic steps
+    ticks = bench_sensor(tmp_path, runs=3, steps=45).set_index("tick")
     assert ticks.loc["full listing (scan_checkpoints)", "registered"] == 135
-    assert ticks.loc["first", ["registered", "requested"]].tolist() == [100, 100]
-    assert ticks.loc["draining (max of 1)", ["registered", "requested"]].tolist() == [35, 35]
+    assert ticks.loc["first", ["registered", "requested"]].tolist() == [100, 200]
+    assert ticks.loc["draining (max of 1)", ["registered", "requested"]].tolist() == [35, 70]
     assert ticks.loc["quiet", ["registered", "requested"]].tolist() == [0, 0]
-    assert ticks.loc["one new step", ["registered", "requested"]].tolist() == [1, 1]
+    assert ticks.loc["one new step", ["registered", "requested"]].tolist() == [1, 2]
     assert (ticks["cursor_kb"] < 4).all()
+
+
+def test_runs_per_tick_cap_the_checkpoints_registered_per_tick():
+    from birdassets.defs.sensors import checkpoints_per_tick
+
+    assert [checkpoints_per_tick(tasks) for tasks in (0, 1, 2, 3, 8, 200, 500)] == [100, 100, 100, 66, 25, 1, 1]
 
 
 @pytest.mark.parametrize("again", [False, True])
@@ -197,3 +205,41 @@ def test_a_folder_whose_name_cannot_be_a_run_is_skipped_by_both_scans_and_the_ot
     for skipped in (full.skipped, tick.skipped):
         ((path, reason),) = [(str(s.path), s.reason) for s in skipped]
         assert path == str(root / "a,b") and reason.startswith("not a run folder: run name 'a,b' contains forbidden")
+
+
+def test_the_sensor_sends_a_checkpoint_only_to_the_built_tasks_whose_windows_it_reads(tmp_path):
+    """One run per built task and new checkpoint; a detector of ``orcahello`` windows gets no BirdCLEF task (its
+    encoder alone runs), a model naming no preset gets every task, and an unbuilt task waits for automation."""
+    import dagster as dg
+
+    from birdassets.definitions import build_definitions
+    from birdassets.defs.loadtest import mark_tasks_built
+    from birdassets.defs.resources import BirdassetsHome
+    from birdassets.settings import load_settings
+
+    home = tmp_path / "home"
+    for run, preset in (("det", "orcahello"), ("vit", "birdclef2025"), ("plain", None)):
+        step = finalized(home / "runs" / run, 10)
+        if preset:
+            (step / "config").mkdir()
+            (step / "config" / "metadata").write_text(json.dumps({"preset": preset, "family": "x"}))
+    age(*(home / "runs").iterdir(), home / "runs")
+    (home / "birdassets.toml").write_text(f'checkpoint_roots = ["{home / "runs"}"]\npretrained = []\n')
+    settings = load_settings(home)
+    assert {settings.task_preset(task).name for task in settings.task_names} == {"birdclef2025"}
+    defs = build_definitions(settings)
+    sensor = defs.resolve_sensor_def("checkpoint_sensor")
+    (tmp_path / "dagster").mkdir()
+    with dg.DagsterInstance.local_temp(str(tmp_path / "dagster")) as instance:
+        context = dg.build_sensor_context(instance=instance, definitions=defs,
+                                          resources={"birdassets": BirdassetsHome(home=str(home))})
+        assert sensor(context).run_requests == []  # no task built yet
+        mark_tasks_built(instance, load_settings(home))
+        first, second = settings.task_names
+        instance.report_runless_asset_event(dg.AssetMaterialization("raw_audio", partition=second))  # rebuilding
+        result = sensor(dg.build_sensor_context(instance=instance, definitions=defs,
+                                                resources={"birdassets": BirdassetsHome(home=str(home))}))
+    asked = sorted((r.partition_key.keys_by_dimension["checkpoint"], r.partition_key.keys_by_dimension["task"],
+                    r.job_name) for r in result.run_requests)
+    assert asked == [("det@10", first, "encoder_job"),  # restored and listed; nothing to embed
+                     ("plain@10", first, "benchmark_job"), ("vit@10", first, "benchmark_job")]

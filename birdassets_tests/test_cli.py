@@ -95,7 +95,7 @@ def test_benchmark_again_gives_identical_scores_and_no_duplicates(demo_home):
     again = birdassets(home, "benchmark", "--checkpoint", "demo-sup@200")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "raw_audio, mel_dataset, folds up to date  [demo-clear]" in again.stdout
-    assert "materialized embeddings, probe, scores, metrics_db  [demo-noisy x demo-sup@200]" in again.stdout
+    assert "materialized encoder, embeddings, probe, scores, metrics_db  [demo-noisy x demo-sup@200]" in again.stdout
     after = scores(home)
     assert len(after) == len(before) and not after.duplicated(["task", "checkpoint", "fold", "split", "probe", "metric"]).any()
     pd.testing.assert_frame_equal(before, after)

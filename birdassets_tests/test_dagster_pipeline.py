@@ -74,6 +74,12 @@ def run_job(defs, name, partition_key, instance):
     )
 
 
+def checkpoint_of(request: dg.RunRequest) -> str:
+    """The checkpoint a run request is for (a task x checkpoint key, or an SLDS run's checkpoint)."""
+    key = request.partition_key
+    return key.keys_by_dimension["checkpoint"] if isinstance(key, dg.MultiPartitionKey) else key
+
+
 def test_code_location_loads_like_dagster_dev(home):
     """`dagster definitions validate` imports the module the way `dagster dev` / workspace.yaml does."""
     env = {**os.environ, "BIRDASSETS_HOME": str(home), "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -125,21 +131,21 @@ def test_new_checkpoint_flows_from_sensor_to_duckdb(home, defs, instance):
     # only ssl-a's finalized step (other tests of this module may have left other runs under the root)
     requested = [key for r in result.dynamic_partitions_requests for key in r.partition_keys]
     assert [key for key in requested if key.startswith("ssl-a@")] == ["ssl-a@0"]
-    assert [r.partition_key for r in result.run_requests if r.partition_key.startswith("ssl-a@")] == ["ssl-a@0"]
+    wanted = evaluation_key(TASK, "ssl-a@0")  # the module's one task: one run, encoder to DuckDB
+    ours = [r for r in result.run_requests if checkpoint_of(r).startswith("ssl-a@")]
+    assert [(r.job_name, r.partition_key, r.run_key) for r in ours] == [(BENCHMARK_JOB, wanted, f"benchmark:{TASK}:ssl-a@0")]
 
     # apply the tick the way the daemon does: register the partition, launch the requested run
     instance.add_dynamic_partitions(CHECKPOINT_PARTITIONS_NAME, ["ssl-a@0"])
-    assert run_job(defs, ENCODER_JOB, "ssl-a@0", instance).success
-
-    # declarative automation now asks for the task x checkpoint evaluation partitions
-    evaluation = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=baseline.cursor)
-    wanted = evaluation_key(TASK, "ssl-a@0")
-    # ... all four in the same tick (one run), their blocking checks requested with them
-    for asset in ("embeddings", "probe", "scores", "metrics_db"):
-        assert wanted in evaluation.get_requested_partitions(dg.AssetKey(asset)), asset
-
     run = run_job(defs, BENCHMARK_JOB, wanted, instance)
     assert run.success
+    assert {event.asset_key.path[-1] for event in run.get_asset_materialization_events()} == {
+        "encoder", "embeddings", "probe", "scores", "metrics_db"}
+
+    # declarative automation, which saw the task built, has nothing left to ask for this checkpoint
+    evaluation = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=baseline.cursor)
+    for asset in ("encoder", "embeddings", "probe", "scores", "metrics_db"):
+        assert wanted not in evaluation.get_requested_partitions(dg.AssetKey(asset)), asset
     (scored,) = run.asset_materializations_for_node("scores")
     (recorded,) = run.asset_materializations_for_node("metrics_db")
     for name, materialization in (("per_class_ap", scored), ("pr_curves", scored), ("leaderboard", recorded)):
@@ -170,7 +176,7 @@ def test_new_checkpoint_flows_from_sensor_to_duckdb(home, defs, instance):
     assert quiet.run_requests == [] and quiet.dynamic_partitions_requests == []
     write_step(run_dir, 9, seed=2)
     fresh = sensor(dg.build_sensor_context(instance=instance, definitions=defs, cursor=result.cursor, resources=resources(home)))
-    assert [r.partition_key for r in fresh.run_requests] == ["ssl-a@9"]
+    assert [checkpoint_of(r) for r in fresh.run_requests] == ["ssl-a@9"]
 
 
 def test_mismatched_checkpoint_fails_naming_the_layers(home, defs, instance):
@@ -181,7 +187,7 @@ def test_mismatched_checkpoint_fails_naming_the_layers(home, defs, instance):
     config = ViTConfig(frames=40, mels=32, dim=384, depth=1, heads=4)
     save_checkpoint(home / "runs" / "broken", 0, _mixed_width_encoder_tree(), config)
     instance.add_dynamic_partitions(CHECKPOINT_PARTITIONS_NAME, ["broken@0"])
-    result = run_job(defs, ENCODER_JOB, "broken@0", instance)
+    result = run_job(defs, ENCODER_JOB, evaluation_key(TASK, "broken@0"), instance)
     assert not result.success
     (message,) = step_failure_messages(result)
     assert message.startswith("encoder: CheckpointError")
@@ -306,8 +312,9 @@ def test_detections_asset_writes_duckdb_rows_once(home, defs, instance):
 
 
 def test_a_new_or_reconfigured_task_flows_without_a_click(home, tmp_path):
-    """A task added to birdassets.toml is built by the task sensor (no click), automation then asks for its
-    embeddings on the registered checkpoint; once built the sensor is quiet, and a preset edit rebuilds it."""
+    """A task added to birdassets.toml is built by the task sensor (no click); the checkpoint sensor leaves the
+    unbuilt task alone and automation then carries it through the registered checkpoint (encoder to DuckDB, one
+    tick); once built the sensor is quiet, and a preset edit rebuilds it."""
     other = tmp_path / "home"
     (other / "dagster").mkdir(parents=True)
 
@@ -321,16 +328,21 @@ def test_a_new_or_reconfigured_task_flows_without_a_click(home, tmp_path):
     write_step(other / "runs" / "ssl-c", 0)  # its own root: the module's shared root stays as other tests expect
     with dg.instance_for_test(temp_dir=str(other / "dagster")) as instance:
         defs = configure(512)
+        checkpoints = defs.resolve_sensor_def("checkpoint_sensor")(
+            dg.build_sensor_context(instance=instance, definitions=defs, resources=resources(other)))
+        assert [key for r in checkpoints.dynamic_partitions_requests for key in r.partition_keys] == ["ssl-c@0"]
+        assert checkpoints.run_requests == []  # the task has no windows yet
         instance.add_dynamic_partitions(CHECKPOINT_PARTITIONS_NAME, ["ssl-c@0"])
-        assert run_job(defs, ENCODER_JOB, "ssl-c@0", instance).success
         baseline = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+        assert baseline.total_requested == 0
         (request,) = tick(defs, instance)
         assert request.partition_key == TASK and request.run_key.startswith(f"data:{TASK}:")
         assert defs.resolve_sensor_def("task_sensor").job_name == DATA_JOB
         assert run_job(defs, DATA_JOB, TASK, instance).success
         assert tick(defs, instance) == []  # built under the current configuration: nothing to do
         evaluation = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=baseline.cursor)
-        assert evaluation_key(TASK, "ssl-c@0") in evaluation.get_requested_partitions(dg.AssetKey("embeddings"))
+        for asset in ("encoder", "embeddings", "probe", "scores", "metrics_db"):
+            assert evaluation.get_requested_partitions(dg.AssetKey(asset)) == {evaluation_key(TASK, "ssl-c@0")}, asset
 
         changed = configure(500)
         (again,) = tick(changed, instance)
@@ -354,9 +366,9 @@ def test_tidhy_steps_flow_to_their_own_task_or_to_the_audio_tasks(home, defs, in
     train_tidhy_encoder(settings, TASK, Schedule(num_steps=2, batch_size=4, checkpoint_every=2), home / "runs" / "tidhy-mini")
     sensor = defs.resolve_sensor_def("checkpoint_sensor")
     ticks = sensor(dg.build_sensor_context(instance=instance, definitions=defs, resources=resources(home)))
-    jobs = {r.partition_key: r.job_name for r in ticks.run_requests if r.partition_key.startswith("tidhy-")}
+    jobs = {checkpoint_of(r): r.job_name for r in ticks.run_requests if checkpoint_of(r).startswith("tidhy-")}
     assert jobs == {"tidhy-slds-small-seed0@30": SLDS_JOB, "tidhy-slds-small-seed0@60": SLDS_JOB,
-                    "tidhy-mini@2": ENCODER_JOB}
+                    "tidhy-mini@2": BENCHMARK_JOB}
     instance.add_dynamic_partitions(CHECKPOINT_PARTITIONS_NAME, list(jobs))
 
     assert run_job(defs, SLDS_JOB, "tidhy-slds-small-seed0@30", instance).success
@@ -367,7 +379,6 @@ def test_tidhy_steps_flow_to_their_own_task_or_to_the_audio_tasks(home, defs, in
     skipped = run_job(defs, SLDS_JOB, "tidhy-mini@2", instance)  # an audio encoder: nothing to score on SLDS
     assert skipped.success and skipped.get_asset_materialization_events() == []
 
-    assert run_job(defs, ENCODER_JOB, "tidhy-mini@2", instance).success
     assert run_job(defs, BENCHMARK_JOB, evaluation_key(TASK, "tidhy-mini@2"), instance).success
     lineage = query_readonly(settings.layout.db_path, "select encoder_family, step from lineage where checkpoint = "
                              "'tidhy-mini@2'")

@@ -170,7 +170,7 @@ def raven_home(tmp_path_factory):
 def test_an_annotated_folder_is_benchmarked_end_to_end_with_its_tables_in_the_lineage(raven_home):
     import dagster as dg
 
-    from birdassets.definitions import BENCHMARK_JOB, DATA_JOB, ENCODER_JOB, build_definitions
+    from birdassets.definitions import BENCHMARK_JOB, DATA_JOB, build_definitions
     from birdassets.defs.partitions import CHECKPOINT_PARTITIONS_NAME, evaluation_key
     from birdassets.settings import load_settings
     from birdassets.store import query_readonly
@@ -186,7 +186,6 @@ def test_an_annotated_folder_is_benchmarked_end_to_end_with_its_tables_in_the_li
 
         assert run(DATA_JOB, "dawn").success  # ingest, mel windows, folds (and the blocking leak check)
         instance.add_dynamic_partitions(CHECKPOINT_PARTITIONS_NAME, ["ssl-r@2"])
-        assert run(ENCODER_JOB, "ssl-r@2").success
         assert run(BENCHMARK_JOB, evaluation_key("dawn", "ssl-r@2")).success
     db = settings.layout.db_path
     scores = query_readonly(db, "select * from scores where task = 'dawn' and probe = 'linear'")

@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from birdassets.definitions import BENCHMARK_JOB, DATA_JOB, ENCODER_JOB, SUPERVISED_JOB, build_definitions
+from birdassets.definitions import BENCHMARK_JOB, DATA_JOB, SUPERVISED_JOB, build_definitions
 from birdassets.defs.partitions import CHECKPOINT_PARTITIONS_NAME, evaluation_key, supervised_key
 from birdassets.defs.runs import step_failure_messages
 from birdassets.embeddings import read_embeddings
@@ -92,7 +92,6 @@ def test_trained_model_is_an_encoder_the_benchmark_scores(home, defs, instance, 
 
     new = register_checkpoints(defs, instance, load_settings(home))
     assert ENCODER in new and ENCODER in instance.get_dynamic_partitions(CHECKPOINT_PARTITIONS_NAME)
-    assert run(defs, ENCODER_JOB, ENCODER, instance).success
     result = run(defs, BENCHMARK_JOB, evaluation_key(TASK, ENCODER), instance)
     assert result.success, step_failure_messages(result)
     embeddings = read_embeddings(home / "embeddings" / TASK / "birdclef-rnn.mini_embedding").embeddings

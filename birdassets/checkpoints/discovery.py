@@ -33,6 +33,8 @@ from birdassets.checkpoints.refs import (
 
 STEP_ITEM_METADATA = Path("metadata") / "metadata"
 """The ``metadata`` item's JSON (``{"step", "family", ...}``), as Orbax's ``JsonCheckpointHandler`` writes it."""
+STEP_ITEM_CONFIG = Path("config") / "metadata"
+"""The ``config`` item's JSON: the model's architecture and, for a model of mel windows, their ``"preset"``."""
 STATE_TREE_METADATA = Path("state") / "_METADATA"
 """The ``state`` item's tree metadata (a JSON object with ``tree_metadata``)."""
 
@@ -146,6 +148,16 @@ def observed_data(ref: CheckpointRef) -> str:
     except ValueError:
         return AUDIO
     return observes if isinstance(observes, str) else AUDIO
+
+
+def input_preset(ref: CheckpointRef) -> str | None:
+    """The frontend preset of the mel windows the checkpoint's model reads (its ``config`` item's ``"preset"``);
+    ``None`` when it names none (a model that reads any task) or the config cannot be read (loading reports it)."""
+    try:
+        preset = _json_object(ref.step_dir / STEP_ITEM_CONFIG).get("preset")
+    except ValueError:
+        return None
+    return preset if isinstance(preset, str) else None
 
 
 # --------------------------------------------------------------------------- runs and roots

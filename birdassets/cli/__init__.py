@@ -59,6 +59,15 @@ def quiet() -> None:
     warnings.filterwarnings("ignore", message=".*is currently in beta.*")
 
 
+def use_compile_cache() -> None:
+    """JAX's persistent compilation cache under ``BIRDASSETS_HOME`` for this command and its child processes."""
+    from birdassets.compile_cache import enable_compile_cache
+    from birdassets.layout import Layout
+    from birdassets.settings import home_from_env
+
+    enable_compile_cache(Layout(home_from_env()).compile_cache)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``birdassets ARGV`` (default: ``sys.argv[1:]``); returns the exit status.
 
@@ -67,5 +76,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "quiet", True):
         quiet()
+    use_compile_cache()
     command = " ".join(filter(None, (args.command, getattr(args, "action", None))))  # "birdclef train"
     return run_command(command, lambda: args.func(args))

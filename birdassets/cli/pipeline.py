@@ -46,7 +46,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def register_checkpoints(defs, instance, settings) -> list[str]:
     """Tick the checkpoint sensor until it finds nothing new (it registers at most 100 per tick), applying each
-    tick as the daemon does: add the new partitions; returns the keys whose encoder runs it requested."""
+    tick as the daemon does: add the new partitions; returns the checkpoint keys it registered (their runs are
+    the caller's)."""
     import dagster as dg
 
     from birdassets.defs.resources import BirdassetsHome
@@ -56,10 +57,11 @@ def register_checkpoints(defs, instance, settings) -> list[str]:
         context = dg.build_sensor_context(instance=instance, cursor=cursor,
                                           resources={"birdassets": BirdassetsHome(home=str(settings.home))})
         result = sensor(context)
+        added = [key for request in result.dynamic_partitions_requests for key in request.partition_keys]
         for request in result.dynamic_partitions_requests:
             instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-        requested += [request.partition_key for request in result.run_requests]
-        if not result.run_requests:
+        requested += added
+        if not added:
             return requested
         cursor = result.cursor
 
@@ -131,7 +133,7 @@ def run_demo_jobs(defs, instance, settings, tasks: list[str]) -> None:
           f"on {DEMO_TRAINING['task']})  {seconds:.1f} s")
     new = register_checkpoints(defs, instance, settings)
     for checkpoint in demo_checkpoints(instance, settings, run):
-        benchmark_checkpoint(defs, instance, checkpoint, tasks, new)
+        benchmark_checkpoint(defs, instance, settings, checkpoint, tasks, new)
     for task in tasks:
         train_demo_model(defs, instance, task)
     train_demo_detector(defs, instance, settings)
@@ -150,8 +152,8 @@ def train_demo_detector(defs, instance, settings) -> None:
           f"steps on {DEMO_DETECTOR['task']})  {seconds:.1f} s")
     new = register_checkpoints(defs, instance, settings)
     steps = demo_checkpoints(instance, settings, DEMO_DETECTOR["run"], pretrained=False)
-    for checkpoint in steps:
-        benchmark_checkpoint(defs, instance, checkpoint, [], new)  # registered, restored; no bird task reads it
+    for checkpoint in steps:  # registered; no bird task reads its orcahello windows
+        benchmark_checkpoint(defs, instance, settings, checkpoint, list(settings.task_names), new)
     report = detect_demo_recordings(settings, steps[-1], f"demo-{uuid.uuid4()}")
     print_demo_detections(report)
 
@@ -207,19 +209,35 @@ def demo_checkpoints(instance, settings, run: str, *, pretrained: bool = True) -
     return steps + [k for k in registered if pretrained and k in settings.pretrained]
 
 
-def benchmark_checkpoint(defs, instance, checkpoint: str, tasks: list[str], new: list[str] = ()) -> None:
-    """Run the encoder job of ``checkpoint``, then its benchmark job (embeddings, probes, scores, metrics_db) on
-    each task."""
-    from dagster import MultiPartitionKey
-
+def benchmark_checkpoint(defs, instance, settings, checkpoint: str, tasks: list[str], new: list[str] = ()) -> None:
+    """Run the benchmark job of ``checkpoint`` (encoder, embeddings, probes, scores, metrics_db) on each task
+    whose windows its encoder reads (as the checkpoint sensor chooses them); its encoder alone when none does."""
     from birdassets.definitions import BENCHMARK_JOB, ENCODER_JOB
+    from birdassets.defs.partitions import evaluation_key
 
-    seconds = run_job(defs, ENCODER_JOB, checkpoint, instance)
-    print(f"  materialized encoder  [{checkpoint}]{' (new)' if checkpoint in new else ''}  {seconds:.1f} s")
-    for task in tasks:
-        key = MultiPartitionKey({"task": task, "checkpoint": checkpoint})
-        seconds = run_job(defs, BENCHMARK_JOB, key, instance)
-        print(f"  materialized embeddings, probe, scores, metrics_db  [{task} x {checkpoint}]  {seconds:.1f} s")
+    reading = tasks_reading_checkpoint(settings, checkpoint, tasks)
+    if tasks and not reading:  # restored, checked and listed in DuckDB; nothing to embed
+        seconds = run_job(defs, ENCODER_JOB, evaluation_key(tasks[0], checkpoint), instance)
+        print(f"  materialized encoder  [{tasks[0]} x {checkpoint}]{' (new)' if checkpoint in new else ''}  "
+              f"{seconds:.1f} s (no task reads its windows)")
+    for task in reading:
+        seconds = run_job(defs, BENCHMARK_JOB, evaluation_key(task, checkpoint), instance)
+        print(f"  materialized encoder, embeddings, probe, scores, metrics_db  [{task} x {checkpoint}]"
+              f"{' (new)' if checkpoint in new else ''}  {seconds:.1f} s")
+
+
+def tasks_reading_checkpoint(settings, checkpoint: str, tasks: list[str]) -> list[str]:
+    """The ``tasks`` whose windows ``checkpoint``'s encoder reads: all for a pretrained encoder or a supervised
+    model (they name no preset in a checkpoint root), else those of the preset its ``config`` names."""
+    from birdassets.checkpoints import CheckpointError, resolve_checkpoint
+    from birdassets.checkpoints.discovery import input_preset
+    from birdassets.defs.sensors import tasks_reading
+
+    try:
+        preset = input_preset(resolve_checkpoint(settings.checkpoint_roots, checkpoint))
+    except CheckpointError:
+        preset = None
+    return tasks_reading(settings, tasks, preset)
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
@@ -241,7 +259,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         build_task_data(defs, instance, settings, tasks, always=False)
         new = register_checkpoints(defs, instance, settings)
         for checkpoint in checkpoints:
-            benchmark_checkpoint(defs, instance, checkpoint, tasks, new)
+            benchmark_checkpoint(defs, instance, settings, checkpoint, tasks, new)
     print_leaderboard(settings, tasks, None if args.checkpoints is None else checkpoints)
     print(f"\nbirdassets benchmark finished in {time.perf_counter() - started:.1f} s.")
     return 0

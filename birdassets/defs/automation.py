@@ -24,6 +24,19 @@ EAGER = (dg.AutomationCondition.eager() & CHECKED_OR_COMING).with_label("eager, 
 first in the same run)."""
 
 
+ON_TASK_DATA = (
+    dg.AutomationCondition.any_deps_updated().since_last_handled()
+    & ~dg.AutomationCondition.any_deps_missing()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+    & CHECKED_OR_COMING
+).with_label("task data updated, upstream checks passed")
+"""The ``encoder`` of a task x checkpoint: requested when the task's data is (re)built (its ``folds``, the data
+run's last asset, so the whole chain goes in one run), so a new task is scored on every registered checkpoint. Unlike :data:`EAGER` it does not fire for a new (missing) checkpoint
+partition: the checkpoint sensor requests those runs in the tick that registers the checkpoint, and automation
+must not race it for the same partitions."""
+
+
 REBENCHMARK = EAGER | (
     dg.AutomationCondition.cron_tick_passed(WEEKLY_CRON).since_last_handled()
     & ~dg.AutomationCondition.in_progress()

@@ -110,7 +110,7 @@ def encoder_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
         Orbax metadata only); a pretrained encoder embeds a silent window into one finite vector of its width.
         Then its weights are read back as the embeddings will read them: files that fail their checksum
         manifest (named) or NaN/inf weights (layer and count named) fail the check."""
-        settings, key = birdassets.settings, context.partition_key
+        settings, key = birdassets.settings, context.partition_key.keys_by_dimension["checkpoint"]
         roots, models_root = settings.checkpoint_roots, settings.layout.models_root
         try:
             found = validate_encoder(roots, key, models_root)

@@ -1,5 +1,5 @@
-"""The jobs: asset jobs by asset key (data per task, encoder per checkpoint, the benchmark per task x
-checkpoint, detections per task, supervised models per task x model family) and ``train_job``, whose runs
+"""The jobs: asset jobs by asset key (data per task, the encoder alone and the benchmark from encoder to DuckDB
+per task x checkpoint, detections per task, supervised models per task x model family) and ``train_job``, whose runs
 write Orbax steps into a watched checkpoint root, so the checkpoint sensor registers each new step and the
 benchmark follows without a click."""
 
@@ -26,13 +26,15 @@ SLDS_JOB = "slds_job"
 
 
 def build_jobs(partitions: Partitions) -> dict:
-    """The asset jobs, selected by asset key: data per task, encoder per checkpoint, the benchmark per
-    task x checkpoint, detections per task, supervised training per task x model family, SLDS scores per checkpoint."""
+    """The asset jobs, selected by asset key: data per task, the encoder alone and the benchmark (encoder ->
+    embeddings -> probe -> scores -> DuckDB) per task x checkpoint, detections per task, supervised training per
+    task x model family, SLDS scores per checkpoint."""
     return {
         DATA_JOB: dg.define_asset_job(DATA_JOB, selection=["raw_audio", "mel_dataset", "folds"],
                                       partitions_def=partitions.task),
-        ENCODER_JOB: dg.define_asset_job(ENCODER_JOB, selection=["encoder"], partitions_def=partitions.checkpoint),
-        BENCHMARK_JOB: dg.define_asset_job(BENCHMARK_JOB, selection=["embeddings", "probe", "scores", "metrics_db"],
+        ENCODER_JOB: dg.define_asset_job(ENCODER_JOB, selection=["encoder"], partitions_def=partitions.evaluation),
+        BENCHMARK_JOB: dg.define_asset_job(BENCHMARK_JOB,
+                                           selection=["encoder", "embeddings", "probe", "scores", "metrics_db"],
                                            partitions_def=partitions.evaluation),
         DETECT_JOB: dg.define_asset_job(DETECT_JOB, selection=["detections"], partitions_def=partitions.task),
         SUPERVISED_JOB: dg.define_asset_job(SUPERVISED_JOB, selection=["supervised_model", "supervised_scores"],

@@ -150,6 +150,6 @@ def bench_latency(settings: Settings, profile: str, work: Path, batches: tuple[i
 
 
 def runs_of(instance: dg.DagsterInstance, key: str) -> int:
-    """Dagster runs of checkpoint ``key``: its encoder's and its task x checkpoint runs."""
+    """Dagster runs of checkpoint ``key``: its task x checkpoint runs (one per task; automation adds none)."""
     own = instance.get_runs_count(dg.RunsFilter(tags={"dagster/partition": key}))
     return own + instance.get_runs_count(dg.RunsFilter(tags={"dagster/partition/checkpoint": key}))

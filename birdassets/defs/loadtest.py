@@ -39,7 +39,8 @@ SETTLE_S = 2.1
 
 @dataclass
 class SensorTicker:
-    """The checkpoint sensor of the code location of ``home``, ticked on ``instance`` as the daemon does."""
+    """The checkpoint sensor of the code location of ``home``, ticked on ``instance`` as the daemon does (its
+    tasks recorded as built first: :func:`mark_tasks_built`)."""
 
     home: Path
     instance: dg.DagsterInstance
@@ -50,6 +51,7 @@ class SensorTicker:
 
         self.defs = build_definitions(load_settings(self.home))
         self.sensor = self.defs.resolve_sensor_def("checkpoint_sensor")
+        mark_tasks_built(self.instance, load_settings(self.home))
 
     def tick(self) -> dict:
         """One tick: ``{"seconds", "registered", "requested", "cursor_kb"}``."""
@@ -63,6 +65,16 @@ class SensorTicker:
         self.cursor = result.cursor
         return {"seconds": time.perf_counter() - started, "registered": len(added),
                 "requested": len(result.run_requests), "cursor_kb": len(self.cursor or "") / 1024}
+
+
+def mark_tasks_built(instance: dg.DagsterInstance, settings) -> None:
+    """Record every task as built under its current configuration (runless ``raw_audio``, then ``folds``
+    materializations), so the checkpoint sensor requests one run per task for each new checkpoint, as on a
+    working home."""
+    for task in settings.task_names:
+        fingerprint = {"task_fingerprint": settings.task_fingerprint(task)}
+        instance.report_runless_asset_event(dg.AssetMaterialization("raw_audio", partition=task, metadata=fingerprint))
+        instance.report_runless_asset_event(dg.AssetMaterialization("folds", partition=task))
 
 
 def synthetic_home(work: Path, runs: int, steps: int, tasks: int = 0) -> Path:

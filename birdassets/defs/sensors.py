@@ -1,11 +1,12 @@
-"""Automation: sensors that register new finalized checkpoints and build new or reconfigured tasks, the
-declarative-automation sensor that carries both through embeddings -> probe -> scores -> DuckDB, and a weekly
+"""Automation: a sensor that registers new finalized checkpoints and requests one run per task for each (encoder
+-> embeddings -> probe -> scores -> DuckDB), a sensor that builds new or reconfigured tasks, the
+declarative-automation sensor that carries a (re)built task through every registered checkpoint, and a weekly
 re-benchmark schedule."""
 
 import dagster as dg
 
 from birdassets.checkpoints import scan_checkpoints
-from birdassets.checkpoints.discovery import AUDIO, observed_data
+from birdassets.checkpoints.discovery import AUDIO, input_preset, observed_data
 from birdassets.checkpoints.watcher import WatchState, watch_checkpoints
 from birdassets.defs.automation import WEEKLY_CRON
 from birdassets.defs.jobs import BENCHMARK_JOB, DATA_JOB, ENCODER_JOB, SLDS_JOB
@@ -24,24 +25,33 @@ AUTOMATION_INTERVAL_S = 30
 partitions, ``birdassets bench load``; at 10 s with runs instead of backfills, a score was written twice under
 load: kept at Dagster's default until that is understood)."""
 CHECKPOINTS_PER_TICK = 100
-"""New checkpoints registered (and encoder runs requested) per tick of the checkpoint sensor; more wait in its
-cursor for the next ticks, so 10,000 new steps never flood the run queue in one tick."""
+"""At most this many new checkpoints registered per tick of the checkpoint sensor; more wait in its cursor for
+the next ticks, so 10,000 new steps never flood the run queue in one tick."""
+RUNS_PER_TICK = 200
+"""At most this many runs requested per tick (one per task and new checkpoint): with 8 tasks, 25 checkpoints a
+tick."""
 
 
-def checkpoint_sensor(partitions: Partitions, encoder_job: dg.JobDefinition,
-                      slds_job: dg.JobDefinition) -> dg.SensorDefinition:
-    @dg.sensor(jobs=[encoder_job, slds_job], minimum_interval_seconds=CHECKPOINT_SENSOR_INTERVAL_S,
+def checkpoints_per_tick(tasks: int) -> int:
+    """New checkpoints registered per tick when each needs one run per task (``tasks``)."""
+    return max(1, min(CHECKPOINTS_PER_TICK, RUNS_PER_TICK // max(1, tasks)))
+
+
+def checkpoint_sensor(partitions: Partitions, jobs: dict[str, dg.JobDefinition]) -> dg.SensorDefinition:
+    @dg.sensor(jobs=[jobs[BENCHMARK_JOB], jobs[ENCODER_JOB], jobs[SLDS_JOB]], minimum_interval_seconds=CHECKPOINT_SENSOR_INTERVAL_S,
                default_status=dg.DefaultSensorStatus.RUNNING,
                description="Registers new finalized Orbax steps under the checkpoint roots (and installed pretrained "
-               "encoders such as BirdNET, and trained supervised models) and loads their encoders (a TiDHy step of "
-               f"the SLDS benchmark is scored on SLDS instead), at most {CHECKPOINTS_PER_TICK} per tick; folders it "
-               "cannot use are logged and skipped. Its cursor remembers each run folder, so unchanged runs are not "
-               "listed again.")
+               "encoders such as BirdNET, and trained supervised models) and requests one benchmark run per task for "
+               "each: encoder -> embeddings -> probe -> scores -> DuckDB (a TiDHy step of the SLDS benchmark is "
+               "scored on SLDS instead; a model of another preset's windows than every task's only restored and "
+               f"listed); at most {CHECKPOINTS_PER_TICK} checkpoints and {RUNS_PER_TICK} runs per "
+               "tick. Folders it cannot use are logged and skipped. Its cursor remembers each run folder, so "
+               "unchanged runs are not listed again.")
     def checkpoint_sensor(context: dg.SensorEvaluationContext, birdassets: BirdassetsHome) -> dg.SensorResult:
         settings = birdassets.settings
         known = set(context.instance.get_dynamic_partitions(CHECKPOINT_PARTITIONS_NAME))
         tick = watch_checkpoints(settings.checkpoint_roots, WatchState.from_json(context.cursor), known,
-                                 CHECKPOINTS_PER_TICK)
+                                 checkpoints_per_tick(len(settings.task_names)))
         for skipped in tick.skipped:  # one bad folder is reported, never stops the others
             context.log.warning(f"checkpoint folder skipped: {skipped}")
         if tick.state.waiting:
@@ -50,16 +60,31 @@ def checkpoint_sensor(partitions: Partitions, encoder_job: dg.JobDefinition,
         extra = [key for key in [*pretrained, *supervised_keys(settings.layout.models_root)] if key not in known]
         new = list(dict.fromkeys([*(ref.key for ref in tick.new), *extra]))
         slds = {ref.key for ref in tick.new if observed_data(ref) != AUDIO}
+        presets = {ref.key: input_preset(ref) for ref in tick.new}
+        ready = [task for task in settings.task_names if task_ready(context.instance, settings, task)] if new else []
         return dg.SensorResult(
-            run_requests=[dg.RunRequest(partition_key=key, run_key=f"slds:{key}", job_name=slds_job.name)
-                          if key in slds else
-                          dg.RunRequest(partition_key=key, run_key=f"encoder:{key}", job_name=encoder_job.name)
-                          for key in new],
+            run_requests=[request for key in new for request in checkpoint_runs(
+                key, key in slds, ready, tasks_reading(settings, ready, presets.get(key)), jobs)],
             dynamic_partitions_requests=[partitions.checkpoint.build_add_request(new)] if new else [],
             cursor=tick.state.to_json(),
         )
 
     return checkpoint_sensor
+
+
+def checkpoint_runs(key: str, slds: bool, ready: list[str], reading: list[str],
+                    jobs: dict[str, dg.JobDefinition]) -> list[dg.RunRequest]:
+    """The runs a new checkpoint needs: its SLDS scores (a TiDHy step of the SLDS benchmark); else one benchmark
+    run per built task whose windows it reads (``reading``; automation brings a task built later to every
+    checkpoint); else, when no built task reads them, its encoder alone on the first built task (restored,
+    checked and listed in DuckDB: nothing to embed)."""
+    if slds:
+        return [dg.RunRequest(partition_key=key, run_key=f"slds:{key}", job_name=SLDS_JOB)]
+    if not reading:
+        return [dg.RunRequest(partition_key=evaluation_key(task, key), run_key=f"encoder:{task}:{key}",
+                              job_name=ENCODER_JOB) for task in ready[:1]]
+    return [dg.RunRequest(partition_key=evaluation_key(task, key), run_key=f"benchmark:{task}:{key}",
+                          job_name=BENCHMARK_JOB) for task in reading]
 
 
 def latest_build(instance: dg.DagsterInstance, task: str) -> tuple[str | None, int]:
@@ -72,6 +97,24 @@ def latest_build(instance: dg.DagsterInstance, task: str) -> tuple[str | None, i
         return None, 0
     entry = latest[0].asset_materialization.metadata.get("task_fingerprint")
     return (entry.value if entry is not None else None), latest[0].storage_id
+
+
+def tasks_reading(settings: Settings, tasks, preset: str | None) -> list[str]:
+    """The ``tasks`` whose mel windows a model of ``preset``'s windows reads (all for ``None``: BirdNET, which
+    reads waveforms, or a model naming no preset); a detector of ``orcahello`` windows gets no BirdCLEF task."""
+    return [task for task in tasks if preset is None or settings.task_preset(task).name == preset]
+
+
+def task_ready(instance: dg.DagsterInstance, settings: Settings, task: str) -> bool:
+    """Whether ``task`` is built under its current configuration and its last build went through: ``folds``
+    materialized after the latest ``raw_audio`` (a blocking check that failed stops the data run before them)."""
+    fingerprint, build_id = latest_build(instance, task)
+    if fingerprint != settings.task_fingerprint(task):
+        return False
+    folds = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("folds"), asset_partitions=[task]), limit=1
+    ).records
+    return bool(folds) and folds[0].storage_id > build_id
 
 
 def built_fingerprint(instance: dg.DagsterInstance, task: str) -> str | None:
@@ -122,5 +165,5 @@ def build_automation(partitions: Partitions, jobs: dict[str, dg.JobDefinition], 
         "birdassets_automation", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=AUTOMATION_INTERVAL_S,
     )
-    sensors = [checkpoint_sensor(partitions, jobs[ENCODER_JOB], jobs[SLDS_JOB]), task_sensor(jobs[DATA_JOB]), automation]
+    sensors = [checkpoint_sensor(partitions, jobs), task_sensor(jobs[DATA_JOB]), automation]
     return sensors, [weekly_rebenchmark(settings, jobs[BENCHMARK_JOB])]

@@ -1,9 +1,12 @@
-"""Model assets: ``encoder`` (per checkpoint) -> ``embeddings`` -> ``probe`` (per task x checkpoint)."""
+"""Model assets, per task x checkpoint: ``encoder`` -> ``embeddings`` -> ``probe``.
+
+The encoder is partitioned like the assets it feeds, so one run (``benchmark_job``) carries a new checkpoint
+from its encoder to DuckDB for one task; the checkpoint sensor requests one per task."""
 
 import dagster as dg
 
 from birdassets import __version__, steps
-from birdassets.defs.automation import EAGER
+from birdassets.defs.automation import EAGER, ON_TASK_DATA
 from birdassets.defs.metadata import embeddings_metadata, encoder_metadata, path, table_metadata
 from birdassets.defs.partitions import Partitions, split_evaluation_key
 from birdassets.defs.profiles import ACCELERATOR_POOL, DUCKDB_POOL
@@ -13,12 +16,14 @@ GROUP = "models"
 
 
 def encoder_asset(partitions: Partitions) -> dg.AssetsDefinition:
-    @dg.asset(group_name=GROUP, partitions_def=partitions.checkpoint, code_version=__version__, pool=DUCKDB_POOL,
-              kinds={"jax", "orbax", "duckdb"})
+    @dg.asset(group_name=GROUP, partitions_def=partitions.evaluation, deps=["folds"], code_version=__version__,
+              automation_condition=ON_TASK_DATA, pool=DUCKDB_POOL, kinds={"jax", "orbax", "duckdb"})
     def encoder(context: dg.AssetExecutionContext, birdassets: BirdassetsHome) -> dg.MaterializeResult:
-        """The checkpoint's encoder, validated by its family from metadata, then restored."""
-        report = steps.restore_encoder(birdassets.settings, context.partition_key)
-        return dg.MaterializeResult(metadata=encoder_metadata(report), data_version=dg.DataVersion(context.partition_key))
+        """The checkpoint's encoder, validated by its family from metadata, then restored; one partition per task
+        it is benchmarked on, after the task's data (windows, then folds) is complete."""
+        checkpoint = split_evaluation_key(context)[1]
+        report = steps.restore_encoder(birdassets.settings, checkpoint)
+        return dg.MaterializeResult(metadata=encoder_metadata(report), data_version=dg.DataVersion(checkpoint))
 
     return encoder
 
