@@ -236,7 +236,8 @@ def test_the_sensor_sends_a_checkpoint_only_to_the_built_tasks_whose_windows_it_
         assert sensor(context).run_requests == []  # no task built yet
         mark_tasks_built(instance, load_settings(home))
         first, second = settings.task_names
-        instance.report_runless_asset_event(dg.AssetMaterialization("raw_audio", partition=second))  # rebuilding
+        rebuilding = {"task_fingerprint": settings.task_fingerprint(second)}  # same configuration, folds not yet
+        instance.report_runless_asset_event(dg.AssetMaterialization("raw_audio", partition=second, metadata=rebuilding))
         result = sensor(dg.build_sensor_context(instance=instance, definitions=defs,
                                                 resources={"birdassets": BirdassetsHome(home=str(home))}))
     asked = sorted((r.partition_key.keys_by_dimension["checkpoint"], r.partition_key.keys_by_dimension["task"],
