@@ -133,7 +133,8 @@ def test_new_checkpoint_flows_from_sensor_to_duckdb(home, defs, instance):
     assert [key for key in requested if key.startswith("ssl-a@")] == ["ssl-a@0"]
     wanted = evaluation_key(TASK, "ssl-a@0")  # the module's one task: one run, encoder to DuckDB
     ours = [r for r in result.run_requests if checkpoint_of(r).startswith("ssl-a@")]
-    assert [(r.job_name, r.partition_key, r.run_key) for r in ours] == [(BENCHMARK_JOB, wanted, f"benchmark:{TASK}:ssl-a@0")]
+    assert [(r.job_name, r.partition_key, r.run_key) for r in ours] == [
+        (BENCHMARK_JOB, wanted, f"benchmark:{TASK}:ssl-a@0")]
 
     # apply the tick the way the daemon does: register the partition, launch the requested run
     instance.add_dynamic_partitions(CHECKPOINT_PARTITIONS_NAME, ["ssl-a@0"])

@@ -49,9 +49,10 @@ class SensorTicker:
     def __post_init__(self) -> None:
         from birdassets.definitions import build_definitions
 
-        self.defs = build_definitions(load_settings(self.home))
+        settings = load_settings(self.home)
+        self.defs = build_definitions(settings)
         self.sensor = self.defs.resolve_sensor_def("checkpoint_sensor")
-        mark_tasks_built(self.instance, load_settings(self.home))
+        mark_tasks_built(self.instance, settings)
 
     def tick(self) -> dict:
         """One tick: ``{"seconds", "registered", "requested", "cursor_kb"}``."""

@@ -38,7 +38,8 @@ def checkpoints_per_tick(tasks: int) -> int:
 
 
 def checkpoint_sensor(partitions: Partitions, jobs: dict[str, dg.JobDefinition]) -> dg.SensorDefinition:
-    @dg.sensor(jobs=[jobs[BENCHMARK_JOB], jobs[ENCODER_JOB], jobs[SLDS_JOB]], minimum_interval_seconds=CHECKPOINT_SENSOR_INTERVAL_S,
+    @dg.sensor(jobs=[jobs[BENCHMARK_JOB], jobs[ENCODER_JOB], jobs[SLDS_JOB]],
+               minimum_interval_seconds=CHECKPOINT_SENSOR_INTERVAL_S,
                default_status=dg.DefaultSensorStatus.RUNNING,
                description="Registers new finalized Orbax steps under the checkpoint roots (and installed pretrained "
                "encoders such as BirdNET, and trained supervised models) and requests one benchmark run per task for "
@@ -64,7 +65,7 @@ def checkpoint_sensor(partitions: Partitions, jobs: dict[str, dg.JobDefinition])
         ready = [task for task in settings.task_names if task_ready(context.instance, settings, task)] if new else []
         return dg.SensorResult(
             run_requests=[request for key in new for request in checkpoint_runs(
-                key, key in slds, ready, tasks_reading(settings, ready, presets.get(key)), jobs)],
+                key, key in slds, ready, tasks_reading(settings, ready, presets.get(key)))],
             dynamic_partitions_requests=[partitions.checkpoint.build_add_request(new)] if new else [],
             cursor=tick.state.to_json(),
         )
@@ -72,8 +73,7 @@ def checkpoint_sensor(partitions: Partitions, jobs: dict[str, dg.JobDefinition])
     return checkpoint_sensor
 
 
-def checkpoint_runs(key: str, slds: bool, ready: list[str], reading: list[str],
-                    jobs: dict[str, dg.JobDefinition]) -> list[dg.RunRequest]:
+def checkpoint_runs(key: str, slds: bool, ready: list[str], reading: list[str]) -> list[dg.RunRequest]:
     """The runs a new checkpoint needs: its SLDS scores (a TiDHy step of the SLDS benchmark); else one benchmark
     run per built task whose windows it reads (``reading``; automation brings a task built later to every
     checkpoint); else, when no built task reads them, its encoder alone on the first built task (restored,
