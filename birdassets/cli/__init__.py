@@ -21,7 +21,7 @@
 * ``birdassets bench frontend|birdnet|submission`` — speed benchmarks (``submission``: a trained model's Kaggle
   submission path, projected onto the test set's CPU limit, stored in DuckDB).
 
-One module per command group (:mod:`~birdassets.cli.pipeline`, :mod:`~birdassets.cli.ui`, :mod:`~birdassets.cli.worker`,
+One module per command group (:mod:`~birdassets.cli.demo`, :mod:`~birdassets.cli.pipeline`, :mod:`~birdassets.cli.ui`, :mod:`~birdassets.cli.worker`,
 :mod:`~birdassets.cli.query`, :mod:`~birdassets.cli.train`, :mod:`~birdassets.cli.tidhy`, :mod:`~birdassets.cli.audio`,
 :mod:`~birdassets.cli.sharing`, :mod:`~birdassets.cli.speed`), each adding its commands with ``add_parser(subparsers)``; :mod:`~birdassets.cli.errors` turns user errors into one line and
 exit status 2; :mod:`~birdassets.cli.format` formats tables. Commands import the library inside their
@@ -34,10 +34,10 @@ import argparse
 import os
 import warnings
 
-from birdassets.cli import audio, birdclef, pipeline, query, sharing, speed, tidhy, train, ui, worker
+from birdassets.cli import audio, birdclef, demo, pipeline, query, sharing, speed, tidhy, train, ui, worker
 from birdassets.cli.errors import run_command
 
-COMMAND_GROUPS = (pipeline, ui, worker, query, train, birdclef, tidhy, audio, sharing, speed)
+COMMAND_GROUPS = (demo, pipeline, ui, worker, query, train, birdclef, tidhy, audio, sharing, speed)
 """Modules that add commands, in ``--help`` order."""
 
 

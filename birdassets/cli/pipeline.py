@@ -1,21 +1,21 @@
-"""Commands that run the pipeline through Dagster, and the Dagster instance they share.
+"""``birdassets benchmark``, and what it shares with ``birdassets demo`` (:mod:`birdassets.cli.demo`): running
+jobs in this process, registering checkpoints, benchmarking one, printing the leaderboard.
 
-* ``birdassets demo``: generate the demo data, train the demo encoder, materialize every asset for every demo
-  task on the persistent instance under ``BIRDASSETS_HOME`` (and a supervised RNN per task in debug mode), print
-  the leaderboard.
 * ``birdassets benchmark [--task T ...] [--checkpoint C ...]``: run the chain (data, encoder, embeddings, probes,
   scores, DuckDB) through Dagster for configured tasks and checkpoints, print their leaderboard rows.
 (``birdassets ui`` is :mod:`birdassets.cli.ui`.)
 
-Both use the instance of the profile ``BIRDASSETS_PROFILE`` (default ``local``): its ``dagster.yaml``, shipped inside
+Both commands use the instance of the profile ``BIRDASSETS_PROFILE`` (default ``local``): its ``dagster.yaml``, shipped inside
 the package, is installed as ``$BIRDASSETS_HOME/dagster/dagster.yaml`` (:mod:`birdassets.defs.profiles`).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import contextlib
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 from birdassets.cli.errors import UserError
 from birdassets.defs.profiles import prepare_instance
@@ -29,10 +29,7 @@ LEADERBOARD_SQL = (
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
-    """Add ``demo`` and ``benchmark``."""
-    demo = commands.add_parser("demo", help="generate the demo data and run the whole benchmark through Dagster")
-    demo.set_defaults(func=cmd_demo)
-
+    """Add ``benchmark``."""
     benchmark = commands.add_parser(
         "benchmark", help="run the benchmark through Dagster for configured tasks and print their leaderboard rows"
     )
@@ -47,7 +44,23 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def register_checkpoints(defs, instance, settings) -> list[str]:
     """Tick the checkpoint sensor until it finds nothing new (it registers at most 100 per tick), applying each
     tick as the daemon does: add the new partitions; returns the checkpoint keys it registered (their runs are
-    the caller's)."""
+    the caller's). One process of this home registers at a time (the demo's two lanes both do)."""
+    with registering(settings.layout.dagster_home):
+        return _register_checkpoints(defs, instance, settings)
+
+
+@contextlib.contextmanager
+def registering(dagster_home: Path) -> Iterator[None]:
+    """Hold ``dagster_home/register.lock`` (an exclusive ``flock``, released when the process ends)."""
+    import fcntl
+
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    with open(dagster_home / "register.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _register_checkpoints(defs, instance, settings) -> list[str]:
     import dagster as dg
 
     from birdassets.defs.resources import BirdassetsHome
@@ -87,104 +100,6 @@ def run_job(defs, name: str, partition_key, instance, ops_config: dict | None = 
     return time.perf_counter() - started
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from birdassets.settings import load_settings
-
-    started = time.perf_counter()
-    settings = load_settings()
-    demo_data = [d for d in settings.datasets if d.source == "demo"]
-    demo_tasks = [d.name for d in demo_data if d.benchmark]
-    if not demo_tasks:
-        raise UserError(f"no demo tasks configured ({settings.config_file} sets include_demo = false)")
-    from dagster import DagsterInstance
-
-    from birdassets.definitions import build_definitions
-
-    prepare_instance(settings)
-    print(f"BIRDASSETS_HOME={settings.home}")
-    generate_demo_data(demo_data)
-    defs = build_definitions(settings)
-    with DagsterInstance.get() as instance:
-        run_demo_jobs(defs, instance, settings, demo_tasks)
-    print_leaderboard(settings, demo_tasks)
-    print(f"\nbirdassets demo finished in {time.perf_counter() - started:.1f} s. "
-          f"Query more with: birdassets query \"select * from leaderboard\"")
-    return 0
-
-
-def generate_demo_data(demo_data) -> None:
-    """Write the audio and label tables of each demo data set (:class:`~birdassets.settings.DatasetConfig`)."""
-    from birdassets.sources.demo import generate
-
-    for dataset in demo_data:
-        t0 = time.perf_counter()
-        generate(dataset.name, dataset.root)
-        print(f"  demo data {dataset.name:<12} {dataset.root}  ({time.perf_counter() - t0:.1f} s)")
-
-
-def run_demo_jobs(defs, instance, settings, tasks: list[str]) -> None:
-    """Data of each task, the demo training run, then encoder and benchmark of each checkpoint x task."""
-    from birdassets.defs.jobs import DEMO_TRAINING, TRAIN_JOB
-
-    build_task_data(defs, instance, settings, tasks, always=True)
-    seconds = run_job(defs, TRAIN_JOB, None, instance)  # the job's defaults are the demo's run
-    run = DEMO_TRAINING["run"]
-    print(f"  trained {run} ({DEMO_TRAINING['objective']}, {DEMO_TRAINING['num_steps']} steps "
-          f"on {DEMO_TRAINING['task']})  {seconds:.1f} s")
-    new = register_checkpoints(defs, instance, settings)
-    for checkpoint in demo_checkpoints(instance, settings, run):
-        benchmark_checkpoint(defs, instance, settings, checkpoint, tasks, new)
-    for task in tasks:
-        train_demo_model(defs, instance, task)
-    train_demo_detector(defs, instance, settings)
-
-
-def train_demo_detector(defs, instance, settings) -> None:
-    """The demo's ResNet18 call detector (:data:`~birdassets.defs.jobs.DEMO_DETECTOR`) trained on ``demo-orca``
-    through the train job, its steps registered like any checkpoint, then run over the held-out recordings."""
-    import uuid
-
-    from birdassets.defs.jobs import DEMO_DETECTOR, TRAIN_JOB
-    from birdassets.steps import detect_demo_recordings
-
-    seconds = run_job(defs, TRAIN_JOB, None, instance, {"train_encoder": {"config": DEMO_DETECTOR}})
-    print(f"  trained {DEMO_DETECTOR['run']} (ResNet18 width {DEMO_DETECTOR['width']}, {DEMO_DETECTOR['num_steps']} "
-          f"steps on {DEMO_DETECTOR['task']})  {seconds:.1f} s")
-    new = register_checkpoints(defs, instance, settings)
-    steps = demo_checkpoints(instance, settings, DEMO_DETECTOR["run"], pretrained=False)
-    for checkpoint in steps:  # registered; no bird task reads its orcahello windows
-        benchmark_checkpoint(defs, instance, settings, checkpoint, list(settings.task_names), new)
-    report = detect_demo_recordings(settings, steps[-1], f"demo-{uuid.uuid4()}")
-    print_demo_detections(report)
-
-
-def print_demo_detections(report) -> None:
-    """Per-recording decisions of the demo detector against the generator's truth, then the confusion matrix."""
-    result, truth, matrix = report.detections.result, report.truth, report.confusion
-    print(f"\nCall detection on demo-orca's held-out recordings ({report.detections.scorer}; 2 s windows every "
-          f"1 s, P(call) > {result.config.threshold}, >= {result.config.min_num_positive_calls} positive windows):")
-    print("recording      calls?  decided  positive windows  global confidence")
-    for recording in result.recordings:
-        name = os.path.basename(recording.file)
-        print(f"{name:<14} {truth[recording.file]:>6d}  {recording.global_prediction:>7d}  "
-              f"{int(recording.local_predictions.sum()):>16d}  {recording.global_confidence:>17.3f}")
-    precision = "n/a" if matrix.precision is None else f"{matrix.precision:.2f}"
-    recall = "n/a" if matrix.recall is None else f"{matrix.recall:.2f}"
-    print(f"precision {precision}, recall {recall}\n{matrix.table()}")
-
-
-def train_demo_model(defs, instance, task: str) -> None:
-    """The demo's supervised model of ``task`` (:data:`~birdassets.defs.jobs.DEMO_SUPERVISED`, debug mode),
-    trained on every fold and recorded beside the probes."""
-    from birdassets.defs.jobs import DEMO_SUPERVISED, SUPERVISED_JOB
-    from birdassets.defs.partitions import supervised_key
-
-    model, config = DEMO_SUPERVISED["model"], DEMO_SUPERVISED["config"]
-    seconds = run_job(defs, SUPERVISED_JOB, supervised_key(task, model), instance,
-                      {"supervised_model": {"config": config}})
-    print(f"  materialized supervised_model, supervised_scores  [{task} x {model}, debug]  {seconds:.1f} s")
-
-
 def build_task_data(defs, instance, settings, tasks: list[str], *, always: bool) -> None:
     """Run the data job (raw_audio, mel_dataset, folds) of each task; unless ``always``, only of tasks not yet
     built under their current configuration (the task sensor's test)."""
@@ -197,16 +112,6 @@ def build_task_data(defs, instance, settings, tasks: list[str], *, always: bool)
             continue
         seconds = run_job(defs, DATA_JOB, task, instance)
         print(f"  materialized raw_audio, mel_dataset, folds  [{task}]  {seconds:.1f} s")
-
-
-def demo_checkpoints(instance, settings, run: str, *, pretrained: bool = True) -> list[str]:
-    """The registered checkpoints of ``run`` by step, then (``pretrained``) the installed pretrained encoders
-    (BirdNET)."""
-    from birdassets.defs.partitions import CHECKPOINT_PARTITIONS_NAME
-
-    registered = instance.get_dynamic_partitions(CHECKPOINT_PARTITIONS_NAME)
-    steps = sorted((k for k in registered if k.startswith(f"{run}@")), key=checkpoint_order)
-    return steps + [k for k in registered if pretrained and k in settings.pretrained]
 
 
 def benchmark_checkpoint(defs, instance, settings, checkpoint: str, tasks: list[str], new: list[str] = ()) -> None:

@@ -64,10 +64,12 @@ def chosen_profile(name: str | None = None) -> Profile:
     return PROFILES[name]
 
 
-def prepare_instance(settings, profile: str | None = None, *, pools: bool = True) -> Path:
+def prepare_instance(settings, profile: str | None = None, *, pools: bool = True,
+                     accelerators: int | None = None) -> Path:
     """Install the profile's ``dagster.yaml`` as ``$BIRDASSETS_HOME/dagster/dagster.yaml``, point ``DAGSTER_HOME``
     there (``BIRDASSETS_HOME`` and ``BIRDASSETS_PROFILE`` too, for child processes) and, with ``pools``, set the
-    pool limits (what starts runs does; Celery workers, which only execute steps, leave them).
+    pool limits (what starts runs does; Celery workers, which only execute steps, leave them): the
+    ``accelerator`` pool to ``accelerators`` slots (default :func:`accelerator_count`).
 
     Raises:
         ProfileError: an unknown profile, a variable it needs unset, PostgreSQL not answering.
@@ -89,7 +91,7 @@ def prepare_instance(settings, profile: str | None = None, *, pools: bool = True
         write_text(target, config)
     os.environ.update(DAGSTER_HOME=str(home), BIRDASSETS_HOME=str(settings.home), BIRDASSETS_PROFILE=chosen.name)
     if pools:
-        set_pool_limits(accelerator_count())
+        set_pool_limits(accelerators or accelerator_count())
     return home
 
 
@@ -130,12 +132,24 @@ def redacted(url: str) -> str:
 
 def accelerator_count() -> int:
     """``$BIRDASSETS_ACCELERATORS``, else the NVIDIA GPUs this machine shows (``/dev/nvidia<N>``), at least 1."""
+    return configured_accelerators() or max(1, visible_gpus())
+
+
+def configured_accelerators() -> int | None:
+    """``$BIRDASSETS_ACCELERATORS`` (None when unset).
+
+    Raises:
+        ProfileError: it is not a whole number >= 1.
+    """
     value = os.environ.get(ACCELERATORS_ENV)
-    if value is not None:
-        if not value.isdigit() or int(value) < 1:
-            raise ProfileError(f"{ACCELERATORS_ENV} must be a whole number >= 1, not {value!r}")
-        return int(value)
-    return max(1, len(glob.glob("/dev/nvidia[0-9]*")))
+    if value is not None and (not value.isdigit() or int(value) < 1):
+        raise ProfileError(f"{ACCELERATORS_ENV} must be a whole number >= 1, not {value!r}")
+    return None if value is None else int(value)
+
+
+def visible_gpus() -> int:
+    """The NVIDIA GPUs this machine shows (``/dev/nvidia<N>``)."""
+    return len(glob.glob("/dev/nvidia[0-9]*"))
 
 
 def set_pool_limits(accelerators: int) -> None:

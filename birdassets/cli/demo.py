@@ -1,0 +1,232 @@
+"""``birdassets demo``: generate the demo data, train the demo encoder, materialize every asset for every demo task
+on the persistent instance under ``BIRDASSETS_HOME`` (and a supervised RNN per task in debug mode), train the demo's
+call detector and run it over held-out recordings, print the detections and the leaderboard.
+
+The demo runs in two lanes: this process does the bird tasks' data and benchmark, a second one (:func:`second_lane`)
+the call detector on ``demo-orca``, then the bird tasks' supervised models once their data is built. They share
+nothing but the instance and the metrics database, and each keeps only about 1.2 of 2 cores busy (audio decoding,
+small convolutions, Python between steps), so side by side they finish sooner. The second lane's printout goes to a
+file and is printed after the first lane's, so the output keeps its order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from birdassets.cli.errors import UserError
+from birdassets.cli.pipeline import (
+    benchmark_checkpoint,
+    build_task_data,
+    checkpoint_order,
+    print_leaderboard,
+    register_checkpoints,
+    run_job,
+)
+from birdassets.defs.profiles import configured_accelerators, prepare_instance, visible_gpus
+
+DEMO_LANES = 2
+"""The demo's processes: the bird tasks' benchmark (this one) and :func:`second_lane`."""
+
+TASK_DATA_WAIT_S = 600.0
+"""How long the second lane waits for a bird task's data before it gives up (the first lane builds it first)."""
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    """Add ``demo``."""
+    demo = commands.add_parser("demo", help="generate the demo data and run the whole benchmark through Dagster")
+    demo.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from birdassets.settings import load_settings
+
+    started = time.perf_counter()
+    settings = load_settings()
+    demo_data = [d for d in settings.datasets if d.source == "demo"]
+    demo_tasks = [d.name for d in demo_data if d.benchmark]
+    if not demo_tasks:
+        raise UserError(f"no demo tasks configured ({settings.config_file} sets include_demo = false)")
+    from dagster import DagsterInstance
+
+    from birdassets.definitions import build_definitions
+    from birdassets.defs.jobs import DEMO_DETECTOR
+
+    prepare_instance(settings, accelerators=demo_accelerator_slots())
+    print(f"BIRDASSETS_HOME={settings.home}", flush=True)
+    with SecondLane(demo_tasks) as second:
+        generate_demo_data([d for d in demo_data if d.name != DEMO_DETECTOR["task"]])
+        defs = build_definitions(settings)
+        with DagsterInstance.get() as instance:
+            run_demo_jobs(defs, instance, settings, demo_tasks)
+        second.finish()
+    print_leaderboard(settings, demo_tasks)
+    print(f"\nbirdassets demo finished in {time.perf_counter() - started:.1f} s. "
+          f"Query more with: birdassets query \"select * from leaderboard\"")
+    return 0
+
+
+def demo_accelerator_slots() -> int:
+    """The ``accelerator`` pool during the demo: ``$BIRDASSETS_ACCELERATORS``, else the GPUs, else one slot per lane
+    (without a GPU the pool guards only the CPU, which neither lane keeps busy on its own)."""
+    return configured_accelerators() or visible_gpus() or DEMO_LANES
+
+
+class SecondLane:
+    """:func:`second_lane` of ``tasks`` in a second process while the ``with`` block runs; :meth:`finish` waits
+    for it and prints what it printed. Leaving the block early (an error here) stops it."""
+
+    def __init__(self, tasks: list[str]) -> None:
+        self.tasks = tasks
+
+    def __enter__(self) -> SecondLane:
+        import multiprocessing
+        import tempfile
+
+        handle, self.log = tempfile.mkstemp(prefix="birdassets-demo-second-lane-", suffix=".log")
+        os.close(handle)
+        self.process = multiprocessing.get_context("spawn").Process(
+            target=second_lane, args=(self.log, self.tasks), name="birdassets-demo-second-lane", daemon=True)
+        self.process.start()
+        return self
+
+    def finish(self) -> None:
+        """Wait for the lane, print its output; a failed lane stops the demo (its error is already on stderr)."""
+        self.process.join()
+        print(Path(self.log).read_text(encoding="utf-8"), end="", flush=True)
+        if self.process.exitcode != 0:
+            raise SystemExit(f"birdassets: the demo's second lane (call detector, supervised models) failed "
+                             f"(exit status {self.process.exitcode})")
+
+    def __exit__(self, *exc_info) -> None:
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join()
+        os.unlink(self.log)
+
+
+def second_lane(log: str, tasks: list[str]) -> None:
+    """The demo's call detector and supervised models, in a process of its own with its standard output going to
+    the file ``log``: ``demo-orca``'s data, the ResNet18 trained through the train job, its steps registered and
+    benchmarked; the supervised model of each of ``tasks`` once the first lane has built its data; then the
+    detections."""
+    from dagster import DagsterInstance
+
+    from birdassets.cli import quiet
+    from birdassets.definitions import build_definitions
+    from birdassets.defs.jobs import DEMO_DETECTOR
+    from birdassets.settings import load_settings
+
+    with open(log, "w", encoding="utf-8") as out:
+        sys.stdout.flush()
+        os.dup2(out.fileno(), sys.stdout.fileno())
+    quiet()
+    settings = load_settings()
+    generate_demo_data([d for d in settings.datasets if d.source == "demo" and d.name == DEMO_DETECTOR["task"]])
+    defs = build_definitions(settings)
+    with DagsterInstance.get() as instance:
+        report = train_demo_detector(defs, instance, settings)
+        for task in tasks:
+            wait_for_task_data(instance, settings, task)
+            train_demo_model(defs, instance, task)
+    print_demo_detections(report)
+
+
+def wait_for_task_data(instance, settings, task: str) -> None:
+    """Return once ``task``'s data is built under its configuration (:func:`~birdassets.defs.sensors.task_ready`).
+
+    Raises:
+        SystemExit: not within :data:`TASK_DATA_WAIT_S`.
+    """
+    from birdassets.defs.sensors import task_ready
+
+    deadline = time.monotonic() + TASK_DATA_WAIT_S
+    while not task_ready(instance, settings, task):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"birdassets: {task}'s data was not built within {TASK_DATA_WAIT_S:g} s")
+        time.sleep(1.0)
+
+
+def generate_demo_data(demo_data) -> None:
+    """Write the audio and label tables of each demo data set (:class:`~birdassets.settings.DatasetConfig`)."""
+    from birdassets.sources.demo import generate
+
+    for dataset in demo_data:
+        t0 = time.perf_counter()
+        generate(dataset.name, dataset.root)
+        print(f"  demo data {dataset.name:<12} {dataset.root}  ({time.perf_counter() - t0:.1f} s)", flush=True)
+
+
+def run_demo_jobs(defs, instance, settings, tasks: list[str]) -> None:
+    """Data of each task, the demo training run, then encoder and benchmark of each checkpoint x task."""
+    from birdassets.defs.jobs import DEMO_TRAINING, TRAIN_JOB
+
+    build_task_data(defs, instance, settings, tasks, always=True)
+    seconds = run_job(defs, TRAIN_JOB, None, instance)  # the job's defaults are the demo's run
+    run = DEMO_TRAINING["run"]
+    print(f"  trained {run} ({DEMO_TRAINING['objective']}, {DEMO_TRAINING['num_steps']} steps "
+          f"on {DEMO_TRAINING['task']})  {seconds:.1f} s")
+    new = register_checkpoints(defs, instance, settings)
+    for checkpoint in demo_checkpoints(instance, settings, run):
+        benchmark_checkpoint(defs, instance, settings, checkpoint, tasks, new)
+
+
+def train_demo_detector(defs, instance, settings):
+    """The demo's ResNet18 call detector (:data:`~birdassets.defs.jobs.DEMO_DETECTOR`) trained on ``demo-orca``
+    through the train job, its steps registered like any checkpoint; returns its report on the held-out
+    recordings (:func:`~birdassets.steps.detect_demo_recordings`)."""
+    import uuid
+
+    from birdassets.defs.jobs import DEMO_DETECTOR, TRAIN_JOB
+    from birdassets.steps import detect_demo_recordings
+
+    before = set(demo_checkpoints(instance, settings, DEMO_DETECTOR["run"], pretrained=False))
+    seconds = run_job(defs, TRAIN_JOB, None, instance, {"train_encoder": {"config": DEMO_DETECTOR}})
+    print(f"  trained {DEMO_DETECTOR['run']} (ResNet18 width {DEMO_DETECTOR['width']}, {DEMO_DETECTOR['num_steps']} "
+          f"steps on {DEMO_DETECTOR['task']})  {seconds:.1f} s")
+    register_checkpoints(defs, instance, settings)  # the bird lane's registering may have taken some already
+    steps = demo_checkpoints(instance, settings, DEMO_DETECTOR["run"], pretrained=False)
+    new = [step for step in steps if step not in before]
+    for checkpoint in steps:  # registered; no bird task reads its orcahello windows
+        benchmark_checkpoint(defs, instance, settings, checkpoint, list(settings.task_names), new)
+    return detect_demo_recordings(settings, steps[-1], f"demo-{uuid.uuid4()}")
+
+
+def print_demo_detections(report) -> None:
+    """Per-recording decisions of the demo detector against the generator's truth, then the confusion matrix."""
+    result, truth, matrix = report.detections.result, report.truth, report.confusion
+    print(f"\nCall detection on demo-orca's held-out recordings ({report.detections.scorer}; 2 s windows every "
+          f"1 s, P(call) > {result.config.threshold}, >= {result.config.min_num_positive_calls} positive windows):")
+    print("recording      calls?  decided  positive windows  global confidence")
+    for recording in result.recordings:
+        name = os.path.basename(recording.file)
+        print(f"{name:<14} {truth[recording.file]:>6d}  {recording.global_prediction:>7d}  "
+              f"{int(recording.local_predictions.sum()):>16d}  {recording.global_confidence:>17.3f}")
+    precision = "n/a" if matrix.precision is None else f"{matrix.precision:.2f}"
+    recall = "n/a" if matrix.recall is None else f"{matrix.recall:.2f}"
+    print(f"precision {precision}, recall {recall}\n{matrix.table()}")
+
+
+def train_demo_model(defs, instance, task: str) -> None:
+    """The demo's supervised model of ``task`` (:data:`~birdassets.defs.jobs.DEMO_SUPERVISED`, debug mode),
+    trained on every fold and recorded beside the probes."""
+    from birdassets.defs.jobs import DEMO_SUPERVISED, SUPERVISED_JOB
+    from birdassets.defs.partitions import supervised_key
+
+    model, config = DEMO_SUPERVISED["model"], DEMO_SUPERVISED["config"]
+    seconds = run_job(defs, SUPERVISED_JOB, supervised_key(task, model), instance,
+                      {"supervised_model": {"config": config}})
+    print(f"  materialized supervised_model, supervised_scores  [{task} x {model}, debug]  {seconds:.1f} s")
+
+
+def demo_checkpoints(instance, settings, run: str, *, pretrained: bool = True) -> list[str]:
+    """The registered checkpoints of ``run`` by step, then (``pretrained``) the installed pretrained encoders
+    (BirdNET)."""
+    from birdassets.defs.partitions import CHECKPOINT_PARTITIONS_NAME
+
+    registered = instance.get_dynamic_partitions(CHECKPOINT_PARTITIONS_NAME)
+    steps = sorted((k for k in registered if k.startswith(f"{run}@")), key=checkpoint_order)
+    return steps + [k for k in registered if pretrained and k in settings.pretrained]
