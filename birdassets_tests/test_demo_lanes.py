@@ -12,7 +12,7 @@ from birdassets.cli.demo import demo_accelerator_slots
 from birdassets.cli.pipeline import registering
 
 TRY_LOCK = ("import fcntl, sys\nwith open(sys.argv[1], 'a') as f:\n"
-            "    try:\n        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\n    except BlockingIOError:\n"
+            "    try:\n        fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)\n    except BlockingIOError:\n"
             "        sys.exit(3)\n")
 """A second process trying the registration lock: exit status 3 while another holds it."""
 

@@ -41,6 +41,9 @@ def test_local_profile_installs_sqlite_instance_with_pool_limits(tmp_path, monke
         limits = {key: instance.event_log_storage.get_concurrency_info(key).slot_count
                   for key in ("duckdb", "accelerator")}
     assert limits == {"duckdb": 1, "accelerator": 3}
+    prepare_instance(load_settings(tmp_path), "local", accelerators=2)  # what the demo asks for without a GPU
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.event_log_storage.get_concurrency_info("accelerator").slot_count == 2
 
 
 def test_urls_get_the_psycopg2_driver_and_lose_their_password():
