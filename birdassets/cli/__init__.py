@@ -21,11 +21,12 @@
 * ``birdassets bench frontend|birdnet|submission`` — speed benchmarks (``submission``: a trained model's Kaggle
   submission path, projected onto the test set's CPU limit, stored in DuckDB).
 
-One module per command group (:mod:`~birdassets.cli.demo`, :mod:`~birdassets.cli.pipeline`, :mod:`~birdassets.cli.ui`, :mod:`~birdassets.cli.worker`,
-:mod:`~birdassets.cli.query`, :mod:`~birdassets.cli.train`, :mod:`~birdassets.cli.tidhy`, :mod:`~birdassets.cli.audio`,
-:mod:`~birdassets.cli.sharing`, :mod:`~birdassets.cli.speed`), each adding its commands with ``add_parser(subparsers)``; :mod:`~birdassets.cli.errors` turns user errors into one line and
-exit status 2; :mod:`~birdassets.cli.format` formats tables. Commands import the library inside their
-functions, so ``birdassets --help`` starts fast.
+One module per command group (:mod:`~birdassets.cli.demo`, :mod:`~birdassets.cli.pipeline`,
+:mod:`~birdassets.cli.ui`, :mod:`~birdassets.cli.worker`, :mod:`~birdassets.cli.query`, :mod:`~birdassets.cli.train`,
+:mod:`~birdassets.cli.tidhy`, :mod:`~birdassets.cli.audio`, :mod:`~birdassets.cli.sharing`,
+:mod:`~birdassets.cli.speed`), each adding its commands with ``add_parser(subparsers)``; :mod:`~birdassets.cli.errors`
+turns user errors into one line and exit status 2; :mod:`~birdassets.cli.format` formats tables. Commands import
+the library inside their functions, so ``birdassets --help`` starts fast.
 """
 
 from __future__ import annotations

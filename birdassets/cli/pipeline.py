@@ -5,8 +5,8 @@ jobs in this process, registering checkpoints, benchmarking one, printing the le
   scores, DuckDB) through Dagster for configured tasks and checkpoints, print their leaderboard rows.
 (``birdassets ui`` is :mod:`birdassets.cli.ui`.)
 
-Both commands use the instance of the profile ``BIRDASSETS_PROFILE`` (default ``local``): its ``dagster.yaml``, shipped inside
-the package, is installed as ``$BIRDASSETS_HOME/dagster/dagster.yaml`` (:mod:`birdassets.defs.profiles`).
+Both commands use the instance of the profile ``BIRDASSETS_PROFILE`` (default ``local``): its ``dagster.yaml``,
+shipped inside the package, is installed as ``$BIRDASSETS_HOME/dagster/dagster.yaml`` (:mod:`birdassets.defs.profiles`).
 """
 
 from __future__ import annotations

@@ -33,8 +33,8 @@ ON_TASK_DATA = (
 ).with_label("task data updated, upstream checks passed")
 """The ``encoder`` of a task x checkpoint: requested when the task's data is (re)built (its ``folds``, the data
 run's last asset, so the whole chain goes in one run), so a new task is scored on every registered checkpoint.
-Unlike :data:`EAGER` it does not fire for a new (missing) checkpoint partition: the checkpoint sensor requests those runs in the tick that registers the checkpoint, and automation
-must not race it for the same partitions."""
+Unlike :data:`EAGER` it does not fire for a new (missing) checkpoint partition: the checkpoint sensor requests those
+runs in the tick that registers the checkpoint, and automation must not race it for the same partitions."""
 
 
 REBENCHMARK = EAGER | (
