@@ -247,6 +247,18 @@ def test_per_window_reference_and_batch_independence(frontends):
     np.testing.assert_array_equal(alone, fixed[1])
 
 
+def test_grouped_batches_are_bit_for_bit_the_rows_alone(frontends):
+    """mel_db runs a batch as groups of ~2048 frames (orcahello: 157 frames a window, groups of 13): 30 rows
+    make 3 groups, the last padded with 9 zero rows; each row must come back in its place, as computed alone."""
+    tf_frontend, _ = frontends["orcahello"]
+    waves = np.stack([field_recording(2.0, 20_000, seed=s) * 0.5 ** (s % 7) for s in range(30)])
+    batch = tf_frontend.mel_db(waves).numpy()
+    assert batch.shape == (30, 157, 256)
+    for row in (0, 12, 13, 25, 26, 29):
+        np.testing.assert_array_equal(batch[row], tf_frontend.mel_db(waves[row:row + 1]).numpy()[0])
+    assert tf_frontend.mel_db(waves[:0]).numpy().shape == (0, 157, 256)
+
+
 def test_frame_signal_matches_explicit_frames():
     x = np.arange(2 * 5000, dtype=np.float32).reshape(2, 5000)
     for n_fft, hop in ((1024, 320), (640, 320), (2560, 256), (400, 160)):
