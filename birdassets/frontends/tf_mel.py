@@ -17,7 +17,7 @@ from birdassets.frontends.filterbanks import analysis_window, filterbank_blocks,
 from birdassets.frontends.presets import MelPreset
 
 _LN10 = float(np.log(10.0))
-GROUP_FRAMES = 2048  # stage-B frames per group of rows (4 windows of 5 s at hop 320; 16 MB of float64 frames)
+GROUP_BYTES = 12 * 2**20  # windowed frames per group of rows (3 windows of 5 s at n_fft 1024, hop 320, float64)
 PARALLEL_GROUPS = 2  # groups computed at once (inter-op threads)
 
 
@@ -46,13 +46,15 @@ class TFMelFrontend:
         mel = tf.TensorSpec([None, preset.frames, preset.n_mels], tf.float32)
         # XLA fuses framing, windowing, power and the log around the FFT and the block matmuls (~1.4x on CPU);
         # it compiles once per input shape (~0.2-0.5 s).
+        self._group_frames = GROUP_BYTES // (preset.n_fft * np.dtype(spectrum_dtype).itemsize)
         self._group_mel_db = tf.function(self._mel_db, jit_compile=True)
         self.mel_db = tf.function(self._grouped_mel_db, input_signature=[waves])
         self.to_model_input = tf.function(self._to_model_input, input_signature=[mel])
         self.model_input = tf.function(lambda w: self._to_model_input(self.mel_db(w)), input_signature=[waves])
 
     def _grouped_mel_db(self, waves: tf.Tensor) -> tf.Tensor:
-        """``[batch, samples]`` -> ``[batch, frames, mels]``: stage B on groups of ~:data:`GROUP_FRAMES` frames.
+        """``[batch, samples]`` -> ``[batch, frames, mels]``: stage B on groups of rows, ~:data:`GROUP_BYTES` of
+        windowed frames each.
 
         A whole batch at once streams float64 frames and spectra 2-10x the audio's size (hundreds of MB) through
         memory; a group's stay in cache, and ``PARALLEL_GROUPS`` groups run at once (up to 1.5x on 2 cores, most
@@ -61,7 +63,7 @@ class TFMelFrontend:
         are bit for bit those of one batch.
         """
         rows, samples = tf.shape(waves)[0], tf.shape(waves)[1]
-        group = tf.clip_by_value(GROUP_FRAMES // self._frames(samples), 1, tf.maximum(rows, 1))
+        group = tf.clip_by_value(self._group_frames // self._frames(samples), 1, tf.maximum(rows, 1))
         groups = tf.maximum((rows + group - 1) // group, 1)  # an empty batch computes one zero row
         padded = tf.pad(waves, [[0, groups * group - rows], [0, 0]])
         mel = tf.map_fn(  # [groups, group, frames, mels]
