@@ -47,7 +47,7 @@ class TFMelFrontend:
         # XLA fuses framing, windowing, power and the log around the FFT and the block matmuls (~1.4x on CPU);
         # it compiles once per input shape (~0.2-0.5 s).
         self._group_frames = GROUP_BYTES // (preset.n_fft * np.dtype(spectrum_dtype).itemsize)
-        self._group_mel_db = tf.function(self._mel_db, jit_compile=True)
+        self._group_mel_db = tf.function(self._mel_db, input_signature=[waves], jit_compile=True)
         self.mel_db = tf.function(self._grouped_mel_db, input_signature=[waves])
         self.to_model_input = tf.function(self._to_model_input, input_signature=[mel])
         self.model_input = tf.function(lambda w: self._to_model_input(self.mel_db(w)), input_signature=[waves])
@@ -63,7 +63,13 @@ class TFMelFrontend:
         are bit for bit those of one batch.
         """
         rows, samples = tf.shape(waves)[0], tf.shape(waves)[1]
-        group = tf.clip_by_value(self._group_frames // self._frames(samples), 1, tf.maximum(rows, 1))
+        group = tf.maximum(self._group_frames // self._frames(samples), 1)
+        one_group = tf.logical_and(rows > 0, rows <= group)  # a whole file, or a few windows: as they are
+        return tf.cond(one_group, lambda: self._group_mel_db(waves), lambda: self._mel_db_in_groups(waves, group))
+
+    def _mel_db_in_groups(self, waves: tf.Tensor, group: tf.Tensor) -> tf.Tensor:
+        """:meth:`_grouped_mel_db` for a batch of more than ``group`` rows."""
+        rows, samples = tf.shape(waves)[0], tf.shape(waves)[1]
         groups = tf.maximum((rows + group - 1) // group, 1)  # an empty batch computes one zero row
         padded = tf.pad(waves, [[0, groups * group - rows], [0, 0]])
         mel = tf.map_fn(  # [groups, group, frames, mels]
