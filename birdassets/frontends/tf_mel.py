@@ -57,8 +57,8 @@ class TFMelFrontend:
         windowed frames each.
 
         A whole batch at once streams float64 frames and spectra 2-10x the audio's size (hundreds of MB) through
-        memory; a group's stay in cache, and ``PARALLEL_GROUPS`` groups run at once (up to 1.5x on 2 cores, most
-        where frames overlap most: ``birdset``, ``orcahello``). Every group has the same shape (the batch is
+        memory; a group's stay in cache, and ``PARALLEL_GROUPS`` groups run at once (~1.6x on 2 cores where
+        frames overlap most: ``birdset``, ``orcahello``). Every group has the same shape (the batch is
         zero-padded to whole groups), so XLA compiles once per window length. Rows are independent: the values
         are bit for bit those of one batch.
         """
