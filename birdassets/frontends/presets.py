@@ -207,7 +207,7 @@ class MelPreset:
         return int(round(self.clip_s * self.sample_rate))
 
     def stft_frames(self, samples: int) -> int:
-        """Stage-B frames of a ``samples``-long signal."""
+        """Stage-B frames of a ``samples``-long signal (an int, or a scalar integer tensor in a traced function)."""
         if self.center:
             return 1 + samples // self.hop_length
         return 1 + (samples - self.n_fft) // self.hop_length

@@ -63,25 +63,20 @@ class TFMelFrontend:
         are bit for bit those of one batch.
         """
         rows, samples = tf.shape(waves)[0], tf.shape(waves)[1]
-        group = tf.maximum(self._group_frames // self._frames(samples), 1)
+        group = tf.maximum(self._group_frames // self.preset.stft_frames(samples), 1)  # rows per group
         one_group = tf.logical_and(rows > 0, rows <= group)  # a whole file, or a few windows: as they are
         return tf.cond(one_group, lambda: self._group_mel_db(waves), lambda: self._mel_db_in_groups(waves, group))
 
     def _mel_db_in_groups(self, waves: tf.Tensor, group: tf.Tensor) -> tf.Tensor:
         """:meth:`_grouped_mel_db` for a batch of more than ``group`` rows."""
         rows, samples = tf.shape(waves)[0], tf.shape(waves)[1]
-        groups = tf.maximum((rows + group - 1) // group, 1)  # an empty batch computes one zero row
+        groups = tf.maximum((rows + group - 1) // group, 1)  # an empty batch computes one group of zero rows
         padded = tf.pad(waves, [[0, groups * group - rows], [0, 0]])
         mel = tf.map_fn(  # [groups, group, frames, mels]
             self._group_mel_db, tf.reshape(padded, [groups, group, samples]), parallel_iterations=PARALLEL_GROUPS,
             fn_output_signature=tf.TensorSpec([None, None, self.preset.n_mels], tf.float32),
         )
         return tf.reshape(mel, [groups * group, -1, self.preset.n_mels])[:rows]
-
-    def _frames(self, samples: tf.Tensor) -> tf.Tensor:
-        """Stage-B frames of ``samples`` (a scalar tensor), as :meth:`MelPreset.stft_frames`."""
-        p = self.preset
-        return 1 + samples // p.hop_length if p.center else 1 + (samples - p.n_fft) // p.hop_length
 
     def _mel_db(self, waves: tf.Tensor) -> tf.Tensor:
         """``[batch, samples]`` float32 -> ``[batch, frames, mels]`` float32 stage B."""
