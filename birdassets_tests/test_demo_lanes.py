@@ -1,5 +1,6 @@
 """The demo's two lanes: the accelerator pool they get, the lock that keeps them from registering checkpoints at
-the same time, and the order of what they print (a real ``birdassets demo``: the ``demo_home`` fixture)."""
+the same time, the benchmark runs they share (each run once), and the order of what they print (a real
+``birdassets demo``: the ``demo_home`` fixture)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 
 import pytest
 
-from birdassets.cli.demo import demo_accelerator_slots
+from birdassets.cli.demo import BenchmarkRun, SharedBenchmarks, demo_accelerator_slots
 from birdassets.cli.pipeline import registering
 
 TRY_LOCK = ("import fcntl, sys\nwith open(sys.argv[1], 'a') as f:\n"
@@ -28,6 +29,31 @@ def test_registering_excludes_another_process_until_released(tmp_path):
     assert other_process_locks(lock)
 
 
+LANE = ("import sys, time\nfrom birdassets.cli.demo import SharedBenchmarks\ntaken = []\nprint('ready', flush=True)\n"
+        "SharedBenchmarks(sys.argv[1]).take(lambda run: (taken.append(run.checkpoint), time.sleep(0.3)))\n"
+        "print(' '.join(taken))\n")
+"""A lane taking benchmark runs from the folder ``argv[1]``: prints ``ready``, then the checkpoints it ran."""
+
+
+def test_two_processes_share_the_benchmark_runs_and_run_each_once(tmp_path):
+    folder = tmp_path / "benchmarks"
+    lanes = [subprocess.Popen([sys.executable, "-c", LANE, str(folder)], stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    assert [lane.stdout.readline() for lane in lanes] == ["ready\n"] * 2  # both wait before anything is published
+    runs = [BenchmarkRun(f"demo-sup@{step}", ("demo-clear",), True) for step in range(12)]
+    SharedBenchmarks(folder).publish(runs)
+    taken = [lane.communicate(timeout=120)[0].split() for lane in lanes]
+    assert sorted(taken[0] + taken[1], key=lambda key: int(key.split("@")[1])) == [run.checkpoint for run in runs]
+    assert taken[0] and taken[1]  # 12 x 0.3 s: the second lane wakes (1 s polls) long before the first is done
+    assert all(run == sorted(run, key=lambda key: int(key.split("@")[1])) for run in taken)  # each in order
+
+
+def test_a_lane_stops_waiting_for_benchmark_runs_when_told_its_parent_is_gone(tmp_path):
+    calls = []
+    SharedBenchmarks(tmp_path).take(calls.append, alive=lambda: False)
+    assert calls == []
+
+
 def test_demo_accelerator_slots_follow_the_setting_or_give_each_lane_one(monkeypatch):
     monkeypatch.setenv("BIRDASSETS_ACCELERATORS", "3")
     assert demo_accelerator_slots() == 3
@@ -39,12 +65,17 @@ def test_demo_accelerator_slots_follow_the_setting_or_give_each_lane_one(monkeyp
     assert demo_accelerator_slots() == 2
 
 
-def test_the_demo_prints_the_second_lane_after_the_first_and_the_detections_last(demo_home):
+def test_the_demo_runs_each_benchmark_once_and_prints_the_second_lane_after_the_first(demo_home):
     _, stdout = demo_home
     order = ["materialized raw_audio, mel_dataset, folds  [demo-clear]", "trained demo-sup",
-             "[demo-noisy x birdnet-v2.4]", "demo data demo-orca", "trained demo-orca-resnet18",
+             "demo data demo-orca", "trained demo-orca-resnet18",
              "[demo-clear x demo-orca-resnet18@150]", "[demo-clear x rnn, debug]", "[demo-noisy x rnn, debug]",
              "Call detection on demo-orca", "Leaderboard, cmAP"]
     positions = [stdout.index(line) for line in order]
     assert positions == sorted(positions)
     assert stdout.count("trained demo-orca-resnet18") == 1 and stdout.count("[demo-noisy x rnn, debug]") == 1
+    checkpoints = ("demo-sup@0", "demo-sup@100", "demo-sup@200", "birdnet-v2.4")
+    benchmarks = [f"[{task} x {key}] (new)" for key in checkpoints for task in ("demo-clear", "demo-noisy")]
+    assert [stdout.count(line) for line in benchmarks] == [1] * 8  # shared by the lanes, each run once
+    assert all(stdout.index(line) < stdout.index("Call detection on demo-orca") for line in benchmarks)
+    assert min(benchmarks, key=stdout.index) == "[demo-clear x birdnet-v2.4] (new)"  # the longest runs go first

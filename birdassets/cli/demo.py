@@ -2,21 +2,28 @@
 on the persistent instance under ``BIRDASSETS_HOME`` (and a supervised RNN per task in debug mode), train the demo's
 call detector and run it over held-out recordings, print the detections and the leaderboard.
 
-The demo runs in two lanes: this process does the bird tasks' data and benchmark, a second one (:func:`second_lane`)
-the call detector on ``demo-orca``, then the bird tasks' supervised models once their data is built. They share
-nothing but the instance and the metrics database, and each keeps only about 1.2 of 2 cores busy (audio decoding,
-small convolutions, Python between steps), so side by side they finish sooner. The second lane's printout goes to a
-file and is printed after the first lane's, so the output keeps its order.
+The demo runs in two lanes: this process does the bird tasks' data and the demo training run, a second one
+(:func:`second_lane`) the call detector on ``demo-orca``, then the bird tasks' supervised models once their data is
+built. Then both take the bird tasks' benchmark runs (:class:`SharedBenchmarks`, longest first) until none is
+left, so they finish together. They share nothing else but the instance and the metrics database, and each keeps
+only about 1.2 of 2 cores busy (audio decoding, small convolutions, Python between steps), so side by side they
+finish sooner. The second lane's printout goes to a file and is printed after the first lane's.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import sys
+import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from birdassets.atomic import write_json
 from birdassets.cli.errors import UserError
 from birdassets.cli.pipeline import (
     benchmark_checkpoint,
@@ -25,6 +32,7 @@ from birdassets.cli.pipeline import (
     print_leaderboard,
     register_checkpoints,
     run_job,
+    tasks_reading_checkpoint,
 )
 from birdassets.defs.profiles import configured_accelerators, prepare_instance, visible_gpus
 
@@ -33,6 +41,9 @@ DEMO_LANES = 2
 
 TASK_DATA_WAIT_S = 600.0
 """How long the second lane waits for a bird task's data before it gives up (the first lane builds it first)."""
+
+POLL_S = 1.0
+"""How often the second lane looks for the first lane's data and benchmark runs, seconds."""
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -61,7 +72,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         generate_demo_data([d for d in demo_data if d.name != DEMO_DETECTOR["task"]])
         defs = build_definitions(settings)
         with DagsterInstance.get() as instance:
-            run_demo_jobs(defs, instance, settings, demo_tasks)
+            run_demo_jobs(defs, instance, settings, demo_tasks, second.benchmarks)
         second.finish()
     print_leaderboard(settings, demo_tasks)
     print(f"\nbirdassets demo finished in {time.perf_counter() - started:.1f} s. "
@@ -84,19 +95,20 @@ class SecondLane:
 
     def __enter__(self) -> SecondLane:
         import multiprocessing
-        import tempfile
 
-        handle, self.log = tempfile.mkstemp(prefix="birdassets-demo-second-lane-", suffix=".log")
-        os.close(handle)
+        self.folder = Path(tempfile.mkdtemp(prefix="birdassets-demo-lanes-"))
+        self.log = self.folder / "second-lane.log"
+        self.benchmarks = SharedBenchmarks(self.folder / "benchmarks")
         self.process = multiprocessing.get_context("spawn").Process(
-            target=second_lane, args=(self.log, self.tasks), name="birdassets-demo-second-lane", daemon=True)
+            target=second_lane, args=(str(self.log), self.tasks, str(self.benchmarks.folder), os.getpid()),
+            name="birdassets-demo-second-lane", daemon=True)
         self.process.start()
         return self
 
     def finish(self) -> None:
         """Wait for the lane, print its output; a failed lane stops the demo (its error is already on stderr)."""
         self.process.join()
-        print(Path(self.log).read_text(encoding="utf-8"), end="", flush=True)
+        print(self.log.read_text(encoding="utf-8"), end="", flush=True)
         if self.process.exitcode != 0:
             raise SystemExit(f"birdassets: the demo's second lane (call detector, supervised models) failed "
                              f"(exit status {self.process.exitcode})")
@@ -105,14 +117,57 @@ class SecondLane:
         if self.process.is_alive():
             self.process.terminate()
             self.process.join()
-        os.unlink(self.log)
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def second_lane(log: str, tasks: list[str]) -> None:
+@dataclass(frozen=True)
+class BenchmarkRun:
+    """One benchmark of the demo: ``checkpoint`` on ``tasks`` (one task whose windows its encoder reads, or all
+    of them for an encoder no task reads: its encoder alone); ``new``: registered by this demo."""
+
+    checkpoint: str
+    tasks: tuple[str, ...]
+    new: bool
+
+
+class SharedBenchmarks:
+    """The benchmark runs both lanes take from: the first lane publishes them once its checkpoints are registered,
+    then each lane runs the next unclaimed one until none is left. A run is claimed by creating
+    ``<folder>/<index>.claimed`` with ``O_EXCL``, which exactly one process wins, so every run happens once."""
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._runs = self.folder / "runs.json"
+
+    def publish(self, runs: list[BenchmarkRun]) -> None:
+        write_json(self._runs, [asdict(run) for run in runs])
+
+    def take(self, run: Callable[[BenchmarkRun], None], *, alive: Callable[[], bool] = lambda: True) -> None:
+        """Wait for the published runs (while ``alive()``), then ``run`` each one this process claims, in order."""
+        while not self._runs.exists():
+            if not alive():
+                return
+            time.sleep(POLL_S)
+        published = json.loads(self._runs.read_text(encoding="utf-8"))
+        for index, fields in enumerate(published):
+            if self._claim(index):
+                run(BenchmarkRun(fields["checkpoint"], tuple(fields["tasks"]), fields["new"]))
+
+    def _claim(self, index: int) -> bool:
+        try:
+            os.close(os.open(self.folder / f"{index}.claimed", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return False
+        return True
+
+
+def second_lane(log: str, tasks: list[str], benchmarks: str, parent: int) -> None:
     """The demo's call detector and supervised models, in a process of its own with its standard output going to
     the file ``log``: ``demo-orca``'s data, the ResNet18 trained through the train job, its steps registered and
-    benchmarked; the supervised model of each of ``tasks`` once the first lane has built its data; then the
-    detections."""
+    benchmarked; the supervised model of each of ``tasks`` once the first lane has built its data; then the bird
+    tasks' benchmark runs that the first lane (process ``parent``) has not taken (:class:`SharedBenchmarks` in the
+    folder ``benchmarks``); then the detections."""
     from dagster import DagsterInstance
 
     from birdassets.cli import quiet
@@ -132,6 +187,8 @@ def second_lane(log: str, tasks: list[str]) -> None:
         for task in tasks:
             wait_for_task_data(instance, settings, task)
             train_demo_model(defs, instance, task)
+        SharedBenchmarks(benchmarks).take(lambda run: run_benchmark(defs, instance, settings, run),
+                                          alive=lambda: os.getppid() == parent)
     print_demo_detections(report)
 
 
@@ -147,7 +204,7 @@ def wait_for_task_data(instance, settings, task: str) -> None:
     while not task_ready(instance, settings, task):
         if time.monotonic() > deadline:
             raise SystemExit(f"birdassets: {task}'s data was not built within {TASK_DATA_WAIT_S:g} s")
-        time.sleep(1.0)
+        time.sleep(POLL_S)
 
 
 def generate_demo_data(demo_data) -> None:
@@ -160,8 +217,9 @@ def generate_demo_data(demo_data) -> None:
         print(f"  demo data {dataset.name:<12} {dataset.root}  ({time.perf_counter() - t0:.1f} s)", flush=True)
 
 
-def run_demo_jobs(defs, instance, settings, tasks: list[str]) -> None:
-    """Data of each task, the demo training run, then encoder and benchmark of each checkpoint x task."""
+def run_demo_jobs(defs, instance, settings, tasks: list[str], benchmarks: SharedBenchmarks) -> None:
+    """Data of each task, the demo training run, then encoder and benchmark of each checkpoint x task, shared
+    with the second lane."""
     from birdassets.defs.jobs import DEMO_TRAINING, TRAIN_JOB
 
     build_task_data(defs, instance, settings, tasks, always=True)
@@ -170,8 +228,27 @@ def run_demo_jobs(defs, instance, settings, tasks: list[str]) -> None:
     print(f"  trained {run} ({DEMO_TRAINING['objective']}, {DEMO_TRAINING['num_steps']} steps "
           f"on {DEMO_TRAINING['task']})  {seconds:.1f} s")
     new = register_checkpoints(defs, instance, settings)
-    for checkpoint in demo_checkpoints(instance, settings, run):
-        benchmark_checkpoint(defs, instance, settings, checkpoint, tasks, new)
+    benchmarks.publish(benchmark_runs(settings, demo_checkpoints(instance, settings, run), tasks, new))
+    benchmarks.take(lambda benchmark: run_benchmark(defs, instance, settings, benchmark))
+
+
+def benchmark_runs(settings, checkpoints: list[str], tasks: list[str], new: list[str]) -> list[BenchmarkRun]:
+    """The benchmark of each of ``checkpoints`` on each task whose windows it reads (all of ``tasks`` at once when
+    none does), longest first: the pretrained encoders' (BirdNET embeds 48 kHz audio: 5-8x a demo step's run),
+    then the trained steps in order, so that what is left at the end is short and the lanes finish close
+    together."""
+    runs = []
+    for checkpoint in sorted(checkpoints, key=lambda key: key not in settings.pretrained):  # stable
+        reading = tasks_reading_checkpoint(settings, checkpoint, tasks)
+        groups = [(task,) for task in reading] or [tuple(tasks)]
+        runs += [BenchmarkRun(checkpoint, group, checkpoint in new) for group in groups]
+    return runs
+
+
+def run_benchmark(defs, instance, settings, run: BenchmarkRun) -> None:
+    """:func:`~birdassets.cli.pipeline.benchmark_checkpoint` of one :class:`BenchmarkRun`."""
+    benchmark_checkpoint(defs, instance, settings, run.checkpoint, list(run.tasks),
+                         [run.checkpoint] if run.new else [])
 
 
 def train_demo_detector(defs, instance, settings):
