@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from birdassets.cli.demo import BenchmarkRun, SharedBenchmarks, demo_accelerator_slots
+from birdassets.cli.demo import BenchmarkRun, SharedBenchmarks, benchmark_runs, demo_accelerator_slots
 from birdassets.cli.pipeline import registering
 
 TRY_LOCK = ("import fcntl, sys\nwith open(sys.argv[1], 'a') as f:\n"
@@ -48,10 +48,28 @@ def test_two_processes_share_the_benchmark_runs_and_run_each_once(tmp_path):
     assert all(run == sorted(run, key=lambda key: int(key.split("@")[1])) for run in taken)  # each in order
 
 
+def test_benchmark_runs_go_longest_first_then_by_step_one_task_each(tmp_path, monkeypatch):
+    monkeypatch.setenv("BIRDASSETS_HOME", str(tmp_path))
+    from birdassets.settings import load_settings
+
+    tasks = ["demo-clear", "demo-noisy"]  # no checkpoint folder yet: every task reads every checkpoint
+    runs = benchmark_runs(load_settings(), ["demo-sup@0", "demo-sup@100", "birdnet-v2.4"], tasks, ["demo-sup@100"])
+    assert [(run.checkpoint, run.tasks, run.new) for run in runs] == [
+        ("birdnet-v2.4", ("demo-clear",), False), ("birdnet-v2.4", ("demo-noisy",), False),
+        ("demo-sup@0", ("demo-clear",), False), ("demo-sup@0", ("demo-noisy",), False),
+        ("demo-sup@100", ("demo-clear",), True), ("demo-sup@100", ("demo-noisy",), True),
+    ]
+
+
 def test_a_lane_stops_waiting_for_benchmark_runs_when_told_its_parent_is_gone(tmp_path):
+    import threading
+
     calls = []
-    SharedBenchmarks(tmp_path).take(calls.append, alive=lambda: False)
-    assert calls == []
+    lane = threading.Thread(target=SharedBenchmarks(tmp_path).take, args=(calls.append,),
+                            kwargs={"alive": lambda: False}, daemon=True)
+    lane.start()
+    lane.join(timeout=10)
+    assert not lane.is_alive() and calls == []  # returned at its first look, nothing published, nothing run
 
 
 def test_demo_accelerator_slots_follow_the_setting_or_give_each_lane_one(monkeypatch):
