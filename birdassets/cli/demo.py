@@ -110,8 +110,8 @@ class SecondLane:
         self.process.join()
         print(self.log.read_text(encoding="utf-8"), end="", flush=True)
         if self.process.exitcode != 0:
-            raise SystemExit(f"birdassets: the demo's second lane (call detector, supervised models) failed "
-                             f"(exit status {self.process.exitcode})")
+            raise SystemExit(f"birdassets: the demo's second lane (call detector, supervised models, shared "
+                             f"benchmark runs) failed (exit status {self.process.exitcode})")
 
     def __exit__(self, *exc_info) -> None:
         if self.process.is_alive():

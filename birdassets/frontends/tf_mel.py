@@ -70,7 +70,7 @@ class TFMelFrontend:
     def _mel_db_in_groups(self, waves: tf.Tensor, group: tf.Tensor) -> tf.Tensor:
         """:meth:`_grouped_mel_db` for a batch of more than ``group`` rows."""
         rows, samples = tf.shape(waves)[0], tf.shape(waves)[1]
-        groups = tf.maximum((rows + group - 1) // group, 1)  # an empty batch computes one group of zero rows
+        groups = tf.maximum((rows + group - 1) // group, 1)  # an empty batch computes one group of padding
         padded = tf.pad(waves, [[0, groups * group - rows], [0, 0]])
         mel = tf.map_fn(  # [groups, group, frames, mels]
             self._group_mel_db, tf.reshape(padded, [groups, group, samples]), parallel_iterations=PARALLEL_GROUPS,
