@@ -37,6 +37,8 @@ from birdassets.sources.manifest import Manifest
 WINDOW_INDEX = "window_index.parquet"
 BUILD_STATS = "build_stats.json"
 _BATCH_WINDOWS = 64
+RAW_BYTES = tfds.features.Encoding.BYTES
+"""How ``mel`` and ``labels`` are stored: a float list is serialised one value at a time, bytes at once."""
 WINDOWS_PER_SHARD = 128
 
 
@@ -71,8 +73,9 @@ def window_index(manifest: Manifest, preset: MelPreset) -> pd.DataFrame:
 
 
 def dataset_fingerprint(manifest_hash: str, preset: MelPreset) -> str:
-    """Identity of a mel dataset: the manifest's content and the preset's parameters."""
-    return hashlib.sha256(f"{manifest_hash}:{preset.content_hash()}".encode()).hexdigest()
+    """Identity of a mel dataset: the manifest's content, the preset's parameters and the storage format
+    (:attr:`MelWindows.VERSION`)."""
+    return hashlib.sha256(f"{manifest_hash}:{preset.content_hash()}:{MelWindows.VERSION}".encode()).hexdigest()
 
 
 class MelWindows(tfds.core.GeneratorBasedBuilder):
@@ -82,10 +85,11 @@ class MelWindows(tfds.core.GeneratorBasedBuilder):
     ``window_id``, ``recording_id`` (text), ``start_s`` (float32, seconds into the file).
     """
 
-    VERSION = tfds.core.Version("1.1.0")
+    VERSION = tfds.core.Version("1.2.0")
     RELEASE_NOTES = {
         "1.0.0": "Mel windows of a birdassets manifest.",
         "1.1.0": "Window index keeps each window's file and segment end (waveform encoders re-read the audio).",
+        "1.2.0": "mel and labels stored as raw bytes (a 256 x 128 window serialises in 0.08 ms, as a float list 5 ms).",
     }
 
     def __init__(self, *, manifest: Manifest, preset: MelPreset, windows: pd.DataFrame, **kwargs):
@@ -103,8 +107,9 @@ class MelWindows(tfds.core.GeneratorBasedBuilder):
         return self.dataset_info_from_configs(
             features=tfds.features.FeaturesDict(
                 {
-                    "mel": tfds.features.Tensor(shape=preset.input_shape, dtype=np.float32),
-                    "labels": tfds.features.Tensor(shape=(len(self._manifest.classes),), dtype=np.uint8),
+                    "mel": tfds.features.Tensor(shape=preset.input_shape, dtype=np.float32, encoding=RAW_BYTES),
+                    "labels": tfds.features.Tensor(shape=(len(self._manifest.classes),), dtype=np.uint8,
+                                                   encoding=RAW_BYTES),
                     "window_id": tfds.features.Text(),
                     "recording_id": tfds.features.Text(),
                     "start_s": tfds.features.Scalar(dtype=np.float32),
