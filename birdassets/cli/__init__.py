@@ -35,6 +35,7 @@ import argparse
 import os
 import warnings
 
+from birdassets.allocator import reuse_large_blocks
 from birdassets.cli import audio, birdclef, demo, pipeline, query, sharing, speed, tidhy, train, ui, worker
 from birdassets.cli.errors import run_command
 
@@ -72,9 +73,11 @@ def use_compile_cache() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run ``birdassets ARGV`` (default: ``sys.argv[1:]``); returns the exit status.
 
-    Commands run quietly (:func:`quiet`) unless their parser sets ``quiet=False``.
+    Commands run quietly (:func:`quiet`) unless their parser sets ``quiet=False``, and with malloc reusing
+    large blocks (:func:`~birdassets.allocator.reuse_large_blocks`).
     """
     args = build_parser().parse_args(argv)
+    reuse_large_blocks()
     if getattr(args, "quiet", True):
         quiet()
     use_compile_cache()
