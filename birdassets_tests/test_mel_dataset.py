@@ -9,7 +9,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from birdassets.audio.io import AudioError
-from birdassets.datasets.mel_tfds import MelDataset, build_mel_dataset, dataset_dir, window_index
+from birdassets.datasets.mel_tfds import MelDataset, MelWindows, build_mel_dataset, dataset_dir, window_index
 from birdassets.frontends.presets import get_preset
 from birdassets.frontends.tf_mel import TFMelFrontend
 from birdassets.audio.io import load
@@ -63,6 +63,13 @@ def test_build_is_idempotent_and_keyed_by_preset_and_manifest(tmp_path, small_ma
     assert dataset_dir(tmp_path / "mel", small_manifest, other_preset) != first.root
     fewer = Manifest(small_manifest.table.iloc[1:].reset_index(drop=True), small_manifest.classes)
     assert dataset_dir(tmp_path / "mel", fewer, PRESET) != first.root
+
+
+def test_a_new_storage_version_is_built_in_a_folder_of_its_own(tmp_path, small_manifest, monkeypatch):
+    """Data written as 1.1.0 (float lists) is never read as the current format: the version is in the fingerprint."""
+    current = dataset_dir(tmp_path / "mel", small_manifest, PRESET)
+    monkeypatch.setattr(MelWindows, "VERSION", tfds.core.Version("1.1.0"))
+    assert dataset_dir(tmp_path / "mel", small_manifest, PRESET) != current
 
 
 def test_crashed_build_is_never_read_as_whole(tmp_path, small_manifest):
