@@ -9,8 +9,10 @@ validates it from metadata only, loads it, and the embeddings step runs it over 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +141,29 @@ def test_loaded_encoder_embeds_the_mean_over_frames_times_the_projection(tmp_pat
                   [[0, 1, 0], [4, 1, 2]]],  # frame mean [2, 1, 1] -> [2 + 1, 2 - 1]
                  np.float32)
     np.testing.assert_allclose(loaded.encoder.embed(x), [[4.0, 2.0], [3.0, 1.0]], rtol=0, atol=1e-6)
+
+
+def test_a_thread_reuses_its_last_encoder_until_a_file_of_it_changes(tmp_path, meanpool):
+    step_dir = save_meanpool(tmp_path / "mp", 0, W, TINY)
+    first = load_encoder([tmp_path], "mp@0")
+    assert load_encoder([tmp_path], "mp@0") is first  # the encoder step, its check and the embeddings: one read
+    assert load_encoder([tmp_path], "mp@0", batch_size=8) is not first
+
+    elsewhere = []
+    thread = threading.Thread(target=lambda: elsewhere.append(load_encoder([tmp_path], "mp@0")))
+    thread.start()
+    thread.join()
+    assert elsewhere[0] is not first and elsewhere[0].encoder is not first.encoder  # threads share no encoder
+
+    before = load_encoder([tmp_path], "mp@0")
+    weights = max((p for p in step_dir.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    weights.write_bytes(weights.read_bytes())  # rewritten in place, same bytes and size
+    assert load_encoder([tmp_path], "mp@0") is not before
+
+    shutil.rmtree(step_dir)  # the step saved again with other weights
+    save_meanpool(tmp_path / "mp", 0, 2 * W, TINY)
+    x = np.array([[[1, 2, 3], [3, 2, 1]]], np.float32)  # frame mean [2, 2, 2] -> 2 * [4, 2]
+    np.testing.assert_allclose(load_encoder([tmp_path], "mp@0").encoder.embed(x), [[8.0, 4.0]], rtol=0, atol=1e-6)
 
 
 def test_compute_embeddings_runs_the_family_over_a_real_mel_dataset(tmp_path, small_manifest, meanpool):

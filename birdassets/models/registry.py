@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -170,10 +171,39 @@ def load_encoder(checkpoint_roots: Iterable[str | Path], key: str, batch_size: i
                  models_root: Path | None = None) -> LoadedEncoder:
     """Load the encoder named ``key`` through its family (which validates from metadata before loading).
 
+    The last encoder a thread loaded is handed out again while none of its files changed (:func:`files_state`):
+    a benchmark run's encoder step, its blocking check and its embeddings step read the weights once.
+
     Raises:
         CheckpointError: no such checkpoint, or one its family refuses.
     """
     ref = resolve_encoder(checkpoint_roots, key, models_root)
     family = get_family(ref.family)
-    encoder = family.load(ref, batch_size)
-    return LoadedEncoder(encoder=encoder, ref=ref, describe=family.describe)
+    identity = (ref, family, batch_size, files_state(ref.path))
+    last = getattr(_last_loaded, "entry", None)
+    if last is not None and last[0] == identity:
+        return last[1]
+    _last_loaded.entry = None  # never hold two encoders at once
+    loaded = LoadedEncoder(encoder=family.load(ref, batch_size), ref=ref, describe=family.describe)
+    _last_loaded.entry = (identity, loaded)
+    return loaded
+
+
+_last_loaded = threading.local()
+"""Per thread: ``entry`` = ``(identity, LoadedEncoder)`` of the last load (an encoder is not shared by threads)."""
+
+
+def files_state(path: Path) -> tuple:
+    """``(relative path, size, mtime ns, ctime ns, inode)`` of ``path`` (a file) or of every file under it (a
+    folder), sorted: any rewrite, replacement, addition or removal of a file changes it."""
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    state = []
+    for file in files:
+        try:
+            found = file.stat()
+        except FileNotFoundError:  # removed while listed: the next call sees the folder without it
+            continue
+        state.append((str(file.relative_to(path)) if file != path else "", found.st_size, found.st_mtime_ns,
+                      found.st_ctime_ns, found.st_ino))
+    return tuple(state)
