@@ -92,3 +92,29 @@ def test_a_freed_slot_goes_to_exactly_one_waiting_step(database):
     (successor,) = claim_at_once(storage, "handover", waiting)
     assert successor in waiting
     assert storage.get_concurrency_info("handover").active_slot_count == 2
+
+
+def advisory_locks(url: str) -> int:
+    """Advisory locks held on the server right now, by any session."""
+    import sqlalchemy as db
+
+    engine = db.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(db.text("select count(*) from pg_locks where locktype = 'advisory' "
+                                              "and granted")).scalar_one()
+    finally:
+        engine.dispose()
+
+
+def test_every_pool_change_takes_the_lock_again_and_leaves_it_free(database):
+    storage = SerialPoolsEventLogStorage(database)
+    storage.set_concurrency_slots("nested", 1)
+    assert storage.claim_concurrency_slot("nested", "run-a", "write").is_claimed
+    storage.claim_concurrency_slot("nested", "run-b", "write")  # waits for the slot
+    storage.free_concurrency_slot_for_step("run-a", "write")  # frees, then assigns run-b: the lock taken twice
+    assert advisory_locks(database) == 0
+    with storage._pools_locked():  # the thread's next change takes the lock again
+        assert advisory_locks(database) == 1
+    assert advisory_locks(database) == 0
+    assert storage.claim_concurrency_slot("nested", "run-b", "write").is_claimed

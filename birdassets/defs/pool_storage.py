@@ -11,13 +11,13 @@ read-check-write sequence, so the ``duckdb`` pool really lets one writer run at 
 
 from __future__ import annotations
 
+import functools
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import sqlalchemy as db
-from dagster._core.storage.event_log.base import ConcurrencyClaimStatus
 from dagster_postgres.event_log import PostgresEventLogStorage
 from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
 
@@ -26,7 +26,8 @@ POOLS_LOCK_KEY = 0x62697264_706F6F6C
 
 
 class SerialPoolsEventLogStorage(PostgresEventLogStorage):
-    """:class:`PostgresEventLogStorage` whose pool changes are serialised by :data:`POOLS_LOCK_KEY`.
+    """:class:`PostgresEventLogStorage` whose pool changes (:data:`POOL_CHANGES`) are serialised by
+    :data:`POOLS_LOCK_KEY`.
 
     Configured in ``dagster_production.yaml`` as ``event_log_storage`` (module ``birdassets.defs.pool_storage``),
     with the same ``postgres_url`` as the run and schedule storages.
@@ -42,49 +43,42 @@ class SerialPoolsEventLogStorage(PostgresEventLogStorage):
 
     @contextmanager
     def _pools_locked(self) -> Iterator[None]:
-        """Hold :data:`POOLS_LOCK_KEY` on a connection of its own (re-entrant within a thread: freeing a slot
-        assigns waiting steps)."""
-        if getattr(self._held, "depth", 0):
-            self._held.depth += 1
+        """Hold :data:`POOLS_LOCK_KEY` while the block runs (re-entrant within a thread: freeing a slot assigns
+        waiting steps)."""
+        depth = getattr(self._held, "depth", 0)
+        with nullcontext() if depth else self._advisory_lock():
+            self._held.depth = depth + 1
             try:
                 yield
             finally:
-                self._held.depth -= 1
-            return
+                self._held.depth = depth
+
+    @contextmanager
+    def _advisory_lock(self) -> Iterator[None]:
+        """:data:`POOLS_LOCK_KEY`, taken (waiting for other processes) and released on a connection of its own."""
         with self._engine.connect() as lock:
             lock.execute(db.text("select pg_advisory_lock(:key)"), {"key": POOLS_LOCK_KEY})
-            self._held.depth = 1
             try:
                 yield
             finally:
-                self._held.depth = 0
                 lock.execute(db.text("select pg_advisory_unlock(:key)"), {"key": POOLS_LOCK_KEY})
 
-    def claim_concurrency_slot(self, concurrency_key: str, run_id: str, step_key: str,
-                               priority: int | None = None) -> ConcurrencyClaimStatus:
-        with self._pools_locked():
-            return super().claim_concurrency_slot(concurrency_key, run_id, step_key, priority)
 
-    def free_concurrency_slot_for_step(self, run_id: str, step_key: str) -> None:
-        with self._pools_locked():
-            super().free_concurrency_slot_for_step(run_id, step_key)
+POOL_CHANGES = ("claim_concurrency_slot", "free_concurrency_slot_for_step", "free_concurrency_slots_for_run",
+                "assign_pending_steps", "set_concurrency_slots", "delete_concurrency_limit",
+                "initialize_concurrency_limit_to_default")
+"""The storage methods that change pools: each runs whole under :data:`POOLS_LOCK_KEY`."""
 
-    def free_concurrency_slots_for_run(self, run_id: str) -> None:
-        with self._pools_locked():
-            super().free_concurrency_slots_for_run(run_id)
 
-    def assign_pending_steps(self, concurrency_keys: Sequence[str]) -> None:
+def _under_pools_lock(method: Callable) -> Callable:
+    """``method`` of :class:`PostgresEventLogStorage`, run under :meth:`SerialPoolsEventLogStorage._pools_locked`."""
+    @functools.wraps(method)
+    def locked(self: SerialPoolsEventLogStorage, *args, **kwargs):
         with self._pools_locked():
-            super().assign_pending_steps(concurrency_keys)
+            return method(self, *args, **kwargs)
 
-    def set_concurrency_slots(self, concurrency_key: str, num: int) -> None:
-        with self._pools_locked():
-            super().set_concurrency_slots(concurrency_key, num)
+    return locked
 
-    def delete_concurrency_limit(self, concurrency_key: str) -> None:
-        with self._pools_locked():
-            super().delete_concurrency_limit(concurrency_key)
 
-    def initialize_concurrency_limit_to_default(self, concurrency_key: str) -> bool:
-        with self._pools_locked():
-            return super().initialize_concurrency_limit_to_default(concurrency_key)
+for _name in POOL_CHANGES:
+    setattr(SerialPoolsEventLogStorage, _name, _under_pools_lock(getattr(PostgresEventLogStorage, _name)))
